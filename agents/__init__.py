@@ -1,0 +1,1 @@
+"""ClipZoo agents and the pieces they share (weight clipping, diagnostics)."""

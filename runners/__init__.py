@@ -1,0 +1,1 @@
+"""Run plumbing: the command line, run directories and checkpoints, sweeps and plots."""

@@ -1,0 +1,45 @@
+"""Shared test fixtures: small reference networks and deterministic seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(1)
+
+
+class NatureCNN(nn.Module):
+    """The DQN Nature network (Mnih et al. 2015) on 4x84x84 frames."""
+
+    output_layers = ("head.2",)
+
+    def __init__(self, actions: int = 6) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Linear(3136, 512), nn.ReLU(inplace=True), nn.Linear(512, actions))
+
+    def forward(self, x):
+        return self.head(self.trunk(x))
+
+
+class TanhActorCritic(nn.Module):
+    """CleanRL's PPO network shape: separate 64-64 tanh actor and critic, state-independent log-std."""
+
+    output_layers = ("actor.4", "critic.4")
+
+    def __init__(self, obs_dim: int = 11, act_dim: int = 3) -> None:
+        super().__init__()
+        self.actor = nn.Sequential(nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, act_dim))
+        self.critic = nn.Sequential(nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
