@@ -9,7 +9,8 @@ import torch
 from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
 
-from agents.clipping import WeightClipping, layer_fan_in
+import agents.clipping as clipping_module
+from agents.clipping import WeightClipping, count_outside_fused, count_outside_per_tensor, layer_fan_in
 from conftest import NatureCNN, TanhActorCritic
 
 
@@ -69,7 +70,7 @@ def test_hand_computed_sgd_step_and_clipped_fraction():
     model = nn.Linear(16, 1, bias=False)  # bound 2 / sqrt(16) = 0.5
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.4, -0.2] + [0.0] * 14]))
-    clipping = WeightClipping(model, kappa=2.0)
+    clipping = WeightClipping(model, kappa=2.0, fraction_every=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     clipping.attach(optimizer)
     model.weight.grad = torch.tensor([[-0.3, 0.5] + [0.1] * 14])
@@ -82,7 +83,7 @@ def test_hand_computed_sgd_step_and_clipped_fraction():
 
 def test_clipped_fraction_is_averaged_over_the_window():
     model = nn.Linear(4, 1, bias=False)  # bound 2 / 2 = 1
-    clipping = WeightClipping(model, kappa=2.0)
+    clipping = WeightClipping(model, kappa=2.0, fraction_every=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     clipping.attach(optimizer)
     with torch.no_grad():
@@ -222,6 +223,8 @@ def test_bad_configurations_are_refused_with_clear_messages():
         WeightClipping(nn.Sequential(nn.Tanh(), nn.LayerNorm(3)))
     with pytest.raises(ValueError, match="clip_every must be an integer >= 1"):
         WeightClipping(nn.Linear(2, 2), clip_every=0)
+    with pytest.raises(ValueError, match="fraction_every must be an integer >= 1 or None"):
+        WeightClipping(nn.Linear(2, 2), fraction_every=2.5)
     model = nn.Linear(2, 2)
     clipping = WeightClipping(model)
     optimizer = torch.optim.Adam(model.parameters())
@@ -244,18 +247,39 @@ def test_detach_stops_clipping():
     assert model.weight.abs().max() > 5
 
 
-def test_fused_multi_tensor_path_used_on_cuda_matches_the_per_tensor_path():
+def test_cuda_and_cpu_counting_paths_agree_with_a_loop():
     torch.manual_seed(3)
+    params = [torch.randn(7, 5) * 2, torch.randn(3), torch.randn(4, 2, 3)]
+    bounds = [1.0, 0.5, 1.5]
+    expected = sum(abs(v) > b for p, b in zip(params, bounds) for v in p.flatten().tolist())
+    assert count_outside_per_tensor(params, bounds) == expected
+    assert count_outside_fused(params, bounds).item() == expected
+
+
+def test_per_tensor_clamp_used_for_large_cpu_models_matches_the_multi_tensor_clamp(monkeypatch):
     models = [nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     for model in models:
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(4)
-    per_tensor, fused = (WeightClipping(m, kappa=1.5) for m in models)
-    with torch.no_grad():
-        per_tensor._clamp_per_tensor()
-        fused._clamp_fused()
+    WeightClipping(models[0], kappa=1.5).clip_now()
+    monkeypatch.setattr(clipping_module, "FOREACH_CPU_MAX_ENTRIES", 0)
+    WeightClipping(models[1], kappa=1.5).clip_now()
     for a, b in zip(*(m.parameters() for m in models)):
         assert torch.equal(a, b)
-    assert float(fused._window_outside) == per_tensor._window_outside > 0
+
+
+def test_fraction_every_samples_one_clamp_in_n():
+    model = nn.Linear(4, 1, bias=False)
+    clipping = WeightClipping(model, kappa=2.0, fraction_every=2)
+    for value in (5.0, 0.0, 5.0, 5.0):  # clamps 0 and 2 are measured: both fully outside
+        model.weight.data.fill_(value)
+        clipping.clip_now()
+    assert clipping.pop_clipped_fraction() == 1.0
+    model.weight.data.fill_(5.0)
+    clipping.clip_now()  # clamp 4: measured
+    model.weight.data.fill_(0.0)
+    clipping.clip_now()
+    assert clipping.pop_clipped_fraction() == 1.0
+    assert WeightClipping(model, fraction_every=None).pop_clipped_fraction() is None

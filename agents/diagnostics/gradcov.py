@@ -148,7 +148,9 @@ def _vmap_gram(model: nn.Module, per_sample_loss_fn: PerSampleLoss, batch, names
         return functional_call(wrapper, chosen_params, (one,)).reshape(())
 
     in_dims = (None, tree_map(lambda x: 0 if isinstance(x, torch.Tensor) else None, batch))
-    per_sample = vmap(grad(sample_loss), in_dims=in_dims, randomness="same")(chosen, batch)
+    # grad() ignores an outer no_grad, which keeps the other parameters out of the result's graph.
+    with torch.no_grad():
+        per_sample = vmap(grad(sample_loss), in_dims=in_dims, randomness="same")(chosen, batch)
     flat = torch.cat([g.reshape(g.shape[0], -1) for g in per_sample.values()], 1)
     return (flat @ flat.T).double()
 

@@ -1,0 +1,85 @@
+"""Continuous-control envs (MuJoCo v5 and any Box-action env) with CleanRL's PPO wrapper stack.
+
+gymnasium 1.x vector envs default to NEXT_STEP autoreset, which breaks CleanRL's
+bookkeeping; these are built with SAME_STEP, so a finished episode's statistics are
+in ``infos["final_info"]["episode"]`` under the ``infos["final_info"]["_episode"]`` mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from envs.registry import check_env_id, require_continuous_actions
+
+OBS_CLIP = 10.0
+REWARD_CLIP = 10.0
+
+
+def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
+    """A thunk building one env: flatten, episode stats, clip action, normalise obs and reward, clip both."""
+
+    def thunk() -> gym.Env:
+        env = gym.make(env_id)
+        env = gym.wrappers.FlattenObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space)
+        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+        env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -REWARD_CLIP, REWARD_CLIP))
+        return env
+
+    return thunk
+
+
+def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies in one process, SAME_STEP autoreset; refuses unknown ids and discrete actions."""
+    check_env_id(env_id)
+    envs = gym.vector.SyncVectorEnv([make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+    require_continuous_actions(env_id, envs.single_action_space)
+    return envs
+
+
+def _find_wrapper(env: gym.Env, kind: type) -> gym.Wrapper:
+    while not isinstance(env, kind):
+        env = env.env
+    return env
+
+
+def normalization_state(envs: gym.vector.SyncVectorEnv) -> list[dict]:
+    """Running observation/return statistics of every sub-env, for checkpoints."""
+    states = []
+    for env in envs.envs:
+        obs = _find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms
+        reward = _find_wrapper(env, gym.wrappers.NormalizeReward)
+        states.append({
+            "obs_mean": obs.mean.copy(), "obs_var": obs.var.copy(), "obs_count": obs.count,
+            "return_mean": reward.return_rms.mean.copy(), "return_var": reward.return_rms.var.copy(),
+            "return_count": reward.return_rms.count, "discounted_reward": reward.discounted_reward.copy(),
+        })
+    return states
+
+
+def load_normalization_state(envs: gym.vector.SyncVectorEnv, states: list[dict]) -> None:
+    if len(states) != len(envs.envs):
+        raise ValueError(f"checkpoint has normalisation statistics for {len(states)} envs, this run has {len(envs.envs)}")
+    for env, state in zip(envs.envs, states):
+        obs = _find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms
+        reward = _find_wrapper(env, gym.wrappers.NormalizeReward)
+        obs.mean, obs.var, obs.count = state["obs_mean"].copy(), state["obs_var"].copy(), state["obs_count"]
+        reward.return_rms.mean, reward.return_rms.var = state["return_mean"].copy(), state["return_var"].copy()
+        reward.return_rms.count = state["return_count"]
+        reward.discounted_reward = state["discounted_reward"].copy()
+
+
+def finished_episodes(infos: dict) -> list[tuple[float, int]]:
+    """(return, length) of every episode that ended on this vector step (SAME_STEP autoreset)."""
+    final = infos.get("final_info")
+    if not final or "_episode" not in final:
+        return []
+    mask = final["_episode"]
+    return [(float(r), int(l)) for r, l in zip(final["episode"]["r"][mask], final["episode"]["l"][mask])]

@@ -1,0 +1,57 @@
+"""The ``clipzoo`` command: ``clipzoo train <agent> [options]``; ``--help`` at any level."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+from runners.errors import UsageError
+
+# agent name -> module with a ``main(argv)``; each module is a runnable single file too.
+AGENTS = {
+    "ppo": "agents.ppo_continuous",
+}
+
+USAGE = """usage: clipzoo <command> ...
+
+commands:
+  train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
+
+examples:
+  clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
+  clipzoo train ppo --config hopper --seed 3 --run-dir runs/hopper_wc_s3
+"""
+
+
+def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
+    """Run an entry point; bad input prints one line and exits 2, never a traceback."""
+    try:
+        entry(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _usage() -> str:
+    return USAGE.format(agents=", ".join(AGENTS))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command != "train":
+        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    if not rest or rest[0] not in AGENTS:
+        given = repr(rest[0]) if rest else "none"
+        print(f"error: unknown agent {given}; choose one of {', '.join(AGENTS)}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(AGENTS[rest[0]])
+    run_and_report(module.main, rest[1:])
