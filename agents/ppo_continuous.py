@@ -258,8 +258,9 @@ def main(argv: list[str] | None = None) -> Path:
         return run.path
     checkpoint = run.load_checkpoint()
     try:
-        # purge_step drops events logged after the checkpoint by the interrupted attempt.
-        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] if checkpoint else None) as writer:
+        # purge_step drops events logged after the checkpoint by the interrupted attempt
+        # (an update logs everything at its step before its checkpoint is written).
+        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
             train(args, envs, run, writer, checkpoint)
     except BaseException as error:
         run.set_status("failed", error=f"{type(error).__name__}: {error}")

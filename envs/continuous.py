@@ -39,9 +39,10 @@ def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
 def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies in one process, SAME_STEP autoreset; refuses unknown ids and discrete actions."""
     check_env_id(env_id)
-    envs = gym.vector.SyncVectorEnv([make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
-    require_continuous_actions(env_id, envs.single_action_space)
-    return envs
+    bare = gym.make(env_id)  # the wrapper stack itself fails on discrete actions, less clearly
+    require_continuous_actions(env_id, bare.action_space)
+    bare.close()
+    return gym.vector.SyncVectorEnv([make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 def _find_wrapper(env: gym.Env, kind: type) -> gym.Wrapper:

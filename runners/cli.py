@@ -55,3 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     module = importlib.import_module(AGENTS[rest[0]])
     run_and_report(module.main, rest[1:])
+
+
+if __name__ == "__main__":
+    main()
