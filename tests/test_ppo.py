@@ -231,3 +231,17 @@ def test_per_sample_losses_average_to_cleanrls_minibatch_loss():
     cleanrl_loss = pg_loss - 0.01 * entropy.mean() + v_loss * 0.5
     torch.testing.assert_close(terms["total"].mean(), cleanrl_loss)
     torch.testing.assert_close(terms["entropy"], entropy)
+
+
+@pytest.mark.parametrize("preset", ["ppo_ant", "ppo_halfcheetah", "ppo_hopper", "ppo_humanoid", "ppo_walker2d"])
+def test_every_preset_builds_its_environment(preset):
+    from envs.continuous import make_vector_env
+    from runners.config import load_config_file
+
+    args = load_config_file(Args, preset)
+    assert args.env_id.endswith("-v5") and args.total_timesteps == 1_000_000
+    ppo_continuous.check_args(args)
+    envs = make_vector_env(args.env_id, 1, args.gamma)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape[0] == 1 and np.all(np.abs(obs) <= 10.0)
+    envs.close()
