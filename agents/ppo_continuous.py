@@ -352,6 +352,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             actor = NumpyActor(agent)
+            rollout_returns = []
             for step in range(0, args.num_steps):
                 global_step += args.num_envs
                 obs[step] = next_obs
@@ -366,6 +367,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                 next_done = np.logical_or(terminations, truncations).astype(np.float32)
                 rewards[step] = reward
                 for episodic_return, episodic_length in finished_episodes(infos):
+                    rollout_returns.append(episodic_return)
                     writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                     writer.add_scalar("charts/episodic_length", episodic_length, global_step)
 
@@ -426,8 +428,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                 log_diagnostics(global_step, last_rollout, heatmap, grad_norm.item())
             sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
-            print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  SPS {sps}  "
-                  f"approx_kl {last['approx_kl']:.4f}", flush=True)
+            mean_return = f"{np.mean(rollout_returns):8.1f}" if rollout_returns else "       -"
+            print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
+                  f"approx_kl {last['approx_kl']:.4f}  SPS {sps}", flush=True)
 
             if iteration % args.checkpoint_every == 0 or iteration == num_iterations or stop.requested:
                 run.save_checkpoint({
