@@ -161,3 +161,19 @@ def test_logger_writes_every_tag_the_image_and_the_saved_matrix(tmp_path):
     saved = np.load(tmp_path / "gradcov" / "step_0000000007.npz")
     np.testing.assert_allclose(saved["covariance"], covariance.numpy())
     assert (tmp_path / "gradcov" / "step_0000000007.png").stat().st_size > 1000
+
+
+def test_noisy_layers_in_training_and_eval_mode_match_the_naive_loop():
+    from tianshou.utils.net.discrete import NoisyLinear
+
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), NoisyLinear(8, 6, noisy_std=0.5), nn.ReLU(), NoisyLinear(6, 3))
+    k = 10
+    batch = {"obs": torch.randn(k, 5), "action": torch.randint(0, 3, (k,)), "target": torch.randn(k)}
+
+    def loss(m, b):
+        return (m(b["obs"]).gather(1, b["action"][:, None]).squeeze(1) - b["target"]) ** 2
+
+    for training in (True, False):
+        model.train(training)
+        fast = gradient_covariance(model, loss, batch)
+        torch.testing.assert_close(fast.double(), naive_covariance(model, loss, batch, k), atol=1e-4, rtol=0)

@@ -7,6 +7,8 @@ layer from one batched forward and backward pass:
 * Linear: with layer input ``a_i`` and output gradient ``d_i``,
   ``<dW_i, dW_j> = (a_i . a_j)(d_i . d_j)``, so no per-sample weight gradient is formed.
 * Conv1d/Conv2d: per-sample weight gradients from unfolded inputs (groups respected).
+* Noisy linear layers (Tianshou's ``NoisyLinear``, ``W = mu + sigma * eps_q eps_p^T``):
+  the mean terms as Linear; the sigma terms as Linear with ``d * eps_q`` and ``a * eps_p``.
 * Anything else (log-std vectors, norm gains, Conv3d, ...): per-sample gradients with
   ``torch.func.vmap`` over the samples, for those parameters only.
 
@@ -51,11 +53,15 @@ class _LayerCalls:
         output.register_hook(keep)
 
 
+def _is_noisy_linear(module: nn.Module) -> bool:
+    return all(hasattr(module, name) for name in ("mu_W", "sigma_W", "mu_bias", "sigma_bias", "eps_p", "eps_q"))
+
+
 def _hooked_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, HOOKED_TYPES) and type(m) in HOOKED_TYPES and any(p.requires_grad for p in m.parameters(recurse=False))
+        if (type(m) in HOOKED_TYPES or _is_noisy_linear(m)) and any(p.requires_grad for p in m.parameters(recurse=False))
     }
 
 
@@ -76,17 +82,43 @@ def _linear_gram(layer: nn.Linear, calls: _LayerCalls) -> torch.Tensor:
     positions = a.shape[1]
     gram = torch.zeros(k, k, dtype=torch.float64, device=a.device)
     if layer.weight.requires_grad:
-        if positions == 1:
-            gram += ((a[:, 0] @ a[:, 0].T).double() * (d[:, 0] @ d[:, 0].T).double())
-        elif (k * positions) ** 2 <= layer.weight.numel() * k:
-            aa = (a.reshape(k * positions, -1) @ a.reshape(k * positions, -1).T).reshape(k, positions, k, positions)
-            dd = (d.reshape(k * positions, -1) @ d.reshape(k * positions, -1).T).reshape(k, positions, k, positions)
-            gram += (aa.double() * dd.double()).sum((1, 3))
+        if positions == 1 or (k * positions) ** 2 <= layer.weight.numel() * k:
+            gram += _outer_gram(a, d)
         else:
             per_sample = torch.einsum("kto,kti->koi", d, a).reshape(k, -1)
             gram += (per_sample @ per_sample.T).double()
     if layer.bias is not None and layer.bias.requires_grad:
         bias = d.sum(1)
+        gram += (bias @ bias.T).double()
+    return gram
+
+
+def _outer_gram(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Gram of per-sample outer products ``d_i a_i^T`` summed over positions; a, d are (k, T, features)."""
+    k, positions = a.shape[0], a.shape[1]
+    if positions == 1:
+        return (a[:, 0] @ a[:, 0].T).double() * (d[:, 0] @ d[:, 0].T).double()
+    aa = (a.reshape(k * positions, -1) @ a.reshape(k * positions, -1).T).reshape(k, positions, k, positions)
+    dd = (d.reshape(k * positions, -1) @ d.reshape(k * positions, -1).T).reshape(k, positions, k, positions)
+    return (aa.double() * dd.double()).sum((1, 3))
+
+
+def _noisy_linear_gram(layer: nn.Module, calls: _LayerCalls) -> torch.Tensor:
+    pairs = [(a, d) for a, d in zip(calls.inputs, calls.output_grads) if d is not None]
+    k = pairs[0][0].shape[0]
+    a = torch.cat([a.reshape(k, -1, a.shape[-1]) for a, _ in pairs], 1)
+    d = torch.cat([d.reshape(k, -1, d.shape[-1]) for _, d in pairs], 1)
+    gram = torch.zeros(k, k, dtype=torch.float64, device=a.device)
+    noisy = layer.training  # in eval mode the layer uses its means only
+    if layer.mu_W.requires_grad:
+        gram += _outer_gram(a, d)
+    if noisy and layer.sigma_W.requires_grad:
+        gram += _outer_gram(a * layer.eps_p, d * layer.eps_q)
+    if layer.mu_bias.requires_grad:
+        bias = d.sum(1)
+        gram += (bias @ bias.T).double()
+    if noisy and layer.sigma_bias.requires_grad:
+        bias = (d * layer.eps_q).sum(1)
         gram += (bias @ bias.T).double()
     return gram
 
@@ -179,7 +211,12 @@ def gradient_gram(model: nn.Module, per_sample_loss_fn: PerSampleLoss, batch) ->
             continue
         for tensor in calls[name].inputs:
             _check_batch(name, tensor, k)
-        gram += _linear_gram(layer, calls[name]) if isinstance(layer, nn.Linear) else _conv_gram(layer, calls[name])
+        if isinstance(layer, nn.Linear):
+            gram += _linear_gram(layer, calls[name])
+        elif _is_noisy_linear(layer):
+            gram += _noisy_linear_gram(layer, calls[name])
+        else:
+            gram += _conv_gram(layer, calls[name])
         covered.update(id(p) for p in layer.parameters(recurse=False))
     leftover = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
     if leftover:

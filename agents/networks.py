@@ -1,0 +1,96 @@
+"""Q-networks of the Tianshou-based agents; the network follows the observation space.
+
+Images (C x 84 x 84 frames, uint8) get the Nature CNN trunk (Mnih et al. 2015) and are
+scaled to [0, 1] inside the network; vectors get a 2 x 64 ReLU MLP trunk. Heads: a
+linear Q head (DQN), or Rainbow's dueling, noisy, distributional (C51) head. Forward
+follows Tianshou's convention ``(obs, state, info) -> (output, state)``. Activations
+are ``nn.ReLU`` modules so the unit-health hooks see them.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+from tianshou.utils.net.discrete import NoisyLinear
+from torch import nn
+
+
+def nature_cnn_trunk(channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, kernel_size=8, stride=4), nn.ReLU(),
+        nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
+        nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
+def mlp_trunk(inputs: int, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+
+
+class _TrunkNetwork(nn.Module):
+    """Builds the trunk for an observation shape and turns Tianshou observations into tensors."""
+
+    def __init__(self, observation_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.is_image = len(observation_shape) == 3
+        if self.is_image:
+            self.trunk = nature_cnn_trunk(observation_shape[0])
+            with torch.no_grad():
+                self.feature_dim = self.trunk(torch.zeros(1, *observation_shape)).shape[1]
+            self.hidden = 512
+        else:
+            self.trunk = mlp_trunk(int(np.prod(observation_shape)))
+            self.feature_dim = self.hidden = 64
+
+    def features(self, obs) -> torch.Tensor:
+        device = next(self.parameters()).device
+        x = torch.as_tensor(obs, device=device, dtype=torch.float32)
+        if self.is_image:
+            x = x / 255.0
+        else:
+            x = x.flatten(1)
+        return self.trunk(x)
+
+
+class QNetwork(_TrunkNetwork):
+    """DQN: trunk, then (images) a 512-unit ReLU layer, then one Q-value per action."""
+
+    def __init__(self, observation_shape: tuple[int, ...], actions: int) -> None:
+        super().__init__(observation_shape)
+        if self.is_image:
+            self.head = nn.Sequential(nn.Linear(self.feature_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, actions))
+            self.output_layers = ("head.2",)
+        else:
+            self.head = nn.Sequential(nn.Linear(self.feature_dim, actions))
+            self.output_layers = ("head.0",)
+
+    def forward(self, obs, state=None, info=None):
+        return self.head(self.features(obs)), state
+
+
+class RainbowNetwork(_TrunkNetwork):
+    """Rainbow: trunk, then dueling value/advantage streams of noisy layers over C51 atoms.
+
+    Returns per-action probability distributions ``(batch, actions, atoms)``, as
+    Tianshou's C51 policy expects.
+    """
+
+    def __init__(self, observation_shape: tuple[int, ...], actions: int, atoms: int, noisy_std: float,
+                 dueling: bool = True, noisy: bool = True) -> None:
+        super().__init__(observation_shape)
+        self.actions, self.atoms = actions, atoms
+        linear = partial(NoisyLinear, noisy_std=noisy_std) if noisy else nn.Linear
+        self.advantage = nn.Sequential(linear(self.feature_dim, self.hidden), nn.ReLU(), linear(self.hidden, actions * atoms))
+        self.value = nn.Sequential(linear(self.feature_dim, self.hidden), nn.ReLU(), linear(self.hidden, atoms)) if dueling else None
+        self.output_layers = ("advantage.2", "value.2") if dueling else ("advantage.2",)
+
+    def forward(self, obs, state=None, info=None):
+        features = self.features(obs)
+        logits = self.advantage(features).view(-1, self.actions, self.atoms)
+        if self.value is not None:
+            value = self.value(features).view(-1, 1, self.atoms)
+            logits = value + logits - logits.mean(dim=1, keepdim=True)
+        return logits.softmax(dim=2), state

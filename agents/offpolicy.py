@@ -1,0 +1,252 @@
+"""Shared plumbing of the Tianshou-based agents (DQN, Rainbow).
+
+* ``ClippingAdamFactory``: the optimizer factory Tianshou calls to build the optimizer;
+  it attaches weight clipping to the online network and counts gradient steps.
+* ``collection_plan``: env steps per collect and gradient steps per collect that realise
+  a replay ratio exactly.
+* Fixes for Tianshou 2.0.1, each wrapping the smallest piece:
+  - ``NewDataNaNCheck``: its trainer calls ``buffer.hasnull()`` after every collect,
+    which scans (and, with frame stacking, rebuilds) the whole buffer, so training slows
+    as the buffer fills; the mixin checks only the transitions added since the last call.
+  - ``QuietOffPolicyTrainer``: its gradient-update progress bar overrides
+    ``show_progress=False`` whenever a collect triggers 20 or more gradient steps.
+  - gradient steps per collect are ``round(rr * n)``; ``collection_plan`` picks ``n`` so
+    that ``rr * n`` is whole, and refuses ratios that cannot be realised.
+  (Its Atari wrapper's crash under numpy >= 2.3 is avoided in ``envs.discrete``.)
+* ``RunLogger``: Tianshou's logger interface, writing our tags and checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+import torch
+from tianshou.algorithm.optim import OptimizerFactory
+from tianshou.data import PrioritizedVectorReplayBuffer, VectorReplayBuffer
+from tianshou.trainer import OffPolicyTrainer
+from tianshou.utils.logger.logger_base import BaseLogger
+
+from agents.clipping import WeightClipping
+from agents.diagnostics.weights import gradient_norm
+from envs.discrete import drain_finished_episodes
+from runners.errors import UsageError
+
+MAX_STEPS_PER_COLLECT = 1000
+
+
+# ---------------------------------------------------------------- replay ratio
+def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
+    """(env steps per collect, gradient steps per collect) with ratio exactly ``replay_ratio``.
+
+    Collects are whole rounds over the ``num_envs`` envs, so the step count is the
+    smallest multiple of ``num_envs`` whose product with the ratio is whole.
+    """
+    if not replay_ratio > 0:
+        raise UsageError(f"--replay-ratio must be > 0, got {replay_ratio}")
+    ratio = Fraction(str(replay_ratio))
+    steps = np.lcm(num_envs, ratio.denominator)
+    if steps > MAX_STEPS_PER_COLLECT:
+        raise UsageError(
+            f"--replay-ratio {replay_ratio} cannot be realised with whole gradient steps unless each collect takes "
+            f"{steps} env steps (with {num_envs} envs); use a ratio with a small denominator, e.g. 0.25, 0.5, 1, 2, 4, 8"
+        )
+    return int(steps), int(ratio * steps)
+
+
+def target_update_in_gradient_steps(period_env_steps: int, replay_ratio: float) -> int:
+    """Tianshou counts its target-network period in gradient steps; ours is in env steps."""
+    gradient_steps = Fraction(str(replay_ratio)) * period_env_steps
+    if gradient_steps.denominator != 1 or gradient_steps < 1:
+        raise UsageError(
+            f"--target-update-period {period_env_steps} env steps is {float(gradient_steps)} gradient steps at replay ratio "
+            f"{replay_ratio}; choose a period that gives a whole number >= 1"
+        )
+    return int(gradient_steps)
+
+
+# ---------------------------------------------------------------- optimizer with weight clipping
+class ClippingAdamFactory(OptimizerFactory):
+    """Adam for the policy's network, with optional weight clipping of the online network.
+
+    Tianshou builds the optimizer through this factory, so the algorithm's code is
+    untouched; the clamp runs in the optimizer's step post-hook.
+    """
+
+    def __init__(self, lr: float, eps: float, clipping_options: dict | None) -> None:
+        super().__init__()
+        self.lr, self.eps = lr, eps
+        self.clipping_options = clipping_options
+        self.clipping: WeightClipping | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.gradient_steps = 0
+        self.last_gradient_norm: float | None = None
+        self._measure_gradient_norm = False
+
+    def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, eps=self.eps)
+
+    def create_instances(self, module: torch.nn.Module):
+        optimizer, scheduler = super().create_instances(module)
+        if self.clipping_options is not None:
+            network = getattr(module, "model", module)  # the online Q-network of the policy
+            self.clipping = WeightClipping(network, **self.clipping_options).attach(optimizer)
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_step_post_hook(self._after_step)
+        self.optimizer = optimizer
+        return optimizer, scheduler
+
+    def measure_next_gradient_norm(self) -> None:
+        self._measure_gradient_norm = True
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if self._measure_gradient_norm:  # Tianshou applies no gradient clipping here: this is the raw norm
+            self.last_gradient_norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
+            self._measure_gradient_norm = False
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self.gradient_steps += 1
+
+
+# ---------------------------------------------------------------- Tianshou 2.0.1 fixes
+class NewDataNaNCheck:
+    """Buffer mixin: ``hasnull()`` looks only at transitions added since the previous call."""
+
+    def add(self, batch, buffer_ids=None):
+        result = super().add(batch, buffer_ids=buffer_ids)
+        self._unchecked.append(np.asarray(result[0]))
+        return result
+
+    @property
+    def _unchecked(self) -> list:
+        if "_unchecked_indices" not in self.__dict__:
+            self.__dict__["_unchecked_indices"] = []
+        return self.__dict__["_unchecked_indices"]
+
+    def hasnull(self) -> bool:
+        if not self._unchecked:
+            return False
+        indices = np.unique(np.concatenate(self._unchecked))
+        self._unchecked.clear()
+        return self._meta[indices].hasnull()
+
+
+class CheckedReplayBuffer(NewDataNaNCheck, VectorReplayBuffer):
+    pass
+
+
+class CheckedPrioritizedReplayBuffer(NewDataNaNCheck, PrioritizedVectorReplayBuffer):
+    pass
+
+
+def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None):
+    """A vector replay buffer; with ``frame_stack > 1`` it stores each frame once and
+    rebuilds the stacks when sampling (Tianshou's ``save_only_last_obs``)."""
+    options = dict(total_size=size, buffer_num=num_envs)
+    if frame_stack > 1:
+        options.update(stack_num=frame_stack, ignore_obs_next=True, save_only_last_obs=True)
+    if prioritized is not None:
+        return CheckedPrioritizedReplayBuffer(**options, **prioritized)
+    return CheckedReplayBuffer(**options)
+
+
+class QuietOffPolicyTrainer(OffPolicyTrainer):
+    """OffPolicyTrainer whose progress bars stay off when ``show_progress`` is False."""
+
+    @property
+    def _pbar(self):
+        bar = super()._pbar
+        if self.params.show_progress:
+            return bar
+
+        def silent(*args, **kwargs):
+            kwargs["disable"] = True
+            return bar(*args, **kwargs)
+
+        return silent
+
+
+# ---------------------------------------------------------------- logging and checkpoints
+class RunLogger(BaseLogger):
+    """Tianshou's logger interface, writing the zoo's tags and checkpoints.
+
+    After every collect: finished games as ``charts/episodic_return`` / ``_length``; every
+    ``interval`` env steps: ``losses/td_loss`` (mean since the last write), env steps/s,
+    gradient steps/s and the realised replay ratio. ``save_data`` (end of every trainer
+    epoch) writes the checkpoint; ``restore_data`` tells the trainer where it left off.
+    """
+
+    def __init__(self, writer, envs, optimizer_factory: ClippingAdamFactory, interval: int, warmup_steps: int,
+                 save_checkpoint, restored: tuple[int, int, int] | None) -> None:
+        super().__init__(training_interval=1, update_interval=1, info_interval=1)
+        self.writer, self.envs, self.factory = writer, envs, optimizer_factory
+        self.interval, self.warmup_steps = interval, warmup_steps
+        self.save_checkpoint, self.restored = save_checkpoint, restored
+        self.losses: list[float] = []
+        self.next_write = interval
+        self.clock = None  # (time, env step, gradient steps) at the previous write
+        self.recent_returns: list[float] = []
+
+    def global_step(self, trainer_env_step: int) -> int:
+        """Env steps including the random warm-up before training, the x-axis of every tag."""
+        return self.warmup_steps + trainer_env_step
+
+    def log_training_data(self, log_data: dict, step: int) -> None:
+        global_step = self.global_step(step)
+        for episodic_return, episodic_length in drain_finished_episodes(self.envs):
+            self.writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+            self.writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+            self.recent_returns.append(episodic_return)
+        now = (time.perf_counter(), step, self.factory.gradient_steps)
+        if self.clock is None:
+            self.clock = now
+        if step >= self.next_write:
+            self.write_rates(now)
+            self.next_write = (step // self.interval + 1) * self.interval
+
+    def write_rates(self, now: tuple[float, int, int]) -> None:
+        seconds, step, gradient_steps = now
+        global_step = self.global_step(step)
+        elapsed = max(seconds - self.clock[0], 1e-9)
+        if self.losses:
+            self.writer.add_scalar("losses/td_loss", float(np.mean(self.losses)), global_step)
+            self.losses.clear()
+        self.writer.add_scalar("charts/SPS", (step - self.clock[1]) / elapsed, global_step)
+        self.writer.add_scalar("charts/gradient_steps_per_second", (gradient_steps - self.clock[2]) / elapsed, global_step)
+        if step > 0:
+            self.writer.add_scalar("charts/replay_ratio", gradient_steps / step, global_step)
+        mean_return = f"{np.mean(self.recent_returns[-20:]):8.1f}" if self.recent_returns else "       -"
+        print(f"step {global_step:>9,}  episodic return (last 20) {mean_return}  replay ratio "
+              f"{gradient_steps / max(step, 1):.3f}  env steps/s {(step - self.clock[1]) / elapsed:6.0f}", flush=True)
+        self.clock = now
+
+    def log_update_data(self, log_data: dict, step: int) -> None:
+        loss = log_data.get("loss")
+        if loss is not None:
+            self.losses.append(float(loss))
+
+    def log_info_data(self, log_data: dict, step: int) -> None:
+        pass
+
+    def log_test_data(self, log_data: dict, step: int) -> None:
+        pass
+
+    def save_data(self, epoch: int, env_step: int, update_step: int, save_checkpoint_fn=None) -> None:
+        self.save_checkpoint(epoch, env_step, update_step)
+
+    def restore_data(self) -> tuple[int, int, int]:
+        return self.restored or (0, 0, 0)
+
+    def write(self, step_type, step, data) -> None:
+        pass
+
+    def prepare_dict_for_logging(self, log_data: dict) -> dict:
+        return log_data
+
+    def finalize(self) -> None:
+        self.writer.flush()
+
+    @staticmethod
+    def restore_logged_data(log_path: str) -> dict:
+        return {}
