@@ -11,6 +11,8 @@ from runners.errors import UsageError
 # agent name -> module with a ``main(argv)``; each module is a runnable single file too.
 AGENTS = {
     "ppo": "agents.ppo_continuous",
+    "dqn": "agents.dqn",
+    "rainbow": "agents.rainbow",
 }
 
 USAGE = """usage: clipzoo <command> ...
@@ -20,7 +22,9 @@ commands:
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
-  clipzoo train ppo --config hopper --seed 3 --run-dir runs/hopper_wc_s3
+  clipzoo train ppo --config ppo_hopper --seed 3 --run-dir runs/hopper_wc_s3
+  clipzoo train dqn --env-id ALE/Pong-v5 --replay-ratio 8 --wc-kappa 2
+  clipzoo train rainbow --config rainbow_pong_rr8
 """
 
 

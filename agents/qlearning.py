@@ -1,0 +1,318 @@
+"""The training run shared by the Tianshou Q-learning agents (``dqn.py``, ``rainbow.py``).
+
+An agent file supplies its ``Args`` (a subclass of ``QLearningArgs``) and an ``AgentSpec``:
+how to build the Tianshou algorithm around a network, and its per-sample TD loss for
+the gradient covariance. This module does the rest: checks, run directory, envs,
+replay buffer, warm-up, Tianshou's off-policy trainer at an exact replay ratio,
+epsilon schedule, diagnostics, checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tianshou.data import Collector
+from tianshou.env import DummyVectorEnv
+from tianshou.trainer import OffPolicyTrainerParams
+from torch.utils.tensorboard import SummaryWriter
+
+from agents.diagnostics import DiagnosticsLogger
+from agents.offpolicy import (
+    ClippingAdamFactory,
+    QuietOffPolicyTrainer,
+    RunLogger,
+    collection_plan,
+    make_replay_buffer,
+    target_update_in_gradient_steps,
+)
+from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
+from runners.errors import UsageError
+from runners.rundir import RunDirectory, StopRequest, restore_rng_state, rng_state
+
+
+@dataclass
+class QLearningArgs:
+    env_id: str = "ALE/Pong-v5"
+    """the id of the environment (Atari ALE/<Game>-v5, or any gymnasium env with discrete actions)"""
+    seed: int = 1
+    """seed of the experiment"""
+    total_timesteps: int = 10_000_000
+    """total env steps, the random warm-up included"""
+    run_dir: str | None = None
+    """run directory (config, TensorBoard, checkpoints); rerun with the same one to resume. Default: runs/<env>__<agent>__<seed>__<time>"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks live; auto picks CUDA when present"""
+    torch_threads: int = 1
+    """CPU threads for torch"""
+
+    replay_ratio: float = 1.0
+    """gradient updates per env step (SPEC section 5); must be realisable with whole gradient steps"""
+    num_envs: int = 10
+    """parallel training envs (one process); env steps per collect are the smallest multiple that realises the replay ratio"""
+    batch_size: int = 32
+    """minibatch size of each gradient step"""
+    buffer_size: int = 100_000
+    """replay buffer capacity in transitions"""
+    learning_starts: int = 320
+    """random-action env steps that fill the buffer before training (Tianshou: batch_size x num_envs)"""
+    learning_rate: float = 1e-4
+    """Adam learning rate"""
+    adam_eps: float = 1e-8
+    """Adam epsilon"""
+    gamma: float = 0.99
+    """discount factor"""
+    n_step: int = 3
+    """n-step return horizon"""
+    target_update_period: int = 5000
+    """env steps between target-network updates (Tianshou: 500 gradient steps at its replay ratio 0.1)"""
+    eps_start: float = 1.0
+    """epsilon-greedy exploration at the start of training"""
+    eps_end: float = 0.05
+    """epsilon-greedy exploration after the decay"""
+    eps_decay_steps: int = 1_000_000
+    """env steps over which epsilon decays linearly"""
+    sticky_actions: float = 0.0
+    """Atari: probability of repeating the previous action (ALE v5 default 0.25; Tianshou's examples: 0)"""
+
+    wc_kappa: float | None = None
+    """weight clipping bound multiplier kappa for the online network (off when unset; paper: 2)"""
+    wc_bound_mode: Literal["paper", "init"] = "paper"
+    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
+    wc_skip_last_layer: bool = False
+    """leave the output layer(s) unclipped"""
+
+    log_every: int = 5000
+    """env steps between writes of losses and rates (also the trainer's epoch length)"""
+    diagnostics_every: int = 50_000
+    """env steps between unit-health, rank and weight diagnostics (0: only at the end)"""
+    heatmap_every: int = 250_000
+    """env steps between gradient covariance heatmaps (0: only at the end)"""
+    gradcov_samples: int = 128
+    """replay samples k in the gradient covariance matrix"""
+    probe_samples: int = 512
+    """replay samples in the unit-health and feature-rank probe batch"""
+    checkpoint_every: int = 50_000
+    """env steps between checkpoints"""
+    checkpoint_buffer: Literal["auto", "always", "never"] = "auto"
+    """save the replay buffer in checkpoints (auto: unless observations are images); without it a resume refills it with random actions"""
+
+
+RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
+                     "checkpoint_every", "checkpoint_buffer"}
+
+
+@dataclass
+class AgentSpec:
+    """What an agent file supplies to the shared run."""
+
+    name: str
+    build: Callable[..., tuple[Any, torch.nn.Module]]  # (args, obs_shape, actions, optimizer factory, device, target period) -> (algorithm, network)
+    td_batch: Callable[..., dict]  # (algorithm, buffer, k) -> tensors of k replay samples with their TD targets
+    per_sample_td_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # (network, td batch) -> k losses
+    q_values: Callable[[Any, Any], torch.Tensor]  # (algorithm, obs) -> (batch, actions) expected Q
+    prioritized: Callable[[Any], dict | None] = lambda args: None  # buffer options, or None for uniform replay
+    on_training_step: Callable[[Any, Any, Any, int], None] = lambda args, algorithm, buffer, step: None
+    clipping_include: Callable[[Any], list[str]] = lambda args: []  # extra parameter patterns to clip
+
+
+def check_args(args: QLearningArgs) -> tuple[int, int, int]:
+    """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
+    if args.wc_kappa is not None and not (math.isfinite(args.wc_kappa) and args.wc_kappa > 0):
+        raise UsageError(f"--wc-kappa must be a finite number > 0, got {args.wc_kappa}")
+    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "log_every", "checkpoint_every", "gradcov_samples", "probe_samples"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (0 <= args.sticky_actions < 1):
+        raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
+    steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
+    target_period = target_update_in_gradient_steps(args.target_update_period, args.replay_ratio)
+    if args.learning_starts < max(args.batch_size, args.gradcov_samples):
+        raise UsageError(f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
+                         f"so the first update has data")
+    if args.learning_starts > args.buffer_size:
+        raise UsageError(f"--learning-starts {args.learning_starts} exceeds --buffer-size {args.buffer_size}")
+    if args.total_timesteps < args.learning_starts + epoch_length(args, steps_per_collect):
+        raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
+                         f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but CUDA is not available")
+    return steps_per_collect, gradient_steps, target_period
+
+
+def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
+    """Trainer epoch = one log interval, in whole collects."""
+    return max(1, round(args.log_every / steps_per_collect)) * steps_per_collect
+
+
+def main(spec: AgentSpec, args_class: type[QLearningArgs], argv: list[str] | None, prog: str) -> Path:
+    from runners.config import parse_args
+
+    args = parse_args(args_class, argv, prog=prog)
+    plan = check_args(args)
+    action_space = check_discrete_env(args.env_id)
+    run_name = f"{args.env_id.replace('/', '_')}__{spec.name}__{args.seed}__{int(time.time())}"
+    run = RunDirectory(args.run_dir or Path("runs") / run_name)
+    resuming = run.bind_config(asdict(args), free_keys=RESUMABLE_CHANGES)
+    if resuming and (run.status() or {}).get("state") == "complete":
+        print(f"{run.path} is already complete; nothing to do")
+        return run.path
+    checkpoint = run.load_checkpoint()
+    try:
+        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
+            train(spec, args, plan, int(action_space.n), run, writer, checkpoint)
+    except BaseException as error:
+        run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    return run.path
+
+
+class _Preempted(Exception):
+    """Raised inside the trainer after a stop signal's checkpoint, to leave its loop."""
+
+
+def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], actions: int, run: RunDirectory,
+          writer: SummaryWriter, checkpoint: dict | None) -> None:
+    steps_per_collect, gradient_steps_per_collect, target_period = plan
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+
+    envs = DummyVectorEnv([make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)])
+    envs.seed(args.seed)
+    obs_shape = envs.workers[0].env.observation_space.shape  # Tianshou's venv attribute reads the innermost env
+    clipping = None if args.wc_kappa is None else dict(kappa=args.wc_kappa, bound_mode=args.wc_bound_mode,
+                                                       skip_last_layer=args.wc_skip_last_layer, include=spec.clipping_include(args))
+    factory = ClippingAdamFactory(args.learning_rate, args.adam_eps, clipping)
+    algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
+    frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
+    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args))
+    collector = Collector(algorithm, envs, buffer, exploration_noise=True)
+    diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
+    save_buffer = args.checkpoint_buffer == "always" or (args.checkpoint_buffer == "auto" and len(obs_shape) != 3)
+
+    warmup_steps = math.ceil(args.learning_starts / args.num_envs) * args.num_envs
+    epoch_steps = epoch_length(args, steps_per_collect)
+    max_epochs = (args.total_timesteps - warmup_steps) // epoch_steps
+    total_steps = warmup_steps + max_epochs * epoch_steps
+    restored = None
+    if checkpoint:
+        algorithm.load_state_dict(checkpoint["algorithm"])
+        algorithm.optim.load_state_dict(checkpoint["optimizer"])
+        algorithm._iter = checkpoint["target_update_counter"]
+        if factory.clipping is not None:
+            factory.clipping.load_state_dict(checkpoint["clipping"])
+        factory.gradient_steps = checkpoint["gradient_steps"]
+        diagnostics.load_state_dict(checkpoint["diagnostics"])
+        restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
+        if checkpoint.get("buffer") is not None:
+            buffer = checkpoint["buffer"]
+            collector = Collector(algorithm, envs, buffer, exploration_noise=True)
+        print(f"resuming {run.path} from step {checkpoint['global_step']}")
+    else:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    collector.reset()
+    if len(buffer) == 0:  # fresh start, or a resume without a saved buffer: fill it with random actions
+        collector.collect(n_step=warmup_steps, random=True)
+        collector.reset_stat()
+    if checkpoint:
+        restore_rng_state(checkpoint["rng"])
+    print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
+          f"({steps_per_collect} env steps and {gradient_steps_per_collect} gradient steps per collect), weight clipping "
+          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}; TensorBoard: tensorboard --logdir {run.path}")
+
+    state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
+             "next_checkpoint": args.checkpoint_every}
+    if checkpoint:
+        state.update(checkpoint["schedule"])
+
+    def log_diagnostics(step: int, heatmap: bool) -> None:
+        probe, _ = buffer.sample(args.probe_samples)
+        diagnostics.log_representation(lambda: network(probe.obs), step)
+        diagnostics.log_weights(step)
+        with torch.no_grad():
+            q_taken = spec.q_values(algorithm, probe.obs).gather(1, torch.as_tensor(probe.act, device=device).long()[:, None])
+        writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
+        writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
+        factory.measure_next_gradient_norm()
+        if heatmap:
+            diagnostics.log_gradient_covariance(spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step)
+
+    def on_training_step(epoch: int, env_step: int) -> None:
+        """Called by the trainer before every collect."""
+        step = warmup_steps + env_step
+        fraction = min(1.0, env_step / args.eps_decay_steps) if args.eps_decay_steps else 1.0
+        algorithm.policy.set_eps_training(args.eps_start + fraction * (args.eps_end - args.eps_start))
+        spec.on_training_step(args, algorithm, buffer, env_step)
+        if factory.last_gradient_norm is not None:
+            writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, step)
+            factory.last_gradient_norm = None
+        if env_step and env_step % epoch_steps == 0:
+            diagnostics.log_clipping(factory.clipping, step)
+        if args.diagnostics_every and env_step >= state["next_diagnostics"]:
+            heatmap = bool(args.heatmap_every) and env_step >= state["next_heatmap"]
+            log_diagnostics(step, heatmap)
+            state["next_diagnostics"] += args.diagnostics_every
+            if heatmap:
+                state["next_heatmap"] += args.heatmap_every
+
+    def save_checkpoint(epoch: int, env_step: int, update_step: int) -> None:
+        """Called by the trainer at the end of every epoch."""
+        final = epoch >= max_epochs
+        if not (final or stop.requested or env_step >= state["next_checkpoint"]):
+            return
+        while state["next_checkpoint"] <= env_step:
+            state["next_checkpoint"] += args.checkpoint_every
+        global_step = warmup_steps + env_step
+        run.save_checkpoint({
+            "algorithm": algorithm.state_dict(), "optimizer": algorithm.optim.state_dict(),
+            "target_update_counter": algorithm._iter, "gradient_steps": factory.gradient_steps,
+            "clipping": factory.clipping.state_dict() if factory.clipping else None,
+            "diagnostics": diagnostics.state_dict(), "rng": rng_state(), "schedule": dict(state),
+            "epoch": epoch, "env_step": env_step, "update_step": update_step, "global_step": global_step,
+            "buffer": buffer if save_buffer else None,
+        })
+        writer.flush()
+        run.set_status("running", global_step=global_step, total_timesteps=total_steps)
+        if stop.requested and not final:
+            run.set_status("interrupted", global_step=global_step, signal=stop.signal_name)
+            raise _Preempted
+
+    logger = RunLogger(writer, envs, factory, interval=epoch_steps, warmup_steps=warmup_steps,
+                       save_checkpoint=save_checkpoint, restored=restored)
+    params = OffPolicyTrainerParams(
+        training_collector=collector, max_epochs=max_epochs, epoch_num_steps=epoch_steps,
+        collection_step_num_env_steps=steps_per_collect, update_step_num_gradient_steps_per_sample=args.replay_ratio,
+        batch_size=args.batch_size, training_fn=on_training_step, logger=logger, resume_from_log=checkpoint is not None,
+        test_collector=None, show_progress=False, verbose=False,
+    )
+    run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
+    with StopRequest() as stop:
+        try:
+            QuietOffPolicyTrainer(algorithm, params).run(reset_collectors=False)
+        except _Preempted:
+            print(f"{stop.signal_name}: checkpointed; rerun with --run-dir {run.path} to resume")
+            envs.close()
+            return
+
+    # Every run ends with the full diagnostics, heatmap included, even a short one.
+    log_diagnostics(total_steps, heatmap=True)
+    diagnostics.log_clipping(factory.clipping, total_steps)
+    run.save_model({"network": network.state_dict(), "args": asdict(args),
+                    "clipping_bounds": factory.clipping.bounds() if factory.clipping else None})
+    run.set_status("complete", global_step=total_steps, total_timesteps=total_steps,
+                   replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1))
+    envs.close()
+    print(f"done: {run.path} (tensorboard --logdir {run.path})")
