@@ -1,9 +1,12 @@
-"""Learning check: PPO vs PPO + WC (kappa 2) on Hopper-v5, 300k steps, 2 seeds.
+"""Learning checks, Adam vs Adam + WC (kappa 2), 2 seeds each:
+
+* ``ppo``: PPO on Hopper-v5, 300k steps;
+* ``dqn``: DQN on CartPole-v1 (preset dqn_cartpole: 2 x 64 ReLU MLP, replay ratio 1), 100k steps.
 
 Trains the four runs (two at a time, one per core) unless they are already complete
 in --root, then plots episodic return against steps (mean over seeds, each seed's
 curve faint) and prints the mean return of each run's last 20 training episodes.
-Usage: python -m benchmarks.learning_ppo [--root runs/learning_ppo] [--steps 300000]
+Usage: python -m benchmarks.learning_check ppo|dqn [--root DIR]
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 VARIANTS = {"Adam": [], "Adam+WC (kappa 2)": ["--wc-kappa", "2"]}
 SEEDS = (1, 2)
+CHECKS = {
+    "ppo": {"command": ["ppo", "--env-id", "Hopper-v5", "--total-timesteps", "300000"], "steps": 300_000,
+            "title": "PPO on Hopper-v5", "figure": "ppo_hopper_learning.png"},
+    "dqn": {"command": ["dqn", "--config", "dqn_cartpole"], "steps": 100_000,
+            "title": "DQN on CartPole-v1, replay ratio 1", "figure": "dqn_cartpole_learning.png"},
+}
 
 
-def train(run_dir: Path, steps: int, extra: list[str], seed: int) -> None:
-    command = [sys.executable, "-m", "runners.cli", "train", "ppo", "--env-id", "Hopper-v5", "--total-timesteps", str(steps),
-               "--seed", str(seed), "--run-dir", str(run_dir), *extra]
+def train(check: dict, run_dir: Path, extra: list[str], seed: int) -> None:
+    command = [sys.executable, "-m", "runners.cli", "train", *check["command"], "--seed", str(seed), "--run-dir", str(run_dir), *extra]
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -38,23 +46,25 @@ def returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("runs/learning_ppo"))
-    parser.add_argument("--steps", type=int, default=300_000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures" / "ppo_hopper_learning.png")
+    parser.add_argument("check", choices=sorted(CHECKS))
+    parser.add_argument("--root", type=Path, default=None, help="default: runs/learning_<check>")
     args = parser.parse_args()
-    jobs = [(args.root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}", extra, seed) for name, extra in VARIANTS.items() for seed in SEEDS]
+    check = CHECKS[args.check]
+    root = args.root or Path(f"runs/learning_{args.check}")
+    out = Path(__file__).parent / "figures" / check["figure"]
+    jobs = [(root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}", extra, seed) for name, extra in VARIANTS.items() for seed in SEEDS]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda job: train(job[0], args.steps, job[1], job[2]), jobs))
+        list(pool.map(lambda job: train(check, *job), jobs))
 
     figure = Figure(figsize=(6, 4), dpi=120)
     axes = figure.add_subplot()
-    grid = np.linspace(0, args.steps, 61)
+    grid = np.linspace(0, check["steps"], 61)
     print("| variant | seed | mean return, last 20 episodes |")
     print("|---|---|---|")
     for (name, _), colour in zip(VARIANTS.items(), ("tab:blue", "tab:red")):
         curves = []
         for seed in SEEDS:
-            steps, values = returns(args.root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}")
+            steps, values = returns(root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}")
             print(f"| {name} | {seed} | {values[-20:].mean():.0f} |")
             # smooth each seed with a 20-episode moving mean, then put it on a common step grid
             smooth = np.convolve(values, np.ones(20) / 20, mode="valid")
@@ -65,12 +75,12 @@ def main() -> None:
         axes.plot(grid[defined], np.nanmean(np.array(curves)[:, defined], 0), color=colour, label=name, linewidth=2)
     axes.set_xlabel("environment steps")
     axes.set_ylabel("episodic return (20-episode mean)")
-    axes.set_title(f"PPO on Hopper-v5, {len(SEEDS)} seeds")
+    axes.set_title(f"{check['title']}, {len(SEEDS)} seeds")
     axes.legend()
     figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure).print_png(str(args.out))
-    print(f"\nfigure: {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure).print_png(str(out))
+    print(f"\nfigure: {out}")
 
 
 if __name__ == "__main__":
