@@ -29,7 +29,7 @@ from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from envs.continuous import finished_episodes, load_normalization_state, make_vector_env, normalization_state
 from runners.config import parse_args
 from runners.errors import UsageError
-from runners.rundir import RunDirectory, StopRequest, restore_rng_state, rng_state
+from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
 
 
 @dataclass
@@ -251,23 +251,11 @@ def main(argv: list[str] | None = None) -> Path:
     check_args(args)
     envs = make_vector_env(args.env_id, args.num_envs, args.gamma)
     run_name = f"{args.env_id.replace('/', '_')}__ppo_continuous__{args.seed}__{int(time.time())}"
-    run = RunDirectory(args.run_dir or Path("runs") / run_name)
-    resuming = run.bind_config(asdict(args), free_keys=RESUMABLE_CHANGES)
-    if resuming and (run.status() or {}).get("state") == "complete":
-        print(f"{run.path} is already complete; nothing to do")
-        return run.path
-    checkpoint = run.load_checkpoint()
     try:
-        # purge_step drops events logged after the checkpoint by the interrupted attempt
-        # (an update logs everything at its step before its checkpoint is written).
-        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
-            train(args, envs, run, writer, checkpoint)
-    except BaseException as error:
-        run.set_status("failed", error=f"{type(error).__name__}: {error}")
-        raise
+        return execute_run(args.run_dir or Path("runs") / run_name, asdict(args), RESUMABLE_CHANGES,
+                           lambda run, writer, checkpoint: train(args, envs, run, writer, checkpoint))
     finally:
         envs.close()
-    return run.path
 
 
 def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint: dict | None) -> None:

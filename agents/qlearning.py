@@ -35,7 +35,7 @@ from agents.offpolicy import (
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
 from runners.errors import UsageError
-from runners.rundir import RunDirectory, StopRequest, restore_rng_state, rng_state
+from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
 
 
 @dataclass
@@ -162,19 +162,8 @@ def main(spec: AgentSpec, args_class: type[QLearningArgs], argv: list[str] | Non
     plan = check_args(args)
     action_space = check_discrete_env(args.env_id)
     run_name = f"{args.env_id.replace('/', '_')}__{spec.name}__{args.seed}__{int(time.time())}"
-    run = RunDirectory(args.run_dir or Path("runs") / run_name)
-    resuming = run.bind_config(asdict(args), free_keys=RESUMABLE_CHANGES)
-    if resuming and (run.status() or {}).get("state") == "complete":
-        print(f"{run.path} is already complete; nothing to do")
-        return run.path
-    checkpoint = run.load_checkpoint()
-    try:
-        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
-            train(spec, args, plan, int(action_space.n), run, writer, checkpoint)
-    except BaseException as error:
-        run.set_status("failed", error=f"{type(error).__name__}: {error}")
-        raise
-    return run.path
+    return execute_run(args.run_dir or Path("runs") / run_name, asdict(args), RESUMABLE_CHANGES,
+                       lambda run, writer, checkpoint: train(spec, args, plan, int(action_space.n), run, writer, checkpoint))
 
 
 class _Preempted(Exception):

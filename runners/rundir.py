@@ -143,3 +143,28 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+
+def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], train) -> Path:
+    """Claim a run directory and run ``train(run, writer, checkpoint)`` in it.
+
+    A complete run is not repeated; an interrupted one resumes from its checkpoint, and
+    the TensorBoard writer's purge_step drops the events its previous attempt logged
+    after that checkpoint (an agent logs everything at a step before checkpointing it).
+    The outcome lands in status.json: the agent marks completion, this marks failure.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = RunDirectory(path)
+    resuming = run.bind_config(config, free_keys=free_keys)
+    if resuming and (run.status() or {}).get("state") == "complete":
+        print(f"{run.path} is already complete; nothing to do")
+        return run.path
+    checkpoint = run.load_checkpoint()
+    try:
+        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
+            train(run, writer, checkpoint)
+    except BaseException as error:
+        run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    return run.path
