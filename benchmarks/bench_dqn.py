@@ -103,6 +103,11 @@ def main() -> None:
     for name, buffer_class in (("Tianshou VectorReplayBuffer", VectorReplayBuffer), ("ours (NaN check on new data)", CheckedReplayBuffer)):
         small, large = (seconds_per_round(buffer_class, n, args.rounds) for n in (5_000, 50_000))
         print(f"| {name} | {small * 1e3:.0f} | {large * 1e3:.0f} | {large / small:.2f} |")
+    stored = filled_buffer(CheckedReplayBuffer, 1_000)
+    per_transition = sum(np.asarray(stored._meta[key]).nbytes for key in stored._meta.keys() if key != "info") / stored.maxsize
+    print(f"\nMeasured replay memory: {per_transition:,.0f} bytes per transition (frames "
+          f"{stored._meta.obs.nbytes / stored.maxsize:,.0f}); 1M transitions: {per_transition * 1e6 / 1e9:.2f} GB "
+          f"(storing 4-frame stacks: {4 * 84 * 84 * 1e6 / 1e9:.1f} GB, twice that with obs_next)")
 
     print("\nPart 2: Pong, 10 envs, batch 32, after a 320-step warm-up")
     print(f"Diagnostics 'on': unit health, ranks and weights every {args.gradient_steps // 2} gradient steps (denser than the")

@@ -154,3 +154,37 @@ def test_atari_envs_use_frameskip_1_and_explicit_sticky_actions():
     assert "AtariPreprocessing" in wrappers(train_env) and "FireResetEnv" in wrappers(train_env)
     obs, _ = train_env.reset(seed=0)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+
+
+def test_sigterm_checkpoints_at_the_end_of_the_log_interval_and_resumes(tmp_path):
+    args = [*CARTPOLE, "--total-timesteps", "20000", "--checkpoint-every", "100000", "--run-dir", str(tmp_path)]
+    process = subprocess.Popen([sys.executable, str(REPO / "agents" / "dqn.py"), *args], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = tmp_path / "status.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
+        time.sleep(0.05)
+    time.sleep(3.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    record = json.loads(status.read_text())
+    assert record["state"] == "interrupted" and record["signal"] == "SIGTERM"
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["global_step"] == record["global_step"] and (saved["global_step"] - 200) % 100 == 0
+
+
+@pytest.mark.parametrize("preset", ["dqn_cartpole", "dqn_acrobot", "dqn_mountaincar", "dqn_lunarlander", "dqn_atari_rr1",
+                                    "dqn_atari_rr4", "dqn_atari_rr8", "rainbow_atari_rr1", "rainbow_atari_rr4", "rainbow_atari_rr8"])
+def test_every_preset_passes_the_checks_and_builds_its_env(preset):
+    from agents.qlearning import check_args
+    from envs.discrete import check_discrete_env
+    from runners.config import load_config_file
+
+    args = load_config_file(rainbow.Args if preset.startswith("rainbow") else dqn.Args, preset)
+    steps, gradient_steps, _ = check_args(args)
+    assert gradient_steps == args.replay_ratio * steps
+    check_discrete_env(args.env_id)
+    env = make_env(args.env_id, training=True)()
+    env.reset(seed=0)
+    env.close()
