@@ -212,10 +212,12 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         print(f"resuming {run.path} from step {checkpoint['global_step']}")
     else:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    collector.reset()
+    collector.reset(reset_buffer=False)
     if len(buffer) == 0:  # fresh start, or a resume without a saved buffer: fill it with random actions
         collector.collect(n_step=warmup_steps, random=True)
         collector.reset_stat()
+    elif checkpoint:
+        print(f"replay buffer restored from the checkpoint ({len(buffer):,} transitions)")
     if checkpoint:
         restore_rng_state(checkpoint["rng"])
     print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "

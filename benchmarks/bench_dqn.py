@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tianshou.algorithm.algorithm_base import policy_within_training_step
 from tianshou.data import Batch, Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
 
@@ -48,14 +49,16 @@ def seconds_per_round(buffer_class, transitions: int, rounds: int) -> float:
     envs.seed(0)
     buffer = filled_buffer(buffer_class, transitions)
     collector = Collector(algorithm, envs, buffer, exploration_noise=True, raise_on_nan_in_buffer=False)
-    collector.reset()
+    collector.reset(reset_buffer=False)
+    assert len(buffer) == transitions
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        collector.collect(n_step=NUM_ENVS)
-        buffer.hasnull()  # what OffPolicyTrainer does after every collect
-        for _ in range(NUM_ENVS):
-            algorithm.update(sample_size=32, buffer=buffer)
+        with policy_within_training_step(algorithm.policy):
+            collector.collect(n_step=NUM_ENVS)
+            buffer.hasnull()  # what OffPolicyTrainer does after every collect
+            for _ in range(NUM_ENVS):
+                algorithm.update(sample_size=32, buffer=buffer)
         times.append(time.perf_counter() - start)
     envs.close()
     return statistics.median(times)
@@ -94,14 +97,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--gradient-steps", type=int, default=240, help="gradient steps per agent run")
+    parser.add_argument("--parts", default="1,2", help="which parts to run, e.g. 1 or 1,2")
     args = parser.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, CPU\n")
-    print("Part 1: one round (collect 10 steps, NaN check, 10 gradient steps), median of", args.rounds)
+    if 1 in parts:
+        buffer_growth(args.rounds)
+    if 2 in parts:
+        agent_throughput(args.gradient_steps)
+
+
+def buffer_growth(rounds: int) -> None:
+    print("Part 1: one round (collect 10 steps, NaN check, 10 gradient steps), median of", rounds)
     print("| buffer | 5k transitions (ms) | 50k transitions (ms) | 50k / 5k |")
     print("|---|---|---|---|")
     for name, buffer_class in (("Tianshou VectorReplayBuffer", VectorReplayBuffer), ("ours (NaN check on new data)", CheckedReplayBuffer)):
-        small, large = (seconds_per_round(buffer_class, n, args.rounds) for n in (5_000, 50_000))
+        small, large = (seconds_per_round(buffer_class, n, rounds) for n in (5_000, 50_000))
         print(f"| {name} | {small * 1e3:.0f} | {large * 1e3:.0f} | {large / small:.2f} |")
     stored = filled_buffer(CheckedReplayBuffer, 1_000)
     per_transition = sum(np.asarray(stored._meta[key]).nbytes for key in stored._meta.keys() if key != "info") / stored.maxsize
@@ -109,8 +121,10 @@ def main() -> None:
           f"{stored._meta.obs.nbytes / stored.maxsize:,.0f}); 1M transitions: {per_transition * 1e6 / 1e9:.2f} GB "
           f"(storing 4-frame stacks: {4 * 84 * 84 * 1e6 / 1e9:.1f} GB, twice that with obs_next)")
 
+
+def agent_throughput(gradient_steps_per_run: int) -> None:
     print("\nPart 2: Pong, 10 envs, batch 32, after a 320-step warm-up")
-    print(f"Diagnostics 'on': unit health, ranks and weights every {args.gradient_steps // 2} gradient steps (denser than the")
+    print(f"Diagnostics 'on': unit health, ranks and weights every {gradient_steps_per_run // 2} gradient steps (denser than the")
     print("default 50k env steps, to be measurable in a short run); heatmaps are at the end, outside the window.")
     print("| agent | replay ratio | WC | diagnostics | env steps/s | gradient steps/s | time in the WC clamp |")
     print("|---|---|---|---|---|---|---|")
@@ -120,8 +134,8 @@ def main() -> None:
                 for diagnostics in (False, True):
                     extra = (["--wc-kappa", "2"] if wc else []) + ([] if diagnostics else ["--diagnostics-every", "0", "--heatmap-every", "0"])
                     if diagnostics:
-                        extra += ["--diagnostics-every", str(args.gradient_steps // replay_ratio // 2)]
-                    rates = agent_rates(agent, replay_ratio, args.gradient_steps, extra)
+                        extra += ["--diagnostics-every", str(gradient_steps_per_run // replay_ratio // 2)]
+                    rates = agent_rates(agent, replay_ratio, gradient_steps_per_run, extra)
                     print(f"| {agent.__name__.split('.')[-1]} | {replay_ratio} | {'on' if wc else 'off'} | {'on' if diagnostics else 'off'} | "
                           f"{rates['sps']:.1f} | {rates['gps']:.1f} | {rates['clamp_share']:.2%} |", flush=True)
 

@@ -110,6 +110,7 @@ def test_kill_9_then_rerun_resumes_with_the_replay_buffer(tmp_path):
     rerun = subprocess.run([sys.executable, str(REPO / "agents" / "dqn.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming {tmp_path} from step {saved['global_step']}" in rerun.stdout
+    assert f"replay buffer restored from the checkpoint ({len(saved['buffer']):,} transitions)" in rerun.stdout
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"
     steps = [step for step, _ in scalars(tmp_path)["losses/td_loss"]]
     assert steps == sorted(set(steps)), "no step logged twice"
