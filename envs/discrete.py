@@ -83,7 +83,3 @@ def drain_finished_episodes(envs) -> list[tuple[float, int]]:
         finished.extend(worker.env.finished)
         worker.env.finished.clear()
     return finished
-
-
-def observation_bytes(obs: np.ndarray) -> int:
-    return int(np.asarray(obs).nbytes)

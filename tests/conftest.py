@@ -43,3 +43,27 @@ class TanhActorCritic(nn.Module):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: float) -> dict:
+    """Start ``agents/<script>``, send SIGTERM ``after_seconds`` after its status says
+    running, check it exits cleanly, and return its final status record."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen([sys.executable, str(repo / "agents" / script), *args], cwd=repo,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = Path(run_dir) / "status.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
+        time.sleep(0.05)
+    time.sleep(after_seconds)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    return json.loads(status.read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import ppo_continuous
 from agents.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
+from conftest import sigterm_while_running
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--env-id", "Hopper-v5", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
@@ -113,17 +113,7 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     args = [*TINY, "--total-timesteps", "51200", "--checkpoint-every", "1000", "--no-compile", "--run-dir", str(tmp_path)]
-    process = subprocess.Popen([sys.executable, str(REPO / "agents" / "ppo_continuous.py"), *args], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = tmp_path / "status.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
-        time.sleep(0.05)
-    time.sleep(2.0)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    record = json.loads(status.read_text())
+    record = sigterm_while_running("ppo_continuous.py", args, tmp_path, after_seconds=2.0)
     assert record["state"] == "interrupted" and record["signal"] == "SIGTERM"
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["global_step"] == record["global_step"] > 0
 

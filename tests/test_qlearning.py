@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import dqn, rainbow
 from agents.clipping import WeightClipping
 from agents.networks import QNetwork, RainbowNetwork
+from conftest import sigterm_while_running
 from envs.discrete import make_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,19 +158,9 @@ def test_atari_envs_use_frameskip_1_and_explicit_sticky_actions():
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
 
 
-def test_sigterm_checkpoints_at_the_end_of_the_log_interval_and_resumes(tmp_path):
+def test_sigterm_checkpoints_at_the_end_of_the_log_interval(tmp_path):
     args = [*CARTPOLE, "--total-timesteps", "20000", "--checkpoint-every", "100000", "--run-dir", str(tmp_path)]
-    process = subprocess.Popen([sys.executable, str(REPO / "agents" / "dqn.py"), *args], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = tmp_path / "status.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
-        time.sleep(0.05)
-    time.sleep(3.0)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    record = json.loads(status.read_text())
+    record = sigterm_while_running("dqn.py", args, tmp_path, after_seconds=3.0)
     assert record["state"] == "interrupted" and record["signal"] == "SIGTERM"
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert saved["global_step"] == record["global_step"] and (saved["global_step"] - 200) % 100 == 0
