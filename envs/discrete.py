@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import gymnasium as gym
-import numpy as np
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics
 from tianshou.env.atari.atari_wrapper import ClipRewardEnv, EpisodicLifeEnv, FireResetEnv
 
