@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from runners.errors import UsageError
 
@@ -19,6 +20,9 @@ USAGE = """usage: clipzoo <command> ...
 
 commands:
   train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
+  plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV)
+  table DIR --metric TAG    final value per env x variant (mean, 95% CI, seeds) as Markdown
+  heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N)
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
@@ -44,12 +48,45 @@ def _usage() -> str:
     return USAGE.format(agents=", ".join(AGENTS))
 
 
+def figures(command: str, argv: list[str]) -> None:
+    """``plot``, ``table`` and ``heatmap``: read run directories, write figures and tables."""
+    import argparse
+
+    from runners import plots
+
+    parser = argparse.ArgumentParser(prog=f"clipzoo {command}")
+    if command == "heatmap":
+        parser.add_argument("runs", nargs="+", help="run directories")
+        parser.add_argument("--step", type=int, default=None, help="env step (nearest saved matrix); default: the last")
+        parser.add_argument("--out", default="heatmaps.png")
+        args = parser.parse_args(argv)
+        print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out)}")
+        return
+    parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
+    parser.add_argument("--metric", required=True, help="scalar tag, e.g. charts/episodic_return")
+    if command == "table":
+        parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's last points averaged as its final value")
+        args = parser.parse_args(argv)
+        print(plots.final_table(plots.find_runs(args.sweep), args.metric, args.last_fraction), end="")
+        return
+    parser.add_argument("--out", default=None, help="PNG path (default: <sweep>/<metric>.png); the CSV goes beside it")
+    args = parser.parse_args(argv)
+    out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
+    curves = plots.aggregate(plots.find_runs(args.sweep), args.metric)
+    plots.plot_curves(curves, args.metric, out)
+    plots.write_csv(curves, out.with_suffix(".csv"))
+    print(f"wrote {out} and {out.with_suffix('.csv')}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
+    if command in ("plot", "table", "heatmap"):
+        run_and_report(lambda _: figures(command, rest))
+        return
     if command != "train":
         print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)

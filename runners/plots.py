@@ -1,0 +1,177 @@
+"""Figures and tables that aggregate seeds the way the papers do.
+
+A sweep directory holds runs as ``<sweep>/<env>/<variant>/seed_<n>/`` (any run directory
+with a ``config.json`` counts; env and variant come from its path, or the env from the
+run's config when the path is shallower). Curves are aligned
+on a common step grid, averaged across seeds, and drawn with a 95% percentile-bootstrap
+confidence band of the mean; one panel per environment, one colour per variant.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.diagnostics.heatmap import COLORMAP, reorder
+from runners.errors import UsageError
+from runners.files import atomic_write_bytes, atomic_write_text
+
+GRID_POINTS = 100
+BOOTSTRAP_SAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    env: str
+    variant: str
+    seed: str
+
+
+def find_runs(sweep_dir: str | Path) -> list[Run]:
+    """Every run directory below ``sweep_dir``, with env / variant / seed read from its path."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
+    runs = []
+    for config in sorted(root.rglob("config.json")):
+        parts = config.parent.relative_to(root).parts
+        # <env>/<variant>/<seed>; shallower layouts take the env from the run's config
+        env = parts[-3] if len(parts) >= 3 else json.loads(config.read_text()).get("env_id", "-")
+        variant = parts[-2] if len(parts) >= 2 else "-"
+        runs.append(Run(config.parent, env, variant, parts[-1] if parts else config.parent.name))
+    if not runs:
+        raise UsageError(f"no runs (directories with a config.json) below {root}")
+    return runs
+
+
+def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one tag; a missing tag is refused with the list of tags that exist."""
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    tags = events.Tags()["scalars"]
+    if tag not in tags:
+        listed = ", ".join(sorted(t for t in tags if not t.startswith("layers/")))
+        raise UsageError(f"run {run} has no scalar {tag!r}; it has: {listed}")
+    scalars = events.Scalars(tag)
+    return np.array([s.step for s in scalars], dtype=float), np.array([s.value for s in scalars], dtype=float)
+
+
+def bootstrap_interval(samples: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over axis 0 (seeds), NaN-aware per column."""
+    seeds = samples.shape[0]
+    picks = rng.integers(0, seeds, size=(BOOTSTRAP_SAMPLES, seeds))
+    means = np.nanmean(samples[picks], axis=1)  # (bootstrap, points)
+    tail = (1 - level) / 2
+    return np.nanquantile(means, tail, axis=0), np.nanquantile(means, 1 - tail, axis=0)
+
+
+@dataclass
+class Curve:
+    env: str
+    variant: str
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    seeds: int
+
+
+def aggregate(runs: list[Run], tag: str, seed: int = 0) -> list[Curve]:
+    """Mean and bootstrap band per (env, variant) on a grid up to the shortest run's last step."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run in runs:
+        groups[(run.env, run.variant)].append(read_scalar(run.path, tag))
+    curves = []
+    for (env, variant), series in sorted(groups.items()):
+        end = min(steps[-1] for steps, _ in series)
+        start = max(steps[0] for steps, _ in series)
+        grid = np.linspace(start, end, GRID_POINTS) if end > start else np.array([end])
+        aligned = np.stack([np.interp(grid, steps, values) for steps, values in series])
+        low, high = bootstrap_interval(aligned, rng)
+        curves.append(Curve(env, variant, grid, aligned.mean(0), low, high, len(series)))
+    return curves
+
+
+def write_csv(curves: list[Curve], path: str | Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["env", "variant", "step", "mean", "ci_low", "ci_high", "seeds"])
+    for c in curves:
+        for row in zip(c.steps, c.mean, c.low, c.high):
+            writer.writerow([c.env, c.variant, int(row[0]), *(f"{v:.6g}" for v in row[1:]), c.seeds])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def plot_curves(curves: list[Curve], tag: str, path: str | Path) -> Path:
+    envs = sorted({c.env for c in curves})
+    variants = sorted({c.variant for c in curves})
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    figure = Figure(figsize=(4.5 * len(envs), 3.4), dpi=110)
+    for index, env in enumerate(envs):
+        axes = figure.add_subplot(1, len(envs), index + 1)
+        for c in (c for c in curves if c.env == env):
+            axes.plot(c.steps, c.mean, color=colours[c.variant], label=f"{c.variant} ({c.seeds} seeds)")
+            axes.fill_between(c.steps, c.low, c.high, color=colours[c.variant], alpha=0.2, linewidth=0)
+        axes.set_title(env)
+        axes.set_xlabel("environment steps")
+        if index == 0:
+            axes.set_ylabel(tag)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
+    """Markdown: per env x variant, the mean over seeds of each run's average over its last
+    ``last_fraction`` of logged points, with a 95% bootstrap interval and the seed count."""
+    rng = np.random.default_rng(seed)
+    finals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for run in runs:
+        _, values = read_scalar(run.path, tag)
+        tail = max(1, int(np.ceil(len(values) * last_fraction)))
+        finals[(run.env, run.variant)].append(float(values[-tail:].mean()))
+    lines = [f"| env | variant | final {tag} (mean) | 95% CI | seeds |", "|---|---|---|---|---|"]
+    for (env, variant), values in sorted(finals.items()):
+        samples = np.array(values)[:, None]
+        low, high = bootstrap_interval(samples, rng)
+        lines.append(f"| {env} | {variant} | {samples.mean():.4g} | [{low[0]:.4g}, {high[0]:.4g}] | {len(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_covariance(run: Path, step: int | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(step, matrix, cluster order) of the saved covariance at ``step`` (nearest saved), or the last one."""
+    files = sorted((run / "gradcov").glob("step_*.npz"))
+    if not files:
+        raise UsageError(f"run {run} has no saved gradient covariance matrices (gradcov/step_*.npz)")
+    saved = {int(f.stem.split("_")[1]): f for f in files}
+    chosen = max(saved) if step is None else min(saved, key=lambda s: abs(s - step))
+    data = np.load(saved[chosen])
+    return chosen, data["covariance"], data["order"]
+
+
+def heatmaps_side_by_side(runs: list[Path], step: int | None, path: str | Path) -> Path:
+    figure = Figure(figsize=(3.6 * len(runs) + 0.8, 3.6), dpi=110)
+    image = None
+    for index, run in enumerate(runs):
+        chosen, matrix, order = load_covariance(Path(run), step)
+        axes = figure.add_subplot(1, len(runs), index + 1)
+        image = axes.imshow(reorder(matrix, order), cmap=COLORMAP, vmin=-1, vmax=1, interpolation="nearest")
+        axes.set_title(f"{'/'.join(Path(run).parts[-2:])}\nstep {chosen}", fontsize=8)
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.colorbar(image, ax=figure.axes, fraction=0.03)
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return atomic_write_bytes(path, buffer.getvalue())

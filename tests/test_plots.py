@@ -1,0 +1,112 @@
+"""Sweep figures and tables, read back: curves, bootstrap bands, CSV, Markdown, heatmaps."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from runners import plots
+from runners.errors import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_sweep(root: Path) -> dict:
+    """2 envs x 2 variants x 3 seeds; returns curve = offset + slope * step per run."""
+    truth = {}
+    for env_index, env in enumerate(("Hopper-v5", "Walker2d-v5")):
+        for variant_index, variant in enumerate(("adam", "adam_wc")):
+            for seed in range(3):
+                run = root / env / variant / f"seed_{seed}"
+                run.mkdir(parents=True)
+                (run / "config.json").write_text(json.dumps({"env_id": env, "seed": seed}))
+                offset, slope = 10 * env_index + seed, 1 + variant_index
+                with SummaryWriter(str(run)) as writer:
+                    for step in range(0, 1001, 100):
+                        writer.add_scalar("charts/episodic_return", offset + slope * step / 100, step)
+                truth[(env, variant, seed)] = (offset, slope)
+    return truth
+
+
+def test_aggregate_averages_seeds_on_a_common_grid_with_a_band_around_the_mean(tmp_path):
+    truth = make_sweep(tmp_path)
+    curves = plots.aggregate(plots.find_runs(tmp_path), "charts/episodic_return")
+    assert len(curves) == 4 and all(c.seeds == 3 for c in curves)
+    for curve in curves:
+        expected = np.mean([offset + slope * curve.steps / 100 for (env, variant, _), (offset, slope) in truth.items()
+                            if env == curve.env and variant == curve.variant], axis=0)
+        np.testing.assert_allclose(curve.mean, expected, rtol=1e-6)
+        assert np.all(curve.low <= curve.mean + 1e-9) and np.all(curve.mean <= curve.high + 1e-9)
+        assert np.all(curve.high - curve.low > 0)  # seeds differ, so the band has width
+
+
+def test_bootstrap_interval_matches_an_explicit_resampling_loop():
+    samples = np.random.default_rng(1).normal(size=(5, 3))
+    low, high = plots.bootstrap_interval(samples, np.random.default_rng(7))
+    picks = np.random.default_rng(7).integers(0, 5, size=(plots.BOOTSTRAP_SAMPLES, 5))
+    for column in range(3):
+        means = sorted(sum(samples[i, column] for i in pick) / 5 for pick in picks)
+        assert low[column] == pytest.approx(np.quantile(means, 0.025))
+        assert high[column] == pytest.approx(np.quantile(means, 0.975))
+
+
+def test_plot_command_writes_png_and_csv_that_read_back(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    out = tmp_path / "returns.png"
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
+                             "charts/episodic_return", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))
+    assert {(r["env"], r["variant"]) for r in rows} == {(e, v) for e in ("Hopper-v5", "Walker2d-v5") for v in ("adam", "adam_wc")}
+    assert len(rows) == 4 * plots.GRID_POINTS
+    assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
+
+
+def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
+    truth = make_sweep(tmp_path)
+    table = plots.final_table(plots.find_runs(tmp_path), "charts/episodic_return", last_fraction=0.1)
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 4
+    hopper_wc = next(line for line in lines if "Hopper-v5 | adam_wc" in line)
+    cells = [c.strip() for c in hopper_wc.strip("|").split("|")]
+    # last 10% of 11 points = the last 2 points (steps 900 and 1000): offset + 2 * 9.5 on average
+    expected = np.mean([offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam_wc")])
+    assert float(cells[2]) == pytest.approx(expected, rel=1e-3)
+    low, high = (float(v) for v in cells[3].strip("[]").split(","))
+    assert low <= float(cells[2]) <= high and cells[4] == "3"
+
+
+def test_a_missing_tag_is_refused_with_the_tags_that_exist(tmp_path):
+    make_sweep(tmp_path)
+    with pytest.raises(UsageError, match="has no scalar 'charts/episodic_retrun'; it has: charts/episodic_return"):
+        plots.aggregate(plots.find_runs(tmp_path), "charts/episodic_retrun")
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "nope"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "it has: charts/episodic_return" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_heatmaps_side_by_side_pick_the_nearest_saved_step(tmp_path):
+    runs = []
+    for name in ("adam", "adam_wc"):
+        run = tmp_path / name / "seed_1"
+        (run / "gradcov").mkdir(parents=True)
+        for step in (1000, 5000):
+            matrix = np.eye(4) * (1 if step == 1000 else -1)
+            np.savez(run / "gradcov" / f"step_{step:010d}.npz", covariance=matrix, order=np.arange(4), step=step)
+        runs.append(run)
+    assert plots.load_covariance(runs[0], 4200)[0] == 5000
+    assert plots.load_covariance(runs[0], None)[0] == 5000
+    assert plots.load_covariance(runs[0], 1500)[0] == 1000
+    out = plots.heatmaps_side_by_side(runs, 1500, tmp_path / "side.png")
+    assert out.stat().st_size > 1000
+    with pytest.raises(UsageError, match="no saved gradient covariance"):
+        plots.load_covariance(tmp_path, None)
