@@ -23,6 +23,7 @@ commands:
   plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV)
   table DIR --metric TAG    final value per env x variant (mean, 95% CI, seeds) as Markdown
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N)
+  sweep SPEC.yaml           run envs x variants x seeds on this machine (--workers N); `sweep status DIR`
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command in ("plot", "table", "heatmap"):
         run_and_report(lambda _: figures(command, rest))
+        return
+    if command == "sweep":
+        from runners import sweep
+
+        run_and_report(lambda _: sweep.main(rest))
         return
     if command != "train":
         print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)

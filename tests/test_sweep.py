@@ -1,0 +1,98 @@
+"""Sweep specs: validation, deterministic manifests, the local backend surviving a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from runners.errors import UsageError
+from runners.sweep import load_spec, write_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_DQN = {"num_envs": 2, "batch_size": 32, "buffer_size": 2000, "learning_starts": 200, "n_step": 1,
+            "target_update_period": 100, "log_every": 100, "diagnostics_every": 300, "heatmap_every": 600,
+            "gradcov_samples": 32, "probe_samples": 64, "checkpoint_every": 200}
+
+
+def spec(tmp_path: Path, **changes) -> Path:
+    content = {"name": "tiny", "agent": "dqn", "envs": ["CartPole-v1"], "seeds": 2, "budget": 1000, "common": TINY_DQN,
+               "variants": {"adam": {}, "adam+wc": {"wc_kappa": 2.0}}}
+    content.update(changes)
+    content = {k: v for k, v in content.items() if v is not None}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_expansion_and_run_directories(tmp_path):
+    sweep = load_spec(spec(tmp_path, envs=["CartPole-v1", "ALE/Pong-v5"], grid={"learning_rate": [0.001, 0.0001]}), tmp_path / "out")
+    assert len(sweep.runs) == 2 * 4 * 2
+    names = {str(run.path.relative_to(tmp_path / "out")) for run in sweep.runs}
+    assert "ALE_Pong-v5/adam+wc_learning_rate0.001/seed_2" in names
+    run = next(r for r in sweep.runs if r.variant == "adam+wc_learning_rate0.0001" and r.env == "CartPole-v1" and r.seed == 1)
+    assert run.options["wc_kappa"] == 2.0 and run.options["learning_rate"] == 0.0001 and run.options["total_timesteps"] == 1000
+
+
+def test_manifest_is_deterministic(tmp_path):
+    first = write_manifest(load_spec(spec(tmp_path), tmp_path / "a")).read_text()
+    second = write_manifest(load_spec(spec(tmp_path), tmp_path / "a")).read_text()
+    assert first == second
+    assert [r["path"] for r in json.loads(first)["runs"]] == [
+        "CartPole-v1/adam/seed_1", "CartPole-v1/adam/seed_2", "CartPole-v1/adam+wc/seed_1", "CartPole-v1/adam+wc/seed_2"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": 3}, "unknown sweep key 'seed'.*did you mean seeds"),
+        ({"agent": "dqnn"}, "unknown agent 'dqnn'.*did you mean dqn"),
+        ({"envs": ["CartPol-v1"]}, "unknown env id 'CartPol-v1'; did you mean CartPole-v1"),
+        ({"envs": []}, "'envs' .* must be a non-empty list"),
+        ({"seeds": []}, "'seeds' .* must be a positive count or a non-empty list"),
+        ({"variants": {}}, "'variants' .*at least one"),
+        ({"grid": {"learning_rate": []}}, "'grid' .* non-empty lists"),
+        ({"variants": {"a b": {}, "a_b": {}}}, "variant name 'a_b' occurs twice"),
+        ({"variants": {"adam": {"wc_kapa": 2}}}, "unknown config key 'wc_kapa'.*did you mean wc_kappa"),
+        ({"resources": {"memory": "4G"}}, "unknown resource 'memory'.*did you mean mem"),
+        ({"agent": None}, "needs 'agent'"),
+    ],
+)
+def test_bad_specs_are_refused_by_name(tmp_path, changes, message):
+    with pytest.raises(UsageError, match=message):
+        load_spec(spec(tmp_path, **changes))
+
+
+def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path):
+    path = spec(tmp_path)
+    command = [sys.executable, "-m", "runners.cli", "sweep", str(path), "--workers", "2", "--dir", str(tmp_path / "sweep")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    statuses = [tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json" for v in ("adam", "adam+wc") for s in (1, 2)]
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.exists() and "complete" in p.read_text() for p in statuses):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and every run it started
+    process.wait()
+    states = [json.loads(p.read_text())["state"] if p.exists() else "pending" for p in statuses]
+    assert "complete" in states and states != ["complete"] * 4
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{states.count('complete')} already complete" in rerun.stdout
+    for status in statuses:
+        assert json.loads(status.read_text())["state"] == "complete"
+        log = (status.parent / "stdout.log").read_text()
+        assert log.count("done: ") == 1, "every run completes exactly once"
+        steps = [e.step for e in EventAccumulator(str(status.parent), size_guidance={"scalars": 0}).Reload().Scalars("losses/td_loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == 1000
+    status_report = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", "status", str(tmp_path / "sweep")],
+                                   cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert status_report.stdout.strip().endswith("4 complete")
