@@ -96,3 +96,19 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path):
     status_report = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", "status", str(tmp_path / "sweep")],
                                    cwd=REPO, capture_output=True, text=True, timeout=120)
     assert status_report.stdout.strip().endswith("4 complete")
+
+
+@pytest.mark.parametrize("name", ["ppo_mujoco_wc", "dqn_atari_rr", "rainbow_atari_rr", "tiny_ppo", "tiny_dqn"])
+def test_shipped_sweep_specs_validate(tmp_path, name):
+    sweep = load_spec(REPO / "configs" / "sweeps" / f"{name}.yaml", tmp_path)
+    assert sweep.runs and len({run.path for run in sweep.runs}) == len(sweep.runs)
+
+
+def test_tiny_ppo_sweep_runs_to_completion(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / "tiny_ppo.yaml"),
+                             "--workers", "2", "--dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sweep tiny_ppo: 4/4 complete" in result.stdout
+    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "losses/approx_kl"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and "| Hopper-v5 | adam+wc |" in table.stdout
