@@ -113,16 +113,14 @@ class ClippingAdamFactory(OptimizerFactory):
 class NewDataNaNCheck:
     """Buffer mixin: ``hasnull()`` looks only at transitions added since the previous call."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._unchecked: list[np.ndarray] = []  # indices written by add() since the last hasnull()
+
     def add(self, batch, buffer_ids=None):
         result = super().add(batch, buffer_ids=buffer_ids)
         self._unchecked.append(np.asarray(result[0]))
         return result
-
-    @property
-    def _unchecked(self) -> list:
-        if "_unchecked_indices" not in self.__dict__:
-            self.__dict__["_unchecked_indices"] = []
-        return self.__dict__["_unchecked_indices"]
 
     def hasnull(self) -> bool:
         if not self._unchecked:
