@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import ppo_continuous
 from agents.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
-from conftest import sigterm_while_running
+from conftest import kill_after_first_checkpoint, sigterm_while_running
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--env-id", "Hopper-v5", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
@@ -84,17 +82,7 @@ def test_same_seed_same_command_gives_identical_logged_numbers(tmp_path):
 
 def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
     args = [*TINY, "--total-timesteps", "5120", "--checkpoint-every", "2", "--no-compile", "--run-dir", str(tmp_path)]
-    process = subprocess.Popen([sys.executable, str(REPO / "agents" / "ppo_continuous.py"), *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not checkpoint.exists():
-        time.sleep(0.05)
-    assert checkpoint.exists(), "no checkpoint appeared"
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    saved_step = torch.load(checkpoint, weights_only=False)["global_step"]
+    saved_step = kill_after_first_checkpoint("ppo_continuous.py", args, tmp_path, after_seconds=0.3)["global_step"]
     assert 0 < saved_step < 5120
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "running"
 

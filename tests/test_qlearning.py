@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import dqn, rainbow
 from agents.clipping import WeightClipping
 from agents.networks import QNetwork, RainbowNetwork
-from conftest import sigterm_while_running
+from conftest import kill_after_first_checkpoint, sigterm_while_running
 from envs.discrete import make_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,16 +94,7 @@ def test_same_seed_gives_identical_logged_numbers(tmp_path):
 
 def test_kill_9_then_rerun_resumes_with_the_replay_buffer(tmp_path):
     args = [*CARTPOLE, "--total-timesteps", "3000", "--run-dir", str(tmp_path)]
-    process = subprocess.Popen([sys.executable, str(REPO / "agents" / "dqn.py"), *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not checkpoint.exists():
-        time.sleep(0.05)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = kill_after_first_checkpoint("dqn.py", args, tmp_path, after_seconds=0.5)
     assert 0 < saved["global_step"] < 3000 and len(saved["buffer"]) >= 200
 
     rerun = subprocess.run([sys.executable, str(REPO / "agents" / "dqn.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
