@@ -20,10 +20,10 @@ USAGE = """usage: clipzoo <command> ...
 
 commands:
   train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
-  plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV)
+  plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by)
   table DIR --metric TAG    final value per env x variant (mean, 95% CI, seeds) as Markdown
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N)
-  sweep SPEC.yaml           run envs x variants x seeds on this machine (--workers N); `sweep status DIR`
+  sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
@@ -70,11 +70,13 @@ def figures(command: str, argv: list[str]) -> None:
         args = parser.parse_args(argv)
         print(plots.final_table(plots.find_runs(args.sweep), args.metric, args.last_fraction), end="")
         return
+    parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
+                        help="variant: a panel per env, a colour per variant; env: the other way round")
     parser.add_argument("--out", default=None, help="PNG path (default: <sweep>/<metric>.png); the CSV goes beside it")
     args = parser.parse_args(argv)
     out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
     curves = plots.aggregate(plots.find_runs(args.sweep), args.metric)
-    plots.plot_curves(curves, args.metric, out)
+    plots.plot_curves(curves, args.metric, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 

@@ -112,17 +112,22 @@ def write_csv(curves: list[Curve], path: str | Path) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
-def plot_curves(curves: list[Curve], tag: str, path: str | Path) -> Path:
-    envs = sorted({c.env for c in curves})
-    variants = sorted({c.variant for c in curves})
-    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
-    figure = Figure(figsize=(4.5 * len(envs), 3.4), dpi=110)
-    for index, env in enumerate(envs):
-        axes = figure.add_subplot(1, len(envs), index + 1)
-        for c in (c for c in curves if c.env == env):
-            axes.plot(c.steps, c.mean, color=colours[c.variant], label=f"{c.variant} ({c.seeds} seeds)")
-            axes.fill_between(c.steps, c.low, c.high, color=colours[c.variant], alpha=0.2, linewidth=0)
-        axes.set_title(env)
+def plot_curves(curves: list[Curve], tag: str, path: str | Path, group_by: str = "variant") -> Path:
+    """One panel per env and one colour per variant (``group_by="variant"``), or the other way round."""
+    if group_by not in ("variant", "env"):
+        raise UsageError(f"--group-by must be 'variant' or 'env', got {group_by!r}")
+    colour_of = (lambda c: c.variant) if group_by == "variant" else (lambda c: c.env)
+    panel_of = (lambda c: c.env) if group_by == "variant" else (lambda c: c.variant)
+    panels = sorted({panel_of(c) for c in curves})
+    colours = {key: f"C{i % 10}" for i, key in enumerate(sorted({colour_of(c) for c in curves}))}
+    figure = Figure(figsize=(4.5 * len(panels), 3.4), dpi=110)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for c in (c for c in curves if panel_of(c) == panel):
+            colour = colours[colour_of(c)]
+            axes.plot(c.steps, c.mean, color=colour, label=f"{colour_of(c)} ({c.seeds} seeds)")
+            axes.fill_between(c.steps, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
+        axes.set_title(panel)
         axes.set_xlabel("environment steps")
         if index == 0:
             axes.set_ylabel(tag)

@@ -221,21 +221,38 @@ def load_manifest(directory: str | Path) -> Sweep:
 
 
 def main(argv: list[str]) -> None:
-    """``clipzoo sweep SPEC.yaml [--workers N] [--dir DIR]`` or ``clipzoo sweep status DIR``."""
+    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
     import argparse
 
     if argv[:1] == ["status"]:
+        from runners.slurm import queue_report
+
         parser = argparse.ArgumentParser(prog="clipzoo sweep status")
         parser.add_argument("directory")
-        print(status_table(load_manifest(parser.parse_args(argv[1:]).directory)))
+        sweep = load_manifest(parser.parse_args(argv[1:]).directory)
+        print(status_table(sweep))
+        report = queue_report(sweep)
+        if report:
+            print(report)
         return
-    parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec on this machine (see runners/sweep.py)")
+    parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
     parser.add_argument("spec", help="sweep spec (YAML)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runs at a time (default: number of cores)")
+    parser.add_argument("--backend", choices=("local", "slurm"), default="local")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
     parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
-    parser.add_argument("--dry-run", action="store_true", help="write the manifest and list the runs, run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
+    parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
+    parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
+    for key in RESOURCE_KEYS:
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
     args = parser.parse_args(argv)
     sweep = load_spec(args.spec, args.dir)
+    if args.backend == "slurm":
+        from runners.slurm import submit
+
+        resources = {**sweep.resources, **{k: getattr(args, k) for k in RESOURCE_KEYS if getattr(args, k) is not None}}
+        submit(sweep, resources, args.activate, args.dry_run, args.resubmit_failed)
+        return
     if args.dry_run:
         write_manifest(sweep)
         for run in sweep.runs:

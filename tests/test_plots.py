@@ -69,6 +69,10 @@ def test_plot_command_writes_png_and_csv_that_read_back(tmp_path):
     assert {(r["env"], r["variant"]) for r in rows} == {(e, v) for e in ("Hopper-v5", "Walker2d-v5") for v in ("adam", "adam_wc")}
     assert len(rows) == 4 * plots.GRID_POINTS
     assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
+    by_env = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
+                             "charts/episodic_return", "--group-by", "env", "--out", str(tmp_path / "by_env.png")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert by_env.returncode == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
 
 
 def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):

@@ -1,0 +1,105 @@
+"""SLURM backend of ``clipzoo sweep``: one job array per submission, one task per run.
+
+Each task runs one run directory. ``--signal=B:USR1@<lead>`` warns the batch shell before
+the time limit; it forwards the signal to the run, which checkpoints and exits, and then
+requeues its own task, which resumes from that checkpoint. Task output goes to
+``<sweep>/slurm/<job>_<task>.out`` (appended across requeues).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from runners.errors import UsageError
+from runners.files import atomic_write_text
+from runners.sweep import Sweep, SweepRun, run_states, write_manifest
+
+SIGNAL_LEAD_SECONDS = 120
+
+
+def default_activation() -> str:
+    """A line that puts this interpreter's environment first on PATH in the batch script."""
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return f"source {shlex.quote(str(activate))}" if activate.exists() else f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"
+
+
+def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources: dict, activation: str) -> str:
+    slurm_dir = sweep.directory.resolve() / "slurm"
+    limit = resources.get("array_limit")
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=clipzoo-{sweep.name}",
+        f"#SBATCH --array=0-{len(runs) - 1}" + (f"%{limit}" if limit else ""),
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --signal=B:USR1@{SIGNAL_LEAD_SECONDS}",
+        f"#SBATCH --output={slurm_dir}/%A_%a.out",
+        f"#SBATCH --error={slurm_dir}/%A_%a.err",
+        f"#SBATCH --cpus-per-task={resources.get('cpus', 1)}",
+    ]
+    for key, flag in (("mem", "mem"), ("time", "time"), ("partition", "partition"), ("account", "account"), ("gpus", "gpus")):
+        if resources.get(key):
+            lines.append(f"#SBATCH --{flag}={resources[key]}")
+    lines += [
+        "set -u",
+        activation,
+        f"export OMP_NUM_THREADS={resources.get('cpus', 1)}",
+        f'RUN=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(tasks_file.resolve()))})',
+        f"cd {shlex.quote(str(Path.cwd().resolve()))}",
+        f'python -m runners.cli train {sweep.agent} --config "$RUN/run.yaml" --run-dir "$RUN" &',
+        "child=$!",
+        "# before the time limit: let the run checkpoint, then put this task back in the queue",
+        'requeue() { kill -USR1 "$child"; wait "$child"; scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; exit 0; }',
+        "trap requeue USR1",
+        'wait "$child"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool) -> str | None:
+    """Write the array script for the runs that need it and submit it; returns the job id."""
+    write_manifest(sweep)
+    states = run_states(sweep)
+    wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted", "running")
+    runs = [run for run, state in states.items() if state["state"] in wanted]
+    if not runs:
+        print(f"sweep {sweep.name}: nothing to submit ({'no failed runs' if only_failed else 'every run is complete'})")
+        return None
+    slurm_dir = sweep.directory / "slurm"
+    slurm_dir.mkdir(parents=True, exist_ok=True)
+    number = len(list(slurm_dir.glob("array_*.sbatch")))
+    tasks_file = atomic_write_text(slurm_dir / f"tasks_{number}.txt", "".join(f"{run.path.resolve()}\n" for run in runs))
+    script = atomic_write_text(slurm_dir / f"array_{number}.sbatch",
+                               array_script(sweep, runs, tasks_file, resources, activation or default_activation()))
+    if dry_run:
+        print(script.read_text(), end="")
+        print(f"# written to {script}; not submitted (--dry-run)")
+        return None
+    if shutil.which("sbatch") is None:
+        raise UsageError("sbatch is not on PATH; run on a SLURM login node, or use --dry-run to only write the script")
+    result = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UsageError(f"sbatch refused {script}: {result.stderr.strip()}")
+    job_id = result.stdout.strip().split(";")[0]
+    jobs_file = slurm_dir / "jobs.json"
+    jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else []
+    atomic_write_text(jobs_file, json.dumps(jobs + [{"job_id": job_id, "script": script.name, "tasks": len(runs)}], indent=2) + "\n")
+    print(f"submitted job array {job_id}: {len(runs)} runs ({script})")
+    return job_id
+
+
+def queue_report(sweep: Sweep) -> str:
+    """squeue's view of this sweep's job arrays, where squeue is available."""
+    jobs_file = sweep.directory / "slurm" / "jobs.json"
+    if not jobs_file.exists() or shutil.which("squeue") is None:
+        return ""
+    ids = ",".join(job["job_id"] for job in json.loads(jobs_file.read_text()))
+    result = subprocess.run(["squeue", "--noheader", "--jobs", ids, "--format", "%i %T %M %R"], capture_output=True, text=True)
+    lines = result.stdout.strip()
+    return f"squeue:\n{lines}" if lines else "squeue: no tasks of this sweep are queued or running"
