@@ -38,8 +38,12 @@ class Args(QLearningArgs):
     """Huber loss threshold for the TD error (unset: squared error, as Tianshou's example)"""
 
 
+def network(args: Args, obs_shape, actions: int) -> QNetwork:
+    return QNetwork(obs_shape, actions, layer_norm=args.layer_norm)
+
+
 def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
-    network = QNetwork(obs_shape, actions).to(device)
+    network = SPEC.network(args, obs_shape, actions).to(device)
     policy = DiscreteQLearningPolicy(model=network, action_space=gym.spaces.Discrete(actions), eps_training=args.eps_start)
     algorithm = DQN(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
                     target_update_freq=target_period, is_double=args.double_q, huber_loss_delta=args.huber_delta)
@@ -70,10 +74,11 @@ def per_sample_td_loss(network: QNetwork, batch: dict) -> torch.Tensor:
 
 SPEC = AgentSpec(
     name="dqn",
+    network=network,
     build=build,
     td_batch=td_batch,
     per_sample_td_loss=per_sample_td_loss,
-    q_values=lambda algorithm, obs: algorithm.policy.model(obs)[0],
+    q_values=lambda algorithm, network, obs: network(obs)[0],
 )
 
 

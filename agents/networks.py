@@ -4,7 +4,9 @@ Images (C x 84 x 84 frames, uint8) get the Nature CNN trunk (Mnih et al. 2015) a
 scaled to [0, 1] inside the network; vectors get a 2 x 64 ReLU MLP trunk. Heads: a
 linear Q head (DQN), or Rainbow's dueling, noisy, distributional (C51) head. Forward
 follows Tianshou's convention ``(obs, state, info) -> (output, state)``. Activations
-are ``nn.ReLU`` modules so the unit-health hooks see them.
+are ``nn.ReLU`` modules so the unit-health hooks see them. ``layer_norm=True`` puts a
+LayerNorm after every hidden layer, before its ReLU (Lyle et al. 2023, sec. 6); after a
+conv layer it normalises over channels and positions (GroupNorm with one group).
 """
 
 from __future__ import annotations
@@ -17,32 +19,40 @@ from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
 
 
-def nature_cnn_trunk(channels: int) -> nn.Sequential:
+def hidden_layer(layer: nn.Module, width: int, layer_norm: bool, conv: bool = False) -> list[nn.Module]:
+    """``layer``, optionally its LayerNorm, then ReLU."""
+    if not layer_norm:
+        return [layer, nn.ReLU()]
+    return [layer, nn.GroupNorm(1, width) if conv else nn.LayerNorm(width), nn.ReLU()]
+
+
+def nature_cnn_trunk(channels: int, layer_norm: bool = False) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(channels, 32, kernel_size=8, stride=4), nn.ReLU(),
-        nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
-        nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+        *hidden_layer(nn.Conv2d(channels, 32, kernel_size=8, stride=4), 32, layer_norm, conv=True),
+        *hidden_layer(nn.Conv2d(32, 64, kernel_size=4, stride=2), 64, layer_norm, conv=True),
+        *hidden_layer(nn.Conv2d(64, 64, kernel_size=3, stride=1), 64, layer_norm, conv=True),
         nn.Flatten(),
     )
 
 
-def mlp_trunk(inputs: int, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+def mlp_trunk(inputs: int, hidden: int = 64, layer_norm: bool = False) -> nn.Sequential:
+    return nn.Sequential(*hidden_layer(nn.Linear(inputs, hidden), hidden, layer_norm),
+                         *hidden_layer(nn.Linear(hidden, hidden), hidden, layer_norm))
 
 
 class _TrunkNetwork(nn.Module):
     """Builds the trunk for an observation shape and turns Tianshou observations into tensors."""
 
-    def __init__(self, observation_shape: tuple[int, ...]) -> None:
+    def __init__(self, observation_shape: tuple[int, ...], layer_norm: bool = False) -> None:
         super().__init__()
         self.is_image = len(observation_shape) == 3
         if self.is_image:
-            self.trunk = nature_cnn_trunk(observation_shape[0])
+            self.trunk = nature_cnn_trunk(observation_shape[0], layer_norm)
             with torch.no_grad():
                 self.feature_dim = self.trunk(torch.zeros(1, *observation_shape)).shape[1]
             self.hidden = 512
         else:
-            self.trunk = mlp_trunk(int(np.prod(observation_shape)))
+            self.trunk = mlp_trunk(int(np.prod(observation_shape)), layer_norm=layer_norm)
             self.feature_dim = self.hidden = 64
 
     def features(self, obs) -> torch.Tensor:
@@ -58,14 +68,14 @@ class _TrunkNetwork(nn.Module):
 class QNetwork(_TrunkNetwork):
     """DQN: trunk, then (images) a 512-unit ReLU layer, then one Q-value per action."""
 
-    def __init__(self, observation_shape: tuple[int, ...], actions: int) -> None:
-        super().__init__(observation_shape)
+    def __init__(self, observation_shape: tuple[int, ...], actions: int, layer_norm: bool = False) -> None:
+        super().__init__(observation_shape, layer_norm)
         if self.is_image:
-            self.head = nn.Sequential(nn.Linear(self.feature_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, actions))
-            self.output_layers = ("head.2",)
+            self.head = nn.Sequential(*hidden_layer(nn.Linear(self.feature_dim, self.hidden), self.hidden, layer_norm),
+                                      nn.Linear(self.hidden, actions))
         else:
             self.head = nn.Sequential(nn.Linear(self.feature_dim, actions))
-            self.output_layers = ("head.0",)
+        self.output_layers = (f"head.{len(self.head) - 1}",)
 
     def forward(self, obs, state=None, info=None):
         return self.head(self.features(obs)), state
@@ -79,13 +89,19 @@ class RainbowNetwork(_TrunkNetwork):
     """
 
     def __init__(self, observation_shape: tuple[int, ...], actions: int, atoms: int, noisy_std: float,
-                 dueling: bool = True, noisy: bool = True) -> None:
-        super().__init__(observation_shape)
+                 dueling: bool = True, noisy: bool = True, layer_norm: bool = False) -> None:
+        super().__init__(observation_shape, layer_norm)
         self.actions, self.atoms = actions, atoms
         linear = partial(NoisyLinear, noisy_std=noisy_std) if noisy else nn.Linear
-        self.advantage = nn.Sequential(linear(self.feature_dim, self.hidden), nn.ReLU(), linear(self.hidden, actions * atoms))
-        self.value = nn.Sequential(linear(self.feature_dim, self.hidden), nn.ReLU(), linear(self.hidden, atoms)) if dueling else None
-        self.output_layers = ("advantage.2", "value.2") if dueling else ("advantage.2",)
+
+        def stream(outputs: int) -> nn.Sequential:
+            return nn.Sequential(*hidden_layer(linear(self.feature_dim, self.hidden), self.hidden, layer_norm), linear(self.hidden, outputs))
+
+        self.advantage = stream(actions * atoms)
+        self.value = stream(atoms) if dueling else None
+        last = len(self.advantage) - 1
+        self.output_layers = (f"advantage.{last}", f"value.{last}") if dueling else (f"advantage.{last}",)
+        self.parallel_branches = ("advantage", "value") if dueling else ()
 
     def forward(self, obs, state=None, info=None):
         features = self.features(obs)

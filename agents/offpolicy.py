@@ -1,7 +1,8 @@
 """Shared plumbing of the Tianshou-based agents (DQN, Rainbow).
 
-* ``ClippingAdamFactory``: the optimizer factory Tianshou calls to build the optimizer;
-  it attaches weight clipping to the online network and counts gradient steps.
+* ``PluginOptimizerFactory``: the optimizer factory Tianshou calls to build the optimizer;
+  it attaches the plasticity plug-ins and weight clipping to the online network and
+  counts gradient steps.
 * ``collection_plan``: env steps per collect and gradient steps per collect that realise
   a replay ratio exactly.
 * Fixes for Tianshou 2.0.1, each wrapping the smallest piece:
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -30,6 +32,7 @@ from tianshou.utils.logger.logger_base import BaseLogger
 
 from agents.clipping import WeightClipping
 from agents.diagnostics.weights import gradient_norm
+from agents.plugins import PlasticityPlugins
 from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
 
@@ -66,18 +69,26 @@ def target_update_in_gradient_steps(period_env_steps: int, replay_ratio: float) 
     return int(gradient_steps)
 
 
-# ---------------------------------------------------------------- optimizer with weight clipping
-class ClippingAdamFactory(OptimizerFactory):
-    """Adam for the policy's network, with optional weight clipping of the online network.
+# ---------------------------------------------------------------- optimizer with the plug-ins
+class PluginOptimizerFactory(OptimizerFactory):
+    """The policy network's optimizer, with the plug-ins attached to the online network.
 
     Tianshou builds the optimizer through this factory, so the algorithm's code is
-    untouched; the clamp runs in the optimizer's step post-hook.
+    untouched: the interventions and the clamp run in the optimizer's hooks.
+
+    Args:
+        build_optimizer: ``params -> optimizer``.
+        clipping_options: ``WeightClipping`` keyword arguments, or None for no clipping.
+        build_plugins: ``network -> PlasticityPlugins`` (not yet attached), or None.
     """
 
-    def __init__(self, lr: float, eps: float, clipping_options: dict | None) -> None:
+    def __init__(self, build_optimizer: Callable, clipping_options: dict | None = None,
+                 build_plugins: Callable[[torch.nn.Module], PlasticityPlugins] | None = None) -> None:
         super().__init__()
-        self.lr, self.eps = lr, eps
+        self.build_optimizer = build_optimizer
         self.clipping_options = clipping_options
+        self.build_plugins = build_plugins
+        self.plugins: PlasticityPlugins | None = None
         self.clipping: WeightClipping | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.gradient_steps = 0
@@ -85,12 +96,14 @@ class ClippingAdamFactory(OptimizerFactory):
         self._measure_gradient_norm = False
 
     def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.lr, eps=self.eps)
+        return self.build_optimizer(params)
 
     def create_instances(self, module: torch.nn.Module):
         optimizer, scheduler = super().create_instances(module)
-        if self.clipping_options is not None:
-            network = getattr(module, "model", module)  # the online Q-network of the policy
+        network = getattr(module, "model", module)  # the online Q-network of the policy
+        if self.build_plugins is not None:
+            self.plugins = self.build_plugins(network).attach(optimizer)
+        if self.clipping_options is not None:  # after the plug-ins: the clamp has the last word
             self.clipping = WeightClipping(network, **self.clipping_options).attach(optimizer)
         optimizer.register_step_pre_hook(self._before_step)
         optimizer.register_step_post_hook(self._after_step)
@@ -175,7 +188,7 @@ class RunLogger(BaseLogger):
     epoch) writes the checkpoint; ``restore_data`` tells the trainer where it left off.
     """
 
-    def __init__(self, writer, envs, optimizer_factory: ClippingAdamFactory, interval: int, warmup_steps: int,
+    def __init__(self, writer, envs, optimizer_factory: PluginOptimizerFactory, interval: int, warmup_steps: int,
                  save_checkpoint, restored: tuple[int, int, int] | None) -> None:
         super().__init__(training_interval=1, update_interval=1, info_interval=1)
         self.writer, self.envs, self.factory = writer, envs, optimizer_factory

@@ -21,11 +21,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.optim as optim
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
+from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from envs.continuous import finished_episodes, load_normalization_state, make_vector_env, normalization_state
 from runners.config import parse_args
 from runners.errors import UsageError
@@ -33,8 +33,8 @@ from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_s
 
 
 @dataclass
-class Args:
-    """PPO (continuous actions) with optional weight clipping; CleanRL's defaults."""
+class Args(PlasticityArgs):
+    """PPO (continuous actions) with optional weight clipping and the other plasticity plug-ins; CleanRL's defaults."""
 
     env_id: str = "Hopper-v5"
     """the id of the environment (any gymnasium env with a Box action space)"""
@@ -56,8 +56,8 @@ class Args:
     # Algorithm
     learning_rate: float = 3e-4
     """the learning rate of the optimizer"""
-    optimizer: Literal["adam", "sgd"] = "adam"
-    """the optimizer (Adam with eps 1e-5 as in CleanRL, or plain SGD)"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (CleanRL: 1e-5)"""
     num_envs: int = 1
     """the number of parallel game environments"""
     num_steps: int = 2048
@@ -107,7 +107,8 @@ class Args:
 
 
 # Options that may change when a run is resumed: they do not change what is learned.
-RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "compile", "diagnostics_every", "heatmap_every", "checkpoint_every"}
+RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "compile", "diagnostics_every", "heatmap_every", "checkpoint_every",
+                     "plasticity_probe_every", "sharpness_every", "sharpness_density"}
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -119,22 +120,29 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class Agent(nn.Module):
-    output_layers = ("actor_mean.4", "critic.4")  # for skip-last-layer and the penultimate-feature ranks
+def hidden_layer(inputs: int, layer_norm: bool) -> list[nn.Module]:
+    """A 64-unit tanh layer, with LayerNorm before the tanh when asked (Lyle et al. 2023)."""
+    return [layer_init(nn.Linear(inputs, 64)), *([nn.LayerNorm(64)] if layer_norm else []), nn.Tanh()]
 
-    def __init__(self, obs_dim: int, action_dim: int) -> None:
+
+class Agent(nn.Module):
+    parallel_branches = ("critic", "actor_mean")  # two towers: layer depths restart in each
+
+    def __init__(self, obs_dim: int, action_dim: int, layer_norm: bool = False) -> None:
         super().__init__()
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            *hidden_layer(obs_dim, layer_norm),
+            *hidden_layer(64, layer_norm),
             layer_init(nn.Linear(64, 1), std=1.0),
         )
         self.actor_mean = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            *hidden_layer(obs_dim, layer_norm),
+            *hidden_layer(64, layer_norm),
             layer_init(nn.Linear(64, action_dim), std=0.01),
         )
         self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+        last = len(self.critic) - 1
+        self.output_layers = (f"actor_mean.{last}", f"critic.{last}")  # for skip-last-layer and the penultimate features
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
@@ -161,17 +169,29 @@ class NumpyActor:
     """
 
     def __init__(self, agent: Agent) -> None:
-        layer_types = [type(m) for m in agent.actor_mean]
-        assert layer_types == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear], f"NumpyActor mirrors Linear/Tanh only, got {layer_types}"
-        linears = agent.actor_mean[::2]
-        self.layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy()) for m in linears]
+        self.layers = []
+        for module in agent.actor_mean:
+            arrays = [p.detach().cpu().numpy() for p in module.parameters()]
+            if isinstance(module, nn.Linear):
+                self.layers.append(("linear", arrays[0].T.copy(), arrays[1].copy()))
+            elif isinstance(module, nn.LayerNorm):
+                self.layers.append(("layer_norm", arrays[0].copy(), arrays[1].copy(), module.eps))
+            elif isinstance(module, nn.Tanh):
+                self.layers.append(("tanh",))
+            else:
+                raise TypeError(f"NumpyActor mirrors Linear, LayerNorm and Tanh only, got {type(module).__name__}")
         self.std = agent.actor_logstd.detach().exp().cpu().numpy()[0]
 
     def mean(self, obs: np.ndarray) -> np.ndarray:
         x = obs
-        for index, (weight, bias) in enumerate(self.layers):
-            x = x @ weight + bias
-            if index < len(self.layers) - 1:
+        for kind, *arrays in self.layers:
+            if kind == "linear":
+                x = x @ arrays[0] + arrays[1]
+            elif kind == "layer_norm":
+                gain, bias, eps = arrays
+                centred = x - x.mean(axis=-1, keepdims=True)
+                x = centred / np.sqrt(centred.var(axis=-1, keepdims=True) + eps) * gain + bias
+            else:
                 x = np.tanh(x)
         return x
 
@@ -243,6 +263,10 @@ def check_args(args: Args) -> None:
         raise UsageError("--checkpoint-every must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
+    check_plasticity_args(args, has_target_network=False)
+    for name in ("plasticity_probe_samples", "sharpness_samples"):
+        if getattr(args, name) > batch_size:
+            raise UsageError(f"--{name.replace('_', '-')} must be at most the batch size {batch_size}, got {getattr(args, name)}")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -273,14 +297,15 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))
-    agent = Agent(obs_dim, action_dim).to(device)
-    if args.optimizer == "adam":
-        # fused: the same Adam update in one kernel per tensor, several times faster on CPU
-        optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    else:
-        optimizer = optim.SGD(agent.parameters(), lr=args.learning_rate, foreach=True)
+    def fresh_agent() -> Agent:
+        return Agent(obs_dim, action_dim, layer_norm=args.layer_norm).to(device)
+
+    agent = fresh_agent()
+    # fused: the same Adam update in one kernel per tensor, several times faster on CPU
+    optimizer = agent_optimizer(args, agent.parameters(), fused=True)
+    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=args.seed).attach(optimizer)
     minibatch_loss = torch.compile(ppo_minibatch_loss) if args.compile else ppo_minibatch_loss
-    clipping = None
+    clipping = None  # attached after the other plug-ins: the clamp has the last word
     if args.wc_kappa is not None:
         clipping = WeightClipping(agent, args.wc_kappa, bound_mode=args.wc_bound_mode, skip_last_layer=args.wc_skip_last_layer).attach(optimizer)
 
@@ -292,6 +317,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         optimizer.load_state_dict(checkpoint["optimizer"])
         if clipping is not None:
             clipping.load_state_dict(checkpoint["clipping"])
+        plugins.load_state_dict(checkpoint["plugins"])
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         load_normalization_state(envs, checkpoint["normalization"])
         restore_rng_state(checkpoint["rng"])
@@ -317,20 +343,37 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     if checkpoint:
         action_rng.bit_generator.state = checkpoint["action_rng"]
     print(f"PPO on {args.env_id}, {num_iterations * batch_size:,} steps, weight clipping "
-          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}; TensorBoard: tensorboard --logdir {run.path}")
+          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
+          f"TensorBoard: tensorboard --logdir {run.path}")
     start_time, start_step = time.time(), global_step
+
+    def rollout_sample(rollout: tuple, k: int, step: int) -> tuple:
+        """k rollout samples drawn by their own generator; advantages normalised as in the update."""
+        picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(step))[:k]
+        obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k = (t[picks.to(t.device)] for t in rollout)
+        if args.norm_adv:
+            advantages_k = (advantages_k - advantages_k.mean()) / (advantages_k.std() + 1e-8)
+        return obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k
 
     def log_diagnostics(step: int, rollout: tuple, heatmap: bool, grad_norm: float | None = None) -> None:
         """Unit health, ranks and weights on the rollout; the heatmap of the PPO loss on k rollout samples."""
         diagnostics.log_representation(lambda: agent.get_action_and_value(rollout[0]), step)
         diagnostics.log_weights(step, gradient_norm=grad_norm)
         if heatmap:
-            picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(step))[: args.gradcov_samples]
-            obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k = (t[picks.to(t.device)] for t in rollout)
-            if args.norm_adv:
-                advantages_k = (advantages_k - advantages_k.mean()) / (advantages_k.std() + 1e-8)
-            batch = (obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k)
+            batch = rollout_sample(rollout, args.gradcov_samples, step)
             diagnostics.log_gradient_covariance(lambda model, b: ppo_losses(model, args, *b)["total"], batch, step)
+
+    def run_probes(step: int, rollout: tuple, iteration: int, final: bool = False) -> None:
+        """Plasticity probe on rollout observations (predictions: value and action mean); Hessian of the PPO loss."""
+        if args.plasticity_probe_every and (final or iteration % args.plasticity_probe_every == 0):
+            inputs = rollout_sample(rollout, args.plasticity_probe_samples, step)[0]
+            diagnostics.log_plasticity(fresh_agent, lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1), inputs,
+                                       lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
+                                       targets=args.plasticity_probe_targets, seed=args.seed * 1_000_003 + step)
+        if args.sharpness_every and (final or iteration % args.sharpness_every == 0):
+            batch = rollout_sample(rollout, args.sharpness_samples, step)
+            diagnostics.log_sharpness(lambda: ppo_losses(agent, args, *batch)["total"].mean(), step,
+                                      iterations=args.sharpness_iterations, seed=step, save_density=args.sharpness_density)
 
     with StopRequest() as stop:
         for iteration in range(iteration_done + 1, num_iterations + 1):
@@ -410,10 +453,14 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             # CleanRL logs the last minibatch's KL only; the mean over the whole update is steadier
             writer.add_scalar("diagnostics/approx_kl_mean", all_stats[:, MINIBATCH_STATS.index("approx_kl")].mean().item(), global_step)
             diagnostics.log_clipping(clipping, global_step)
+            diagnostics.log_scalars(plugins.metrics(), global_step)
             last_rollout = (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
-            if args.diagnostics_every and iteration % args.diagnostics_every == 0:
-                heatmap = bool(args.heatmap_every) and iteration % args.heatmap_every == 0
-                log_diagnostics(global_step, last_rollout, heatmap, grad_norm.item())
+            with plugins.paused():
+                if args.diagnostics_every and iteration % args.diagnostics_every == 0:
+                    heatmap = bool(args.heatmap_every) and iteration % args.heatmap_every == 0
+                    log_diagnostics(global_step, last_rollout, heatmap, grad_norm.item())
+                if iteration < num_iterations:  # the final update's probes run with the final diagnostics
+                    run_probes(global_step, last_rollout, iteration)
             sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
             mean_return = f"{np.mean(rollout_returns):8.1f}" if rollout_returns else "       -"
@@ -423,7 +470,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             if iteration % args.checkpoint_every == 0 or iteration == num_iterations or stop.requested:
                 run.save_checkpoint({
                     "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                    "clipping": clipping.state_dict() if clipping else None,
+                    "clipping": clipping.state_dict() if clipping else None, "plugins": plugins.state_dict(),
                     "diagnostics": diagnostics.state_dict(), "normalization": normalization_state(envs),
                     "rng": rng_state(), "iteration": iteration, "global_step": global_step,
                     "last_rollout": last_rollout, "action_rng": action_rng.bit_generator.state,
@@ -438,7 +485,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                 return run.path
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
-    log_diagnostics(global_step, last_rollout, heatmap=True)
+    with plugins.paused():
+        log_diagnostics(global_step, last_rollout, heatmap=True)
+        run_probes(global_step, last_rollout, num_iterations, final=True)
     run.save_model({"agent": agent.state_dict(), "normalization": normalization_state(envs), "args": asdict(args),
                     "clipping_bounds": clipping.bounds() if clipping else None})
     run.set_status("complete", global_step=global_step, total_timesteps=num_iterations * batch_size)

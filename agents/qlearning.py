@@ -25,8 +25,9 @@ from tianshou.trainer import OffPolicyTrainerParams
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger
+from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
-    ClippingAdamFactory,
+    PluginOptimizerFactory,
     QuietOffPolicyTrainer,
     RunLogger,
     collection_plan,
@@ -35,11 +36,11 @@ from agents.offpolicy import (
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
 from runners.errors import UsageError
-from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
+from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 
 
 @dataclass
-class QLearningArgs:
+class QLearningArgs(PlasticityArgs):
     env_id: str = "ALE/Pong-v5"
     """the id of the environment (Atari ALE/<Game>-v5, or any gymnasium env with discrete actions)"""
     seed: int = 1
@@ -64,9 +65,7 @@ class QLearningArgs:
     learning_starts: int = 320
     """random-action env steps that fill the buffer before training (Tianshou: batch_size x num_envs)"""
     learning_rate: float = 1e-4
-    """Adam learning rate"""
-    adam_eps: float = 1e-8
-    """Adam epsilon"""
+    """learning rate of the optimizer"""
     gamma: float = 0.99
     """discount factor"""
     n_step: int = 3
@@ -106,7 +105,7 @@ class QLearningArgs:
 
 
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
-                     "checkpoint_every", "checkpoint_buffer"}
+                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density"}
 
 
 @dataclass
@@ -114,10 +113,11 @@ class AgentSpec:
     """What an agent file supplies to the shared run."""
 
     name: str
+    network: Callable[..., torch.nn.Module]  # (args, obs_shape, actions) -> a freshly initialised network
     build: Callable[..., tuple[Any, torch.nn.Module]]  # (args, obs_shape, actions, optimizer factory, device, target period) -> (algorithm, network)
     td_batch: Callable[..., dict]  # (algorithm, buffer, k) -> tensors of k replay samples with their TD targets
     per_sample_td_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # (network, td batch) -> k losses
-    q_values: Callable[[Any, Any], torch.Tensor]  # (algorithm, obs) -> (batch, actions) expected Q
+    q_values: Callable[[Any, torch.nn.Module, Any], torch.Tensor]  # (algorithm, network, obs) -> (batch, actions) expected Q
     prioritized: Callable[[Any], dict | None] = lambda args: None  # buffer options, or None for uniform replay
     on_training_step: Callable[[Any, Any, Any, int], None] = lambda args, algorithm, buffer, step: None
     clipping_include: Callable[[Any], list[str]] = lambda args: []  # extra parameter patterns to clip
@@ -147,6 +147,11 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
                          f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
+    check_plasticity_args(args, has_target_network=True)
+    for name in ("plasticity_probe_samples", "sharpness_samples"):
+        if getattr(args, name) > args.learning_starts:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds --learning-starts {args.learning_starts}, "
+                             f"the replay data present at the first probe")
     return steps_per_collect, gradient_steps, target_period
 
 
@@ -184,8 +189,15 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     obs_shape = envs.workers[0].env.observation_space.shape  # Tianshou's venv attribute reads the innermost env
     clipping = None if args.wc_kappa is None else dict(kappa=args.wc_kappa, bound_mode=args.wc_bound_mode,
                                                        skip_last_layer=args.wc_skip_last_layer, include=spec.clipping_include(args))
-    factory = ClippingAdamFactory(args.learning_rate, args.adam_eps, clipping)
+
+    def fresh_network() -> torch.nn.Module:
+        return spec.network(args, obs_shape, actions).to(device)
+
+    factory = PluginOptimizerFactory(
+        lambda params: agent_optimizer(args, params), clipping,
+        lambda network: PlasticityPlugins(network, args, fresh_network, seed=args.seed, target_period=target_period))
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
+    plugins = factory.plugins
     frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
     buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args))
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
@@ -203,6 +215,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         algorithm._iter = checkpoint["target_update_counter"]
         if factory.clipping is not None:
             factory.clipping.load_state_dict(checkpoint["clipping"])
+        plugins.load_state_dict(checkpoint["plugins"])
         factory.gradient_steps = checkpoint["gradient_steps"]
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
@@ -222,10 +235,12 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         restore_rng_state(checkpoint["rng"])
     print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
           f"({steps_per_collect} env steps and {gradient_steps_per_collect} gradient steps per collect), weight clipping "
-          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}; TensorBoard: tensorboard --logdir {run.path}")
+          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
+          f"TensorBoard: tensorboard --logdir {run.path}")
 
     state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
-             "next_checkpoint": args.checkpoint_every}
+             "next_checkpoint": args.checkpoint_every, "next_plasticity_probe": args.plasticity_probe_every,
+             "next_sharpness": args.sharpness_every}
     if checkpoint:
         state.update(checkpoint["schedule"])
 
@@ -234,12 +249,28 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         diagnostics.log_representation(lambda: network(probe.obs), step)
         diagnostics.log_weights(step)
         with torch.no_grad():
-            q_taken = spec.q_values(algorithm, probe.obs).gather(1, torch.as_tensor(probe.act, device=device).long()[:, None])
+            q_taken = spec.q_values(algorithm, network, probe.obs).gather(1, torch.as_tensor(probe.act, device=device).long()[:, None])
         writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
         writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
         factory.measure_next_gradient_norm()
         if heatmap:
             diagnostics.log_gradient_covariance(spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step)
+
+    def run_probes(step: int, plasticity: bool = False, sharpness: bool = False) -> None:
+        """Plasticity probe on replay observations (predictions: Q-values); Hessian of the TD loss.
+        Replay samples are drawn on the probes' own random streams."""
+        seed = args.seed * 1_000_003 + step
+        if plasticity:
+            with isolated_rng(seed):
+                inputs = buffer.sample(args.plasticity_probe_samples)[0].obs
+            diagnostics.log_plasticity(fresh_network, lambda net, obs: spec.q_values(algorithm, net, obs), inputs,
+                                       lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
+                                       targets=args.plasticity_probe_targets, seed=seed)
+        if sharpness:
+            with isolated_rng(seed):
+                batch = spec.td_batch(algorithm, buffer, args.sharpness_samples)
+            diagnostics.log_sharpness(lambda: spec.per_sample_td_loss(network, batch).mean(), step,
+                                      iterations=args.sharpness_iterations, seed=seed, save_density=args.sharpness_density)
 
     def on_training_step(epoch: int, env_step: int) -> None:
         """Called by the trainer before every collect."""
@@ -252,12 +283,20 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             factory.last_gradient_norm = None
         if env_step and env_step % epoch_steps == 0:
             diagnostics.log_clipping(factory.clipping, step)
-        if args.diagnostics_every and env_step >= state["next_diagnostics"]:
-            heatmap = bool(args.heatmap_every) and env_step >= state["next_heatmap"]
-            log_diagnostics(step, heatmap)
-            state["next_diagnostics"] += args.diagnostics_every
-            if heatmap:
-                state["next_heatmap"] += args.heatmap_every
+            diagnostics.log_scalars(plugins.metrics(), step)
+        with plugins.paused():
+            if args.diagnostics_every and env_step >= state["next_diagnostics"]:
+                heatmap = bool(args.heatmap_every) and env_step >= state["next_heatmap"]
+                log_diagnostics(step, heatmap)
+                state["next_diagnostics"] += args.diagnostics_every
+                if heatmap:
+                    state["next_heatmap"] += args.heatmap_every
+            if args.plasticity_probe_every and env_step >= state["next_plasticity_probe"]:
+                state["next_plasticity_probe"] += args.plasticity_probe_every
+                run_probes(step, plasticity=True)
+            if args.sharpness_every and env_step >= state["next_sharpness"]:
+                state["next_sharpness"] += args.sharpness_every
+                run_probes(step, sharpness=True)
 
     def save_checkpoint(epoch: int, env_step: int, update_step: int) -> None:
         """Called by the trainer at the end of every epoch."""
@@ -270,7 +309,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         run.save_checkpoint({
             "algorithm": algorithm.state_dict(), "optimizer": algorithm.optim.state_dict(),
             "target_update_counter": algorithm._iter, "gradient_steps": factory.gradient_steps,
-            "clipping": factory.clipping.state_dict() if factory.clipping else None,
+            "clipping": factory.clipping.state_dict() if factory.clipping else None, "plugins": plugins.state_dict(),
             "diagnostics": diagnostics.state_dict(), "rng": rng_state(), "schedule": dict(state),
             "epoch": epoch, "env_step": env_step, "update_step": update_step, "global_step": global_step,
             "buffer": buffer if save_buffer else None,
@@ -299,8 +338,11 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             return
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
-    log_diagnostics(total_steps, heatmap=True)
+    with plugins.paused():
+        log_diagnostics(total_steps, heatmap=True)
+        run_probes(total_steps, plasticity=bool(args.plasticity_probe_every), sharpness=bool(args.sharpness_every))
     diagnostics.log_clipping(factory.clipping, total_steps)
+    diagnostics.log_scalars(plugins.metrics(), total_steps)
     run.save_model({"network": network.state_dict(), "args": asdict(args),
                     "clipping_bounds": factory.clipping.bounds() if factory.clipping else None})
     run.set_status("complete", global_step=total_steps, total_timesteps=total_steps,

@@ -34,7 +34,7 @@ class Args(QLearningArgs):
     """Rainbow on Tianshou with optional weight clipping; defaults follow Tianshou's Atari Rainbow example."""
 
     learning_rate: float = 0.0000625
-    """Adam learning rate"""
+    """learning rate of the optimizer (Rainbow paper, Adam)"""
     adam_eps: float = 1.5e-4
     """Adam epsilon (Rainbow paper)"""
     num_atoms: int = 51
@@ -63,8 +63,13 @@ class Args(QLearningArgs):
     """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
 
 
+def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
+    return RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std, dueling=args.dueling, noisy=args.noisy,
+                          layer_norm=args.layer_norm)
+
+
 def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
-    network = RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std, dueling=args.dueling, noisy=args.noisy).to(device)
+    network = SPEC.network(args, obs_shape, actions).to(device)
     policy = C51Policy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
                        v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start).to(device)
     algorithm = RainbowDQN(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
@@ -100,12 +105,13 @@ def per_sample_td_loss(network: RainbowNetwork, batch: dict) -> torch.Tensor:
     return -(batch["target"] * torch.log(taken + 1e-8)).sum(1)
 
 
-def expected_q(algorithm: RainbowDQN, obs) -> torch.Tensor:
-    return (algorithm.policy.model(obs)[0] * algorithm.policy.support).sum(2)
+def expected_q(algorithm: RainbowDQN, network: RainbowNetwork, obs) -> torch.Tensor:
+    return (network(obs)[0] * algorithm.policy.support).sum(2)
 
 
 SPEC = AgentSpec(
     name="rainbow",
+    network=network,
     build=build,
     td_batch=td_batch,
     per_sample_td_loss=per_sample_td_loss,

@@ -24,7 +24,7 @@ from tianshou.env import DummyVectorEnv
 
 from agents import dqn, rainbow
 from agents.clipping import WeightClipping
-from agents.offpolicy import CheckedReplayBuffer, ClippingAdamFactory
+from agents.offpolicy import CheckedReplayBuffer, PluginOptimizerFactory
 from envs.discrete import make_env
 
 NUM_ENVS = 10
@@ -43,7 +43,7 @@ def filled_buffer(buffer_class, transitions: int):
 
 
 def seconds_per_round(buffer_class, transitions: int, rounds: int) -> float:
-    factory = ClippingAdamFactory(1e-4, 1e-8, None)
+    factory = PluginOptimizerFactory(lambda params: torch.optim.Adam(params, lr=1e-4))
     algorithm, _ = dqn.build(dqn.Args(), (4, 84, 84), 6, factory, torch.device("cpu"), target_period=500)
     envs = DummyVectorEnv([make_env("ALE/Pong-v5", training=True) for _ in range(NUM_ENVS)])
     envs.seed(0)

@@ -9,6 +9,7 @@ moment leaves the previous version intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -109,6 +110,25 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int):
+    """Run a block on its own random streams, seeded with ``seed``, and give every stream
+    back exactly as it was: probes and perturbations then leave the run's draws untouched
+    and are themselves reproducible."""
+    import random
+
+    import numpy as np
+
+    saved = rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds CUDA too
+    try:
+        yield
+    finally:
+        restore_rng_state(saved)
 
 
 class StopRequest:

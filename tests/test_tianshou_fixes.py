@@ -69,9 +69,9 @@ def test_frame_stacked_buffer_stores_each_frame_once():
 # ---------------------------------------------------------------- progress bar shown when disabled
 def tiny_trainer(trainer_class):
     from agents import dqn
-    from agents.offpolicy import ClippingAdamFactory
+    from agents.offpolicy import PluginOptimizerFactory
 
-    factory = ClippingAdamFactory(1e-3, 1e-8, None)
+    factory = PluginOptimizerFactory(lambda params: torch.optim.Adam(params, lr=1e-3))
     algorithm, _ = dqn.build(dqn.Args(), (4,), 2, factory, torch.device("cpu"), target_period=10)
     from tianshou.data import Collector
     from tianshou.env import DummyVectorEnv

@@ -13,6 +13,8 @@ from torch import nn
 from agents.clipping import WeightClipping, output_layer_names
 from agents.diagnostics.gradcov import PerSampleLoss, covariance_summary, gradient_covariance
 from agents.diagnostics.heatmap import cluster_order, render_heatmap, save_png
+from agents.diagnostics.plasticity import Predict, plasticity_probe
+from agents.diagnostics.sharpness import hessian_spectrum
 from agents.diagnostics.units import representation_metrics
 from agents.diagnostics.weights import distance_from_init, snapshot_parameters, weight_norms
 from runners.files import atomic_write_bytes
@@ -74,6 +76,26 @@ class DiagnosticsLogger:
             atomic_write_bytes(stem.with_suffix(".npz"), buffer.getvalue())
             save_png(image, stem.with_suffix(".png"))
         return covariance
+
+    def log_plasticity(self, fresh_network: Callable[[], nn.Module], predict: Predict, inputs,
+                       make_optimizer: Callable, step: int, *, steps: int, targets: int, seed: int) -> dict[str, float]:
+        """The plasticity probe (Lyle et al. 2023, 2.2) from the current weights; see ``plasticity_probe``."""
+        metrics = plasticity_probe(self.model, fresh_network, predict, inputs, make_optimizer, steps=steps, targets=targets, seed=seed)
+        self.log_scalars(metrics, step)
+        return metrics
+
+    def log_sharpness(self, loss_fn: Callable[[], torch.Tensor], step: int, *, iterations: int, seed: int,
+                      save_density: bool = False) -> dict[str, float]:
+        """Largest and smallest Hessian eigenvalue estimates of ``loss_fn()``; with ``save_density``
+        the quadrature nodes and weights go to ``<run_dir>/sharpness/step_<n>.npz``."""
+        spectrum = hessian_spectrum(loss_fn, list(self.model.parameters()), iterations=iterations, seed=seed)
+        metrics = {"sharpness/lambda_max": spectrum["lambda_max"], "sharpness/lambda_min": spectrum["lambda_min"]}
+        self.log_scalars(metrics, step)
+        if save_density and self.run_dir is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, nodes=spectrum["nodes"], weights=spectrum["weights"], step=step)
+            atomic_write_bytes(self.run_dir / "sharpness" / f"step_{step:010d}.npz", buffer.getvalue())
+        return metrics
 
     def state_dict(self) -> dict:
         return {"initial_parameters": self.initial_parameters}

@@ -1,0 +1,175 @@
+"""The plasticity options every agent shares, and the plug-ins they switch on.
+
+``PlasticityArgs`` is a base of each agent's ``Args``, so PPO, DQN and Rainbow take the
+same flags (``--layer-norm``, ``--optimizer madam``, ``--reg l2-init --reg-delta 1.25``,
+``--sp-every``, ``--reset-last-layer-every``, the probes' intervals) with the same meaning.
+``PlasticityPlugins`` builds the interventions the options ask for on one network and
+attaches them to its optimizer; weight clipping is attached after them, so its clamp has
+the last word on every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from agents.interventions import Interval, LastLayerReset, LayerRegularizer, ShrinkAndPerturb
+from agents.optimizers import make_optimizer
+from runners.errors import UsageError
+
+# Teo et al. 2023: lambda = 0.01 for L2 and L2 Init, 0.001 for the singular-value penalty.
+PAPER_COEFS = {"l2": 0.01, "l2_init": 0.01, "singular": 0.001}
+
+IntervalOption = int | Literal["target"]
+
+
+@dataclass
+class PlasticityArgs:
+    # Network and optimizer (Lyle et al. 2023, sec. 4.1 and 6; Bernstein et al. 2020)
+    layer_norm: bool = False
+    """LayerNorm after every hidden layer (conv layers: over channels and positions)"""
+    optimizer: Literal["adam", "sgd", "madam"] = "adam"
+    """the optimizer; madam is the multiplicative optimizer with built-in clipping (lr ~0.01)"""
+    adam_eps: float = 1e-8
+    """Adam epsilon (Lyle et al. 4.1: larger values stabilise non-stationary training)"""
+    adam_beta2: float = 0.999
+    """Adam's (and Madam's) second-moment decay (Lyle et al. 4.1: 0.9)"""
+    madam_p_scale: float = 3.0
+    """Madam: each tensor is clipped to p_scale times its RMS at the first step"""
+    madam_g_bound: float = 10.0
+    """Madam: bound on the normalised gradient"""
+
+    # Regularization (Kumar et al. 2023; Teo et al. 2023)
+    reg: Literal["none", "l2", "l2_init", "singular"] = "none"
+    """penalty added to the loss: L2, L2 Init (towards theta_0), or sigma_max^2 - sigma_min^2 of the penultimate features"""
+    reg_coef: float | None = None
+    """lambda (unset: Teo et al.'s 0.01 for l2 / l2_init, 0.001 for singular)"""
+    reg_delta: float = 1.0
+    """successive factor: layer l's penalty is weighted delta**l (1: the plain global penalty; paper grid 0.75, 1, 1.25)"""
+    reg_form: Literal["loss", "decoupled"] = "loss"
+    """loss: the term's gradient joins the loss gradient (through gradient clipping and Adam); decoupled: theta -= lr * grad R outside the optimizer (AdamW-style)"""
+    reg_every: IntervalOption = 1
+    """apply the penalty on every N-th gradient step; 'target': only on target-network updates (DQN/Rainbow)"""
+
+    # Shrink & Perturb (Ash & Adams 2020), last-layer reset (Lyle et al. 2023)
+    sp_every: IntervalOption = 0
+    """Shrink & Perturb every N gradient steps (0: off; 'target': after each target-network update)"""
+    sp_shrink: float = 0.2
+    """Shrink & Perturb: theta <- (1 - shrink) theta + sigma theta_fresh"""
+    sp_sigma: float = 0.1
+    """Shrink & Perturb: scale of the fresh initialisation added"""
+    reset_last_layer_every: IntervalOption = 0
+    """re-initialise the output layer(s) and their optimizer state every N gradient steps (0: off; 'target': after each target-network update)"""
+
+    # Probes (Lyle et al. 2023)
+    plasticity_probe_every: int = 0
+    """run the plasticity probe every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
+    plasticity_probe_steps: int = 2000
+    """optimizer steps of each probe fit (paper: 2000)"""
+    plasticity_probe_samples: int = 512
+    """inputs from the agent's data that the probe fits"""
+    plasticity_probe_targets: int = 1
+    """random target functions per probe, averaged (paper: 10)"""
+    sharpness_every: int = 0
+    """estimate the loss Hessian's largest eigenvalue every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
+    sharpness_samples: int = 256
+    """samples in the loss whose Hessian is measured"""
+    sharpness_iterations: int = 20
+    """Lanczos iterations (Hessian-vector products) per estimate"""
+    sharpness_density: bool = False
+    """also save the spectral density's quadrature nodes and weights (<run_dir>/sharpness/*.npz)"""
+
+
+def check_plasticity_args(args: PlasticityArgs, has_target_network: bool) -> None:
+    """Refuse settings that cannot mean anything, naming the flag."""
+    for name in ("adam_eps", "madam_p_scale", "madam_g_bound", "sp_sigma"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and (value > 0 or (name == "sp_sigma" and value == 0))):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+    if not 0 <= args.adam_beta2 < 1:
+        raise UsageError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
+    if not 0 <= args.sp_shrink <= 1:
+        raise UsageError(f"--sp-shrink must be in [0, 1], got {args.sp_shrink}")
+    if args.reg_coef is not None and not (math.isfinite(args.reg_coef) and args.reg_coef > 0):
+        raise UsageError(f"--reg-coef must be a finite number > 0, got {args.reg_coef}")
+    if not (math.isfinite(args.reg_delta) and args.reg_delta > 0):
+        raise UsageError(f"--reg-delta must be a finite number > 0, got {args.reg_delta}")
+    if args.reg == "singular" and args.reg_form == "decoupled":
+        raise UsageError("--reg singular acts on features and exists only as a loss term; use --reg-form loss")
+    for name in ("reg_every", "sp_every", "reset_last_layer_every"):
+        value = getattr(args, name)
+        if value == "target" and not has_target_network:
+            raise UsageError(f"--{name.replace('_', '-')} target: this agent has no target network; give a number of gradient steps")
+        if value != "target" and (value < 0 or (value == 0 and name == "reg_every")):
+            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'reg_every' else '>= 0'} or 'target', got {value}")
+    for name in ("plasticity_probe_every", "sharpness_every"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("plasticity_probe_samples", "plasticity_probe_targets", "sharpness_samples", "sharpness_iterations"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.plasticity_probe_steps < 0:
+        raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
+
+
+def agent_optimizer(args, params, fused: bool = False):
+    """The optimizer the options describe, over ``params`` (also the plasticity probe's)."""
+    return make_optimizer(params, args.optimizer, args.learning_rate, adam_eps=args.adam_eps, adam_beta2=args.adam_beta2,
+                          madam_p_scale=args.madam_p_scale, madam_g_bound=args.madam_g_bound, fused=fused)
+
+
+def _interval(value: IntervalOption, target_period: int | None) -> Interval | None:
+    if value == "target":
+        return Interval(target_period, offset=1)
+    return Interval(value) if value else None
+
+
+class PlasticityPlugins:
+    """The interventions chosen by ``args`` on ``model``; ``target_period`` is the target
+    network's period in gradient steps (None for agents without one)."""
+
+    def __init__(self, model: nn.Module, args: PlasticityArgs, fresh_model: Callable[[], nn.Module], *, seed: int,
+                 target_period: int | None = None) -> None:
+        self.interventions: dict = {}
+        if args.reg != "none":
+            every = target_period if args.reg_every == "target" else args.reg_every
+            coef = PAPER_COEFS[args.reg] if args.reg_coef is None else args.reg_coef
+            self.interventions["regularizer"] = LayerRegularizer(model, args.reg, coef, delta=args.reg_delta, form=args.reg_form, every=every)
+        if (interval := _interval(args.sp_every, target_period)) is not None:
+            self.interventions["shrink_perturb"] = ShrinkAndPerturb(model, fresh_model, interval, shrink=args.sp_shrink,
+                                                                    sigma=args.sp_sigma, seed=seed + 1)
+        if (interval := _interval(args.reset_last_layer_every, target_period)) is not None:
+            self.interventions["last_layer_reset"] = LastLayerReset(model, fresh_model, interval, seed=seed + 2)
+
+    def attach(self, optimizer) -> PlasticityPlugins:
+        for plugin in self.interventions.values():
+            plugin.attach(optimizer)
+        return self
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Loss penalties off inside the block, for probes and diagnostics' own passes."""
+        regularizer = self.interventions.get("regularizer")
+        with regularizer.paused() if regularizer is not None else contextlib.nullcontext():
+            yield
+
+    def metrics(self) -> dict[str, float]:
+        return {tag: value for plugin in self.interventions.values() for tag, value in plugin.metrics().items()}
+
+    def describe(self) -> str:
+        return ", ".join(self.interventions) or "none"
+
+    def state_dict(self) -> dict:
+        return {name: plugin.state_dict() for name, plugin in self.interventions.items()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        state = state or {}
+        if set(state) != set(self.interventions):
+            raise ValueError(f"checkpoint has interventions {sorted(state)}, this run {sorted(self.interventions)}")
+        for name, plugin in self.interventions.items():
+            plugin.load_state_dict(state[name])
