@@ -264,8 +264,8 @@ def check_args(args: Args) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
     check_plasticity_args(args, has_target_network=False)
-    for name in ("plasticity_probe_samples", "sharpness_samples"):
-        if getattr(args, name) > batch_size:
+    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
+        if every and getattr(args, name) > batch_size:
             raise UsageError(f"--{name.replace('_', '-')} must be at most the batch size {batch_size}, got {getattr(args, name)}")
 
 

@@ -9,6 +9,7 @@ epsilon schedule, diagnostics, checkpoints and resume.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -148,8 +149,8 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
     check_plasticity_args(args, has_target_network=True)
-    for name in ("plasticity_probe_samples", "sharpness_samples"):
-        if getattr(args, name) > args.learning_starts:
+    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
+        if every and getattr(args, name) > args.learning_starts:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds --learning-starts {args.learning_starts}, "
                              f"the replay data present at the first probe")
     return steps_per_collect, gradient_steps, target_period
@@ -256,18 +257,32 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         if heatmap:
             diagnostics.log_gradient_covariance(spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step)
 
+    @contextlib.contextmanager
+    def probe_randomness(seed: int):
+        """The probes' own random streams; Tianshou's buffers (and each env's sub-buffer) sample
+        from generators of their own."""
+        generators = [b._random_state for b in [buffer, *getattr(buffer, "buffers", [])]]
+        saved = [generator.get_state() for generator in generators]
+        with isolated_rng(seed):
+            for index, generator in enumerate(generators):
+                generator.seed((seed + index) % 2**32)
+            try:
+                yield
+            finally:
+                for generator, state in zip(generators, saved):
+                    generator.set_state(state)
+
     def run_probes(step: int, plasticity: bool = False, sharpness: bool = False) -> None:
-        """Plasticity probe on replay observations (predictions: Q-values); Hessian of the TD loss.
-        Replay samples are drawn on the probes' own random streams."""
+        """Plasticity probe on replay observations (predictions: Q-values); Hessian of the TD loss."""
         seed = args.seed * 1_000_003 + step
         if plasticity:
-            with isolated_rng(seed):
+            with probe_randomness(seed):
                 inputs = buffer.sample(args.plasticity_probe_samples)[0].obs
             diagnostics.log_plasticity(fresh_network, lambda net, obs: spec.q_values(algorithm, net, obs), inputs,
                                        lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
                                        targets=args.plasticity_probe_targets, seed=seed)
         if sharpness:
-            with isolated_rng(seed):
+            with probe_randomness(seed):
                 batch = spec.td_batch(algorithm, buffer, args.sharpness_samples)
             diagnostics.log_sharpness(lambda: spec.per_sample_td_loss(network, batch).mean(), step,
                                       iterations=args.sharpness_iterations, seed=seed, save_density=args.sharpness_density)
