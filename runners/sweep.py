@@ -7,7 +7,7 @@ Spec (``clipzoo sweep SPEC.yaml``)::
     agent: ppo                     # ppo | dqn | rainbow
     envs: [Hopper-v5, Walker2d-v5]
     seeds: 3                       # 1..3, or a list [1, 2, 3]
-    budget: 1000000                # total_timesteps of every run
+    budget: 1000000                # total_timesteps of every run, or per env: {Hopper-v5: 1000000, ...}
     common: {checkpoint_every: 5}  # options for every run
     variants:                      # name -> options
       adam: {}
@@ -116,10 +116,14 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         if key not in RESOURCE_KEYS:
             raise UsageError(f"unknown resource {key!r} in {path}{_suggest(str(key), RESOURCE_KEYS)}")
 
+    budget = spec.get("budget")
+    if isinstance(budget, dict) and sorted(budget) != sorted(envs):
+        raise UsageError(f"'budget' in {path} must give a budget for exactly the envs {envs}, got {sorted(budget)}")
+
     args_class = _args_class(agent)
     common = dict(spec.get("common") or {})
-    if "budget" in spec:
-        common["total_timesteps"] = spec["budget"]
+    if budget is not None and not isinstance(budget, dict):
+        common["total_timesteps"] = budget
     expanded: dict[str, dict] = {}
     for variant, options in variants.items():
         combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else [{}]
@@ -133,6 +137,8 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     runs = []
     for env, (variant, options), seed in itertools.product(envs, expanded.items(), seeds):
         merged = {**options, "env_id": env, "seed": seed}
+        if isinstance(budget, dict):
+            merged["total_timesteps"] = budget[env]
         apply_overrides(args_class, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
         runs.append(SweepRun(env, variant, seed, directory / _safe(env) / variant / f"seed_{seed}", merged))
     return Sweep(str(spec["name"]), agent, directory, runs, dict(resources))

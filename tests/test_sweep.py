@@ -98,10 +98,37 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path):
     assert status_report.stdout.strip().endswith("4 complete")
 
 
-@pytest.mark.parametrize("name", ["ppo_mujoco_wc", "dqn_atari_rr", "rainbow_atari_rr", "tiny_ppo", "tiny_dqn"])
+SHIPPED = sorted(path.stem for path in (REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_sweep_specs_validate(tmp_path, name):
     sweep = load_spec(REPO / "configs" / "sweeps" / f"{name}.yaml", tmp_path)
     assert sweep.runs and len({run.path for run in sweep.runs}) == len(sweep.runs)
+
+
+def test_successive_regularization_study_is_the_papers_grid(tmp_path):
+    sweep = load_spec(REPO / "configs" / "sweeps" / "successive_reg_dqn.yaml", tmp_path)
+    variants = {run.variant: run.options for run in sweep.runs if run.env == "LunarLander-v3" and run.seed == 1}
+    assert len(variants) == 1 + 3 * 3 * 2  # none, then R x delta x (every update, target updates)
+    assert {(o.get("reg"), o.get("reg_delta"), o.get("reg_every", 1)) for o in variants.values()} == {
+        (None, None, 1), *((r, d, e) for r in ("l2", "l2_init", "singular") for d in (0.75, 1.0, 1.25) for e in (1, "target"))}
+    budgets = {run.env: run.options["total_timesteps"] for run in sweep.runs}
+    assert budgets == {"CartPole-v1": 100000, "MountainCar-v0": 200000, "LunarLander-v3": 300000}
+
+
+def test_plug_in_variants_run_in_a_sweep(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / "tiny_interventions.yaml"),
+                             "--workers", "2", "--dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sweep tiny_interventions: 5/5 complete" in result.stdout
+    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "losses/td_loss"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0
+    for variant in ("l2_init_successive_target", "singular", "layer_norm+wc", "reset+shrink_perturb", "madam+probes"):
+        assert f"| CartPole-v1 | {variant} |" in table.stdout
+    probed = EventAccumulator(str(tmp_path / "CartPole-v1" / "madam+probes" / "seed_1")).Reload().Tags()["scalars"]
+    assert {"plasticity/plasticity", "sharpness/lambda_max"} <= set(probed)
 
 
 def test_tiny_ppo_sweep_runs_to_completion(tmp_path):
