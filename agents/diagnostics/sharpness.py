@@ -19,13 +19,16 @@ from scipy.linalg import eigh_tridiagonal
 
 
 def hessian_vector_product(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``v -> H v`` for the Hessian of ``loss`` over ``params`` (v flat); the graph is built once."""
-    gradients = torch.autograd.grad(loss, params, create_graph=True)
+    """``v -> H v`` for the Hessian of ``loss`` over ``params`` (v flat); the graph is built once.
+    Parameters the loss does not use, or uses linearly, have zero rows and columns."""
+    gradients = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    curved = [index for index, g in enumerate(gradients) if g is not None and g.requires_grad]
     sizes = [p.numel() for p in params]
 
     def product(vector: torch.Tensor) -> torch.Tensor:
         pieces = [piece.view_as(p) for piece, p in zip(vector.split(sizes), params)]
-        hv = torch.autograd.grad(gradients, params, grad_outputs=pieces, retain_graph=True, allow_unused=True)
+        hv = torch.autograd.grad([gradients[i] for i in curved], params, grad_outputs=[pieces[i] for i in curved],
+                                 retain_graph=True, allow_unused=True)
         return torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1) for h, p in zip(hv, params)])
 
     return product
