@@ -116,6 +116,13 @@ def test_kill_9_then_rerun_resumes_with_the_replay_buffer(tmp_path):
         ("dqn", ["--replay-ratio", "0.3333"], "--replay-ratio 0.3333 cannot be realised with whole gradient steps"),
         ("dqn", ["--replay-ratio", "0.25", "--target-update-period", "10"], "is 2.5 gradient steps at replay ratio 0.25"),
         ("dqn", ["--config", "dqn_cartpole", "--total-timesteps", "1000"], "leaves no training after the warm-up"),
+        # the plasticity plug-ins' options, shared by every agent
+        ("ppo", ["--reg-every", "target"], "--reg-every target: this agent has no target network"),
+        ("ppo", ["--reg", "singular", "--reg-form", "decoupled"], "--reg singular acts on features"),
+        ("dqn", ["--sp-shrink", "1.5"], "--sp-shrink must be in [0, 1], got 1.5"),
+        ("rainbow", ["--reg", "l2", "--reg-coef", "0"], "--reg-coef must be a finite number > 0"),
+        ("dqn", ["--adam-beta2", "1"], "--adam-beta2 must be in [0, 1)"),
+        ("dqn", ["--reset-last-layer-every", "-3"], "--reset-last-layer-every must be >= 0 or 'target'"),
     ],
 )
 def test_bad_input_is_one_clear_line(agent, arguments, message):

@@ -117,25 +117,25 @@ def test_successive_regularization_study_is_the_papers_grid(tmp_path):
     assert budgets == {"CartPole-v1": 100000, "MountainCar-v0": 200000, "LunarLander-v3": 300000}
 
 
-def test_plug_in_variants_run_in_a_sweep(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / "tiny_interventions.yaml"),
-                             "--workers", "2", "--dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+def run_shipped_sweep(name: str, directory: Path, runs: int, metric: str) -> str:
+    """Run a shipped spec with two workers; returns ``clipzoo table`` of ``metric``."""
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / f"{name}.yaml"),
+                             "--workers", "2", "--dir", str(directory)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "sweep tiny_interventions: 5/5 complete" in result.stdout
-    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "losses/td_loss"],
+    assert f"sweep {name}: {runs}/{runs} complete" in result.stdout
+    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(directory), "--metric", metric],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0
+    assert table.returncode == 0, table.stderr
+    return table.stdout
+
+
+def test_plug_in_variants_run_in_a_sweep(tmp_path):
+    table = run_shipped_sweep("tiny_interventions", tmp_path, runs=5, metric="losses/td_loss")
     for variant in ("l2_init_successive_target", "singular", "layer_norm+wc", "reset+shrink_perturb", "madam+probes"):
-        assert f"| CartPole-v1 | {variant} |" in table.stdout
+        assert f"| CartPole-v1 | {variant} |" in table
     probed = EventAccumulator(str(tmp_path / "CartPole-v1" / "madam+probes" / "seed_1")).Reload().Tags()["scalars"]
     assert {"plasticity/plasticity", "sharpness/lambda_max"} <= set(probed)
 
 
 def test_tiny_ppo_sweep_runs_to_completion(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / "tiny_ppo.yaml"),
-                             "--workers", "2", "--dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "sweep tiny_ppo: 4/4 complete" in result.stdout
-    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "losses/approx_kl"],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0 and "| Hopper-v5 | adam+wc |" in table.stdout
+    assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep("tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl")
