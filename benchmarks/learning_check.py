@@ -1,12 +1,16 @@
-"""Learning checks, Adam vs Adam + WC (kappa 2), 2 seeds each:
+"""Learning checks, 2 seeds per variant:
 
-* ``ppo``: PPO on Hopper-v5, 300k steps;
-* ``dqn``: DQN on CartPole-v1 (preset dqn_cartpole: 2 x 64 ReLU MLP, replay ratio 1), 100k steps.
+* ``ppo``: PPO on Hopper-v5, 300k steps, Adam vs Adam + WC (kappa 2);
+* ``dqn``: DQN on CartPole-v1 (preset dqn_cartpole: 2 x 64 ReLU MLP, replay ratio 1),
+  100k steps, Adam vs Adam + WC (kappa 2);
+* ``interventions``: the same DQN with the other plug-ins: successive L2 Init and
+  singular-value penalty (delta 1.25, Teo et al.'s best), LayerNorm, last-layer reset at
+  every target update.
 
-Trains the four runs (two at a time, one per core) unless they are already complete
-in --root, then plots episodic return against steps (mean over seeds, each seed's
-curve faint) and prints the mean return of each run's last 20 training episodes.
-Usage: python -m benchmarks.learning_check ppo|dqn [--root DIR]
+Trains the runs (two at a time, one per core) unless they are already complete in
+--root, then plots episodic return against steps (mean over seeds, each seed's curve
+faint) and prints the mean return of each run's last 20 training episodes.
+Usage: python -m benchmarks.learning_check ppo|dqn|interventions [--root DIR]
 """
 
 from __future__ import annotations
@@ -22,14 +26,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-VARIANTS = {"Adam": [], "Adam+WC (kappa 2)": ["--wc-kappa", "2"]}
+WC_VARIANTS = {"Adam": [], "Adam+WC (kappa 2)": ["--wc-kappa", "2"]}
 SEEDS = (1, 2)
 CHECKS = {
     "ppo": {"command": ["ppo", "--env-id", "Hopper-v5", "--total-timesteps", "300000"], "steps": 300_000,
-            "title": "PPO on Hopper-v5", "figure": "ppo_hopper_learning.png"},
+            "title": "PPO on Hopper-v5", "figure": "ppo_hopper_learning.png", "variants": WC_VARIANTS},
     "dqn": {"command": ["dqn", "--config", "dqn_cartpole"], "steps": 100_000,
-            "title": "DQN on CartPole-v1, replay ratio 1", "figure": "dqn_cartpole_learning.png"},
+            "title": "DQN on CartPole-v1, replay ratio 1", "figure": "dqn_cartpole_learning.png", "variants": WC_VARIANTS},
+    "interventions": {
+        "command": ["dqn", "--config", "dqn_cartpole"], "steps": 100_000,
+        "title": "DQN on CartPole-v1 with the plug-ins", "figure": "dqn_cartpole_interventions.png",
+        "variants": {"Adam": [], "L2_Init delta 1.25": ["--reg", "l2_init", "--reg-delta", "1.25"],
+                     "singular delta 1.25": ["--reg", "singular", "--reg-delta", "1.25"],
+                     "LayerNorm": ["--layer-norm"], "reset_last_layer at target updates": ["--reset-last-layer-every", "target"]},
+    },
 }
+COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
+
+
+def run_name(variant: str) -> str:
+    return variant.split(" ")[0].replace("+", "_").lower()
 
 
 def train(check: dict, run_dir: Path, extra: list[str], seed: int) -> None:
@@ -52,7 +68,8 @@ def main() -> None:
     check = CHECKS[args.check]
     root = args.root or Path(f"runs/learning_{args.check}")
     out = Path(__file__).parent / "figures" / check["figure"]
-    jobs = [(root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}", extra, seed) for name, extra in VARIANTS.items() for seed in SEEDS]
+    variants = check["variants"]
+    jobs = [(root / run_name(name) / f"seed_{seed}", extra, seed) for name, extra in variants.items() for seed in SEEDS]
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda job: train(check, *job), jobs))
 
@@ -61,10 +78,10 @@ def main() -> None:
     grid = np.linspace(0, check["steps"], 61)
     print("| variant | seed | mean return, last 20 episodes |")
     print("|---|---|---|")
-    for (name, _), colour in zip(VARIANTS.items(), ("tab:blue", "tab:red")):
+    for (name, _), colour in zip(variants.items(), COLOURS):
         curves = []
         for seed in SEEDS:
-            steps, values = returns(root / name.split(" ")[0].replace("+", "_").lower() / f"seed_{seed}")
+            steps, values = returns(root / run_name(name) / f"seed_{seed}")
             print(f"| {name} | {seed} | {values[-20:].mean():.0f} |")
             # smooth each seed with a 20-episode moving mean, then put it on a common step grid
             smooth = np.convolve(values, np.ones(20) / 20, mode="valid")

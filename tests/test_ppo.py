@@ -81,8 +81,10 @@ def test_same_seed_same_command_gives_identical_logged_numbers(tmp_path):
 
 
 def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
-    args = [*TINY, "--total-timesteps", "5120", "--checkpoint-every", "2", "--no-compile", "--run-dir", str(tmp_path)]
-    saved_step = kill_after_first_checkpoint("ppo_continuous.py", args, tmp_path, after_seconds=0.3)["global_step"]
+    plugins = ["--reg", "l2_init", "--reset-last-layer-every", "5"]
+    args = [*TINY, "--total-timesteps", "5120", "--checkpoint-every", "2", "--no-compile", *plugins, "--run-dir", str(tmp_path)]
+    saved = kill_after_first_checkpoint("ppo_continuous.py", args, tmp_path, after_seconds=0.3)
+    saved_step = saved["global_step"]
     assert 0 < saved_step < 5120
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "running"
 
@@ -94,9 +96,28 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"
     steps = [step for step, _ in scalar_series(tmp_path)["losses/value_loss"]]
     assert steps == list(range(256, 5121, 256)), "one value per update, none duplicated"
+    # the plug-ins carried on: theta_0 of L2 Init is the first attempt's, counters add up
+    final = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["plugins"]
+    for before, after in zip(saved["plugins"]["regularizer"]["anchors"], final["regularizer"]["anchors"]):
+        assert torch.equal(before, after)
+    gradient_steps = 20 * 2 * 4  # updates x epochs x minibatches
+    assert final["regularizer"]["updates"] == final["last_layer_reset"]["updates"] == gradient_steps
+    assert final["last_layer_reset"]["events"] == gradient_steps // 5
 
     again = run_cli(*args)
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_singular_penalty_and_madam_give_the_same_numbers_compiled_and_eager(tmp_path):
+    # the penalty reaches the gradients through module and tensor hooks, which torch.compile must keep
+    options = [*TINY, "--total-timesteps", "512", "--reg", "singular", "--reg-delta", "1.25", "--optimizer", "madam",
+               "--learning-rate", "0.01"]
+    ppo_continuous.main([*options, "--compile", "--run-dir", str(tmp_path / "compiled")])
+    ppo_continuous.main([*options, "--no-compile", "--run-dir", str(tmp_path / "eager")])
+    compiled, eager = scalar_series(tmp_path / "compiled"), scalar_series(tmp_path / "eager")
+    assert compiled["interventions/regularizer_penalty"][0][1] > 0
+    for tag in ("interventions/regularizer_penalty", "losses/value_loss", "diagnostics/weight_norm"):
+        assert [v for _, v in compiled[tag]] == pytest.approx([v for _, v in eager[tag]], rel=1e-4), tag
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
