@@ -317,7 +317,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         optimizer.load_state_dict(checkpoint["optimizer"])
         if clipping is not None:
             clipping.load_state_dict(checkpoint["clipping"])
-        plugins.load_state_dict(checkpoint["plugins"])
+        plugins.load_state_dict(checkpoint.get("plugins"))
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         load_normalization_state(envs, checkpoint["normalization"])
         restore_rng_state(checkpoint["rng"])

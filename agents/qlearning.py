@@ -216,7 +216,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         algorithm._iter = checkpoint["target_update_counter"]
         if factory.clipping is not None:
             factory.clipping.load_state_dict(checkpoint["clipping"])
-        plugins.load_state_dict(checkpoint["plugins"])
+        plugins.load_state_dict(checkpoint.get("plugins"))
         factory.gradient_steps = checkpoint["gradient_steps"]
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
