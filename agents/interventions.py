@@ -213,6 +213,9 @@ class LayerRegularizer:
                 tensor.param.sub_(tensor.param if anchor is None else tensor.param - anchor, alpha=2 * lr * weight)
 
     def _feature_hook(self, weight: float):
+        # Never traced by torch.compile: the hook reads Python state (the update count) and
+        # registers a tensor hook, so under a compiled loss it runs eagerly at a graph break.
+        @torch.compiler.disable
         def penalize(module, inputs) -> None:
             features = inputs[0]
             if not (self.active and torch.is_grad_enabled() and features.requires_grad):

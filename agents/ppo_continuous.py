@@ -304,6 +304,10 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     # fused: the same Adam update in one kernel per tensor, several times faster on CPU
     optimizer = agent_optimizer(args, agent.parameters(), fused=True)
     plugins = PlasticityPlugins(agent, args, fresh_agent, seed=args.seed).attach(optimizer)
+    if args.compile:
+        # Compiled graphs are cached per function and do not guard on module hooks; a run
+        # compiles its own, with the plug-ins' hooks in place (matters when runs share a process).
+        torch.compiler.reset()
     minibatch_loss = torch.compile(ppo_minibatch_loss) if args.compile else ppo_minibatch_loss
     clipping = None  # attached after the other plug-ins: the clamp has the last word
     if args.wc_kappa is not None:

@@ -108,10 +108,12 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
-def test_singular_penalty_and_madam_give_the_same_numbers_compiled_and_eager(tmp_path):
-    # the penalty reaches the gradients through module and tensor hooks, which torch.compile must keep
-    options = [*TINY, "--total-timesteps", "512", "--reg", "singular", "--reg-delta", "1.25", "--optimizer", "madam",
-               "--learning-rate", "0.01"]
+@pytest.mark.parametrize("plugins", [["--reg", "singular", "--reg-delta", "1.25", "--optimizer", "madam", "--learning-rate", "0.01"],
+                                     ["--reg", "l2_init", "--reg-delta", "1.25"]])
+def test_loss_penalties_give_the_same_numbers_compiled_and_eager(tmp_path, plugins):
+    # penalties reach the gradients through module, tensor and parameter hooks, which the
+    # compiled loss must honour, also after another run in this process compiled it without them
+    options = [*TINY, "--total-timesteps", "512", *plugins]
     ppo_continuous.main([*options, "--compile", "--run-dir", str(tmp_path / "compiled")])
     ppo_continuous.main([*options, "--no-compile", "--run-dir", str(tmp_path / "eager")])
     compiled, eager = scalar_series(tmp_path / "compiled"), scalar_series(tmp_path / "eager")
