@@ -30,6 +30,14 @@ IntervalOption = int | Literal["target"]
 
 @dataclass
 class PlasticityArgs:
+    # Weight clipping (Elsayed et al. 2024)
+    wc_kappa: float | None = None
+    """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2)"""
+    wc_bound_mode: Literal["paper", "init"] = "paper"
+    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
+    wc_skip_last_layer: bool = False
+    """leave the output layer(s) unclipped (PPO: the actor and critic heads)"""
+
     # Network and optimizer (Lyle et al. 2023, sec. 4.1 and 6; Bernstein et al. 2020)
     layer_norm: bool = False
     """LayerNorm after every hidden layer (conv layers: over channels and positions)"""
@@ -85,8 +93,11 @@ class PlasticityArgs:
     """also save the spectral density's quadrature nodes and weights (<run_dir>/sharpness/*.npz)"""
 
 
-def check_plasticity_args(args: PlasticityArgs, has_target_network: bool) -> None:
-    """Refuse settings that cannot mean anything, naming the flag."""
+def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, samples_available: tuple[int, str]) -> None:
+    """Refuse settings that cannot mean anything, naming the flag; ``samples_available`` is
+    (count, what it is) of the data the probes draw from."""
+    if args.wc_kappa is not None and not (math.isfinite(args.wc_kappa) and args.wc_kappa > 0):
+        raise UsageError(f"--wc-kappa must be a finite number > 0, got {args.wc_kappa}")
     for name in ("adam_eps", "madam_p_scale", "madam_g_bound", "sp_sigma"):
         value = getattr(args, name)
         if not (math.isfinite(value) and (value > 0 or (name == "sp_sigma" and value == 0))):
@@ -115,6 +126,10 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool) -> Non
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.plasticity_probe_steps < 0:
         raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
+    available, source = samples_available
+    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
+        if every and getattr(args, name) > available:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds {source} ({available})")
 
 
 def agent_optimizer(args, params, fused: bool = False):

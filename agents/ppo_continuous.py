@@ -87,14 +87,6 @@ class Args(PlasticityArgs):
     target_kl: float | None = None
     """the target KL divergence threshold"""
 
-    # Weight clipping (Elsayed et al. 2024)
-    wc_kappa: float | None = None
-    """weight clipping bound multiplier kappa (off when unset; paper: 2)"""
-    wc_bound_mode: Literal["paper", "init"] = "paper"
-    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
-    wc_skip_last_layer: bool = False
-    """leave the actor and critic output layers unclipped"""
-
     # Diagnostics, checkpoints
     diagnostics_every: int = 1
     """log unit health, weight norms and distance from init every N updates (0: only at the end)"""
@@ -252,8 +244,6 @@ def check_args(args: Args) -> None:
         raise UsageError(f"the batch (num_envs * num_steps = {batch_size}) must split evenly into --num-minibatches {args.num_minibatches}")
     if args.total_timesteps < batch_size:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
-    if args.wc_kappa is not None and not (math.isfinite(args.wc_kappa) and args.wc_kappa > 0):
-        raise UsageError(f"--wc-kappa must be a finite number > 0, got {args.wc_kappa}")
     if args.gradcov_samples < 2 or args.gradcov_samples > batch_size:
         raise UsageError(f"--gradcov-samples must be between 2 and the batch size {batch_size}, got {args.gradcov_samples}")
     for name in ("diagnostics_every", "heatmap_every"):
@@ -263,10 +253,7 @@ def check_args(args: Args) -> None:
         raise UsageError("--checkpoint-every must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
-    check_plasticity_args(args, has_target_network=False)
-    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
-        if every and getattr(args, name) > batch_size:
-            raise UsageError(f"--{name.replace('_', '-')} must be at most the batch size {batch_size}, got {getattr(args, name)}")
+    check_plasticity_args(args, has_target_network=False, samples_available=(batch_size, "the batch size"))
 
 
 def main(argv: list[str] | None = None) -> Path:

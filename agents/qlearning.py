@@ -82,13 +82,6 @@ class QLearningArgs(PlasticityArgs):
     sticky_actions: float = 0.0
     """Atari: probability of repeating the previous action (ALE v5 default 0.25; Tianshou's examples: 0)"""
 
-    wc_kappa: float | None = None
-    """weight clipping bound multiplier kappa for the online network (off when unset; paper: 2)"""
-    wc_bound_mode: Literal["paper", "init"] = "paper"
-    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
-    wc_skip_last_layer: bool = False
-    """leave the output layer(s) unclipped"""
-
     log_every: int = 5000
     """env steps between writes of losses and rates (also the trainer's epoch length)"""
     diagnostics_every: int = 50_000
@@ -126,8 +119,6 @@ class AgentSpec:
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    if args.wc_kappa is not None and not (math.isfinite(args.wc_kappa) and args.wc_kappa > 0):
-        raise UsageError(f"--wc-kappa must be a finite number > 0, got {args.wc_kappa}")
     for name in ("num_envs", "batch_size", "buffer_size", "n_step", "log_every", "checkpoint_every", "gradcov_samples", "probe_samples"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -148,11 +139,8 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
                          f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
-    check_plasticity_args(args, has_target_network=True)
-    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
-        if every and getattr(args, name) > args.learning_starts:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds --learning-starts {args.learning_starts}, "
-                             f"the replay data present at the first probe")
+    check_plasticity_args(args, has_target_network=True,
+                          samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"))
     return steps_per_collect, gradient_steps, target_period
 
 
