@@ -55,14 +55,26 @@ def _relative(file_name: str) -> str:
     return file_name
 
 
+# Conversion helpers whose callers are the call sites worth naming.
+PASS_THROUGH = (f"{os.sep}torch{os.sep}", f"tianshou{os.sep}data{os.sep}utils{os.sep}converter.py")
+
+
 def _call_site() -> str:
-    """``path:line`` of the first caller outside torch, and the torch line it went through, if any."""
-    frame, inside_torch = sys._getframe(2), None
-    while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
-        inside_torch = inside_torch or f"{_relative(frame.f_code.co_filename)}:{frame.f_lineno}"
+    """``path:line`` of the first caller outside torch and conversion helpers, and the first line it went through."""
+    frame, through = sys._getframe(2), None
+    while frame is not None and any(part in frame.f_code.co_filename for part in PASS_THROUGH):
+        through = through or f"{_relative(frame.f_code.co_filename)}:{frame.f_lineno}"
         frame = frame.f_back
     site = "<torch>" if frame is None else f"{_relative(frame.f_code.co_filename)}:{frame.f_lineno}"
-    return f"{site} (via {inside_torch})" if inside_torch else site
+    return f"{site} (via {through})" if through else site
+
+
+def _caller_op(event) -> str:
+    """The operator that ran a syncing op (``aten::item`` alone: a Python ``.item()`` or ``float(t)``)."""
+    parent = event.cpu_parent
+    while parent is not None and parent.name == "aten::item" and parent.cpu_parent is not None:
+        parent = parent.cpu_parent
+    return "Python" if parent is None or parent.name == "aten::item" else parent.name
 
 
 @contextmanager
@@ -71,8 +83,10 @@ def host_read_audit(device: torch.device):
 
     Yields a Counter that fills while the block runs: ``"path:line .method"`` for every
     host read (on a CPU run every tensor counts, since every tensor stands in for one
-    that would be on the GPU), and ``"op aten::..."`` for every syncing operator seen by
-    torch.profiler (``.item()`` runs ``aten::_local_scalar_dense``).
+    that would be on the GPU), and ``"op <syncing op> <- <caller>"`` for every syncing
+    operator seen by torch.profiler, with the operator that ran it (``.item()`` runs
+    ``aten::_local_scalar_dense``; some CPU kernels, e.g. fused Adam's, read their step
+    counter that way, which CUDA kernels do not).
     """
     counts: Counter = Counter()
     originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
@@ -94,4 +108,4 @@ def host_read_audit(device: torch.device):
             setattr(torch.Tensor, name, original)
     for event in profile.events():
         if event.name in SYNCING_OPS:
-            counts[f"op {event.name}"] += 1
+            counts[f"op {event.name} <- {_caller_op(event)}"] += 1
