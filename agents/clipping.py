@@ -82,9 +82,10 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def count_outside_per_tensor(params: list[torch.Tensor], bounds: list[float]) -> float:
-    """Entries with ``|w| > bound``, one reduction per tensor (fastest on CPU)."""
-    return float(sum(p.abs().gt_(b).sum(dtype=torch.float64) for p, b in zip(params, bounds)))
+def count_outside_per_tensor(params: list[torch.Tensor], bounds: list[float]) -> torch.Tensor:
+    """Entries with ``|w| > bound``, one reduction per tensor (fastest on CPU); the count
+    stays a tensor, so the step never waits to read it (it is read when logged)."""
+    return sum(p.abs().gt_(b).sum(dtype=torch.float64) for p, b in zip(params, bounds))
 
 
 def count_outside_fused(params: list[torch.Tensor], bounds: list[float]) -> torch.Tensor:

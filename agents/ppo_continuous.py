@@ -45,7 +45,7 @@ class Args(PlasticityArgs):
     run_dir: str | None = None
     """run directory (config, TensorBoard, checkpoints); rerun with the same one to resume. Default: runs/<env>__ppo__<seed>__<time>"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the networks live; auto picks CUDA when present"""
+    """where the networks live; auto = cpu: 64-64 MLPs on minibatches of 64 keep a GPU waiting on kernel launches (to be confirmed on a GPU by python -m benchmarks.bench_gpu --parts c)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     torch_threads: int = 1
@@ -280,7 +280,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")  # auto: the CPU, see Args.device
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))

@@ -95,7 +95,9 @@ def rng_state() -> dict:
     import numpy as np
 
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    # Only a process that has used CUDA has drawn from its generators; asking otherwise would
+    # start a CUDA context (and take GPU memory) in every CPU run on a GPU machine.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -107,9 +109,12 @@ def restore_rng_state(state: dict) -> None:
 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
+    # A checkpoint moves between machines: CUDA states are restored on the devices present
+    # (none on a CPU machine; a CPU checkpoint leaves the seeded CUDA generators as they are).
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
 
 
 @contextlib.contextmanager
