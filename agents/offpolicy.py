@@ -147,6 +147,7 @@ class StoredSuccessorsOnly:
     * a transition whose n-step bootstrap transition is the newest of its env, unfinished
       (the state it needs is not stored yet): never sampled; a draw that hits one is
       redrawn, which keeps the uniform or prioritized proportions over the others;
+    * the few oldest transitions of a full buffer, whose frame stacks reach overwritten frames;
     * a truncated transition (done, not terminated; bootstrapped by Tianshou's targets):
       its true next observation is kept aside when added (truncations are rare) and put
       into ``obs_next``.
@@ -174,11 +175,21 @@ class StoredSuccessorsOnly:
         return result
 
     def successor_not_stored(self, indices: np.ndarray) -> np.ndarray:
-        """True where the n-step target of ``indices`` needs a state the buffer does not hold yet."""
+        """True where the n-step target of ``indices`` needs a state the buffer does not hold
+        yet, or where the frame stack reaches past the oldest stored frame of a full buffer."""
         bootstrap = indices
         for _ in range(self.n_step - 1):
             bootstrap = self.next(bootstrap)
-        return np.isin(bootstrap, self.unfinished_index())
+        return np.isin(bootstrap, self.unfinished_index()) | np.isin(indices, self.incomplete_stacks())
+
+    def incomplete_stacks(self) -> np.ndarray:
+        """The ``stack_num - 1`` oldest transitions of each full sub-buffer: the frames before
+        them are overwritten, so their stacks (and their predecessors' ``obs_next``) would
+        repeat the oldest frame instead."""
+        oldest = [offset + (buffer._insertion_idx + np.arange(self.stack_num - 1)) % buffer.maxsize
+                  for offset, buffer in zip(self._offset, getattr(self, "buffers", [self]))
+                  if len(buffer) == buffer.maxsize]
+        return np.concatenate(oldest) if oldest else np.array([], int)
 
     def sample_indices(self, batch_size: int | None) -> np.ndarray:
         indices = super().sample_indices(batch_size)
