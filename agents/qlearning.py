@@ -135,9 +135,9 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     if args.total_timesteps < args.learning_starts + epoch_length(args, steps_per_collect):
         raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
                          f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
-    warmup, training = warmup_length(args), args.total_timesteps - warmup_length(args)
-    if training % steps_per_collect:
-        below = warmup + training // steps_per_collect * steps_per_collect
+    warmup = warmup_length(args)
+    if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
+        below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
         raise UsageError(f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
                          f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}")
     if args.device == "cuda" and not torch.cuda.is_available():
