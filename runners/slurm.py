@@ -14,6 +14,7 @@ every run that is queued or running.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import shutil
@@ -144,7 +145,9 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
         return None
     slurm_dir = sweep.directory / "slurm"
     slurm_dir.mkdir(parents=True, exist_ok=True)
-    number = len(list(slurm_dir.glob("array_*.sbatch")))
+    # a fresh number: the tasks file of a submitted array must never be overwritten
+    number = next(n for n in itertools.count() if not (slurm_dir / f"array_{n}.sbatch").exists()
+                  and not (slurm_dir / f"tasks_{n}.txt").exists())
     tasks_file = atomic_write_text(slurm_dir / f"tasks_{number}.txt", "".join(f"{run.path.resolve()}\n" for run in runs))
     script = atomic_write_text(slurm_dir / f"array_{number}.sbatch",
                                array_script(sweep, runs, tasks_file, resources, activation or default_activation()))
