@@ -225,6 +225,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     repo = Path(__file__).resolve().parent.parent
     stopping = threading.Event()
+    received: list[int] = []  # the signal that stopped the sweep
     children: dict[SweepRun, subprocess.Popen] = {}
     guard = threading.Lock()
 
@@ -245,6 +246,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
     def stop(number, frame) -> None:
         if stopping.is_set():
             return
+        received.append(number)
         stopping.set()
         print(f"\n{signal.Signals(number).name}: starting no more runs; the runs in flight checkpoint and stop", flush=True)
         with guard:
@@ -273,7 +275,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
         print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
     print(f"sweep {sweep.name}: {len(sweep.runs) - len(unfinished)}/{len(sweep.runs)} complete")
     if stopping.is_set():
-        raise SystemExit(130)
+        raise SystemExit(128 + received[0])
     return unfinished
 
 

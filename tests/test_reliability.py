@@ -308,3 +308,18 @@ def test_sweep_status_into_a_closed_pipe_ends_quietly(tmp_path):
     result = subprocess.run(f"{sys.executable} -m runners.cli sweep status {tmp_path} | head -1", shell=True, cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("pending") and result.stderr == ""
+
+
+def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_path, caplog):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:  # the first attempt, killed after its checkpoint at 300
+        for step in range(100, 501, 100):
+            writer.add_scalar("losses/td_loss", 1.0, step)
+    with SummaryWriter(str(tmp_path), purge_step=301) as writer:  # the resume
+        for step in range(400, 701, 100):
+            writer.add_scalar("losses/td_loss", 2.0, step)
+    with caplog.at_level("WARNING"):
+        steps, values = plots.read_scalar(tmp_path, "losses/td_loss")
+    assert list(steps) == [100, 200, 300, 400, 500, 600, 700] and list(values) == [1, 1, 1, 2, 2, 2, 2]
+    assert not [r for r in caplog.records if "out of order" in r.getMessage()]
