@@ -134,10 +134,18 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UsageError(f"'grid' in {path} must map option names to non-empty lists")
+    for key in ("common", "resources"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise UsageError(f"{key!r} in {path} must map option names to values, got {spec[key]!r}")
+    for variant, options in variants.items():
+        if not isinstance(options or {}, dict):
+            raise UsageError(f"variant {variant!r} in {path} must map option names to values, got {options!r}")
     resources = spec.get("resources") or {}
-    for key in resources:
+    for key, value in resources.items():
         if key not in RESOURCE_KEYS:
             raise UsageError(f"unknown resource {key!r} in {path}{_suggest(str(key), RESOURCE_KEYS)}")
+        if key in ("cpus", "gpus", "array_limit") and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "gpus" else 1)):
+            raise UsageError(f"resources.{key} in {path} must be a whole number >= {0 if key == 'gpus' else 1}, got {value!r}")
 
     budget = spec.get("budget")
     if isinstance(budget, dict) and sorted(budget) != sorted(envs):
@@ -237,9 +245,9 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
             if (effective_state(run.path, read_status(run.path)) or {}).get("state") == "running":
                 return None
             with open(run.path / "stdout.log", "a") as log:
-                # own process group: a Ctrl-C reaches the run once, from here, not twice
+                # same process group: a terminal's Ctrl-C or a kill of the group reaches the runs too
                 child = subprocess.Popen(run_command(sweep.agent, run), stdout=log, stderr=subprocess.STDOUT,
-                                         env={**environment, "PYTHONPATH": str(repo)}, cwd=Path.cwd(), start_new_session=True)
+                                         env={**environment, "PYTHONPATH": str(repo)}, cwd=Path.cwd())
             children[run] = child
         return child.wait()
 
@@ -249,7 +257,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
         received.append(number)
         stopping.set()
         print(f"\n{signal.Signals(number).name}: starting no more runs; the runs in flight checkpoint and stop", flush=True)
-        with guard:
+        with guard:  # for a signal sent to the sweep alone; a second one to a run changes nothing
             for child in children.values():
                 if child.poll() is None:
                     child.send_signal(number)

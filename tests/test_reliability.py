@@ -173,6 +173,8 @@ def tiny_spec(tmp_path: Path, **changes) -> Path:
         ({"budget": 250}, "--total-timesteps 250 leaves no training after the warm-up"),
         ({"variants": {"adam": {"learning_rate": float("nan")}}}, "--learning-rate must be a finite number, got nan"),
         ({"seeds": True}, "'seeds' .* must be a positive count"),
+        ({"variants": {"adam": [1]}}, "variant 'adam' in .* must map option names to values"),
+        ({"resources": {"cpus": 0}}, "resources.cpus in .* must be a whole number >= 1, got 0"),
     ],
 )
 def test_dry_run_validates_every_option_first(tmp_path, capsys, changes, message):
