@@ -276,21 +276,16 @@ class StopRequest:
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequest:
-        import signal
-
         for name in self.SIGNALS:
             number = getattr(signal, name)
             self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame) -> None:
-        import signal
-
-        self.signal_name = signal.Signals(number).name
+        if self.signal_name is None:  # the first signal names the stop
+            self.signal_name = signal.Signals(number).name
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 

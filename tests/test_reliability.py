@@ -20,7 +20,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import dqn, rainbow
 from runners import cli, plots
-from runners.errors import UsageError
 from runners.rundir import RunDirectory, effective_state, read_status
 
 REPO = Path(__file__).resolve().parent.parent
