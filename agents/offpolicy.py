@@ -43,6 +43,7 @@ from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
 
 MAX_STEPS_PER_COLLECT = 1000
+MAX_REPLAY_RATIO = 128  # beyond the highest ratios studied; a larger one is almost surely a typo
 
 
 # ---------------------------------------------------------------- replay ratio
@@ -52,8 +53,8 @@ def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
     Collects are whole rounds over the ``num_envs`` envs, so the step count is the
     smallest multiple of ``num_envs`` whose product with the ratio is whole.
     """
-    if not replay_ratio > 0:
-        raise UsageError(f"--replay-ratio must be > 0, got {replay_ratio}")
+    if not 0 < replay_ratio <= MAX_REPLAY_RATIO:
+        raise UsageError(f"--replay-ratio must be > 0 and at most {MAX_REPLAY_RATIO} gradient steps per env step, got {replay_ratio}")
     ratio = Fraction(str(replay_ratio))
     steps = np.lcm(num_envs, ratio.denominator)
     if steps > MAX_STEPS_PER_COLLECT:
@@ -240,7 +241,25 @@ def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: 
 
 
 class QuietOffPolicyTrainer(OffPolicyTrainer):
-    """OffPolicyTrainer whose progress bars stay off when ``show_progress`` is False."""
+    """OffPolicyTrainer whose progress bars stay off when ``show_progress`` is False, and whose
+    update block ends early once ``stop_requested()`` (a signal), so a stop is honoured within
+    a gradient step even at a huge replay ratio; ``skipped_gradient_steps`` counts what it left out."""
+
+    def __init__(self, *args, stop_requested: Callable[[], bool] = lambda: False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_requested = stop_requested
+        self.skipped_gradient_steps = 0
+
+    def _update_step(self, collect_stats):
+        gradient_steps = round(self.params.update_step_num_gradient_steps_per_sample * collect_stats.n_collected_steps)
+        update_stat = None
+        for done in range(gradient_steps):
+            if done and self.stop_requested():
+                self.skipped_gradient_steps += gradient_steps - done
+                break
+            update_stat = self._sample_and_update(self.params.training_collector.buffer)
+            self._policy_update_time += update_stat.train_time
+        return update_stat
 
     @property
     def _pbar(self):
@@ -257,15 +276,16 @@ class QuietOffPolicyTrainer(OffPolicyTrainer):
 
 class ExactBudgetTrainer(QuietOffPolicyTrainer):
     """Stops after exactly ``training_env_steps``: Tianshou runs whole epochs only, so the
-    last one is shortened to what is left (a multiple of the env steps per collect)."""
+    last one is shortened to what is left (a multiple of the env steps per collect). The
+    epoch length it shortens is whatever ``params.epoch_num_steps`` says when the epoch
+    starts (a resumed first epoch is itself shorter; the run restores the full length)."""
 
-    def __init__(self, algorithm, params, training_env_steps: int) -> None:
-        super().__init__(algorithm, params)
+    def __init__(self, algorithm, params, training_env_steps: int, **kwargs) -> None:
+        super().__init__(algorithm, params, **kwargs)
         self.training_env_steps = training_env_steps
-        self.full_epoch_steps = params.epoch_num_steps
 
     def execute_epoch(self):
-        self.params.epoch_num_steps = min(self.full_epoch_steps, self.training_env_steps - self._env_step)
+        self.params.epoch_num_steps = min(self.params.epoch_num_steps, self.training_env_steps - self._env_step)
         return super().execute_epoch()
 
 
@@ -290,6 +310,15 @@ class RunLogger(BaseLogger):
         self.next_write = interval
         self.clock = None  # (time, env step, gradient steps) at the previous write
         self.recent_returns: list[float] = []
+        if restored:  # the next write is the one the uninterrupted run would make
+            self.next_write = (restored[1] // interval + 1) * interval
+
+    def state_dict(self) -> dict:
+        return {"losses": list(self.losses), "recent_returns": self.recent_returns[-20:], "next_write": self.next_write}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state:  # absent in checkpoints of older versions
+            self.losses, self.recent_returns, self.next_write = list(state["losses"]), list(state["recent_returns"]), state["next_write"]
 
     def global_step(self, trainer_env_step: int) -> int:
         """Env steps including the random warm-up before training, the x-axis of every tag."""

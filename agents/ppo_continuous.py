@@ -28,7 +28,7 @@ from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from envs.continuous import finished_episodes, load_normalization_state, make_vector_env, normalization_state
 from runners.config import parse_args
-from runners.errors import UsageError
+from runners.errors import RunInterrupted, UsageError
 from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
 
 
@@ -251,6 +251,8 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if args.checkpoint_every < 1:
         raise UsageError("--checkpoint-every must be >= 1")
+    if args.torch_threads < 1:
+        raise UsageError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
     check_plasticity_args(args, has_target_network=False, samples_available=(batch_size, "the batch size"))
@@ -459,6 +461,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                   f"approx_kl {last['approx_kl']:.4f}  SPS {sps}", flush=True)
 
             if iteration % args.checkpoint_every == 0 or iteration == num_iterations or stop.requested:
+                writer.flush()  # every event up to this step is on disk before the checkpoint says so
                 run.save_checkpoint({
                     "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
                     "clipping": clipping.state_dict() if clipping else None, "plugins": plugins.state_dict(),
@@ -466,14 +469,11 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                     "rng": rng_state(), "iteration": iteration, "global_step": global_step,
                     "last_rollout": last_rollout, "action_rng": action_rng.bit_generator.state,
                 })
-                writer.flush()
                 run.set_status("running", global_step=global_step, total_timesteps=num_iterations * batch_size)
             if stop.requested:
-                run.set_status("interrupted", global_step=global_step, signal=stop.signal_name)
-                print(f"{stop.signal_name}: checkpointed at step {global_step}; rerun with --run-dir {run.path} to resume")
-                writer.close()
-                envs.close()
-                return run.path
+                run.set_status("interrupted", global_step=global_step, total_timesteps=num_iterations * batch_size,
+                               signal=stop.signal_name)
+                raise RunInterrupted(stop.signal_name, run.path)
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
     with plugins.paused():

@@ -35,7 +35,7 @@ from agents.offpolicy import (
     make_replay_buffer,
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
-from runners.errors import UsageError
+from runners.errors import RunInterrupted, UsageError
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 
 
@@ -118,7 +118,8 @@ class AgentSpec:
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "target_update_period", "log_every", "checkpoint_every", "gradcov_samples", "probe_samples"):
+    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "target_update_period", "log_every", "checkpoint_every",
+                 "gradcov_samples", "probe_samples", "torch_threads"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
@@ -216,6 +217,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         factory.gradient_steps = checkpoint["gradient_steps"]
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
+        factory._measure_gradient_norm = checkpoint.get("measure_gradient_norm", False)
         if checkpoint.get("buffer") is not None:
             buffer = checkpoint["buffer"]
             collector = Collector(algorithm, envs, buffer, exploration_noise=True)
@@ -237,7 +239,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
 
     state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
              "next_checkpoint": args.checkpoint_every, "next_plasticity_probe": args.plasticity_probe_every,
-             "next_sharpness": args.sharpness_every}
+             "next_sharpness": args.sharpness_every, "logged_through": -1}
     if checkpoint:
         state.update(checkpoint["schedule"])
 
@@ -288,11 +290,24 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
                                       iterations=args.sharpness_iterations, seed=seed, save_density=args.sharpness_density)
 
     def on_training_step(epoch: int, env_step: int) -> None:
-        """Called by the trainer before every collect."""
-        step = warmup_steps + env_step
+        """Called by the trainer before every collect: schedules, then what is logged at this step
+        (unless the checkpoint at this step logged it already), then a stop request's checkpoint."""
+        set_schedules(env_step)
+        if env_step > state["logged_through"]:
+            log_step(env_step)
+        if stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
+            save_checkpoint(epoch - 1, env_step, trainer._current_update_step - 1, mid_epoch=True)
+
+    def set_schedules(env_step: int) -> None:
         fraction = min(1.0, env_step / args.eps_decay_steps) if args.eps_decay_steps else 1.0
         algorithm.policy.set_eps_training(args.eps_start + fraction * (args.eps_end - args.eps_start))
         spec.on_training_step(args, algorithm, buffer, env_step)
+
+    def log_step(env_step: int) -> None:
+        """Everything logged at one env step. It runs before that step's checkpoint, so a resume
+        (which keeps the events up to the checkpoint's step) neither repeats nor loses a point."""
+        state["logged_through"] = env_step
+        step = warmup_steps + env_step
         if factory.last_gradient_norm is not None:
             writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, step)
             factory.last_gradient_norm = None
@@ -313,44 +328,59 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
                 state["next_sharpness"] += args.sharpness_every
                 run_probes(step, sharpness=True)
 
-    def save_checkpoint(epoch: int, env_step: int, update_step: int) -> None:
-        """Called by the trainer at the end of every epoch."""
-        final = epoch >= max_epochs
+    def save_checkpoint(epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
+        """Called by the trainer at the end of every epoch (``epoch`` epochs done), and on a stop request."""
+        trainer.params.epoch_num_steps = epoch_steps  # a resumed first epoch may have been shorter
+        final = epoch >= max_epochs and not mid_epoch
         if not (final or stop.requested or env_step >= state["next_checkpoint"]):
             return
+        if not final and env_step > state["logged_through"]:
+            set_schedules(env_step)  # what the next collect's call would set first
+            log_step(env_step)
         while state["next_checkpoint"] <= env_step:
             state["next_checkpoint"] += args.checkpoint_every
         global_step = warmup_steps + env_step
+        writer.flush()  # every event up to this step is on disk before the checkpoint says so
         run.save_checkpoint({
             "algorithm": algorithm.state_dict(), "optimizer": algorithm.optim.state_dict(),
             "target_update_counter": algorithm._iter, "gradient_steps": factory.gradient_steps,
             "clipping": factory.clipping.state_dict() if factory.clipping else None, "plugins": plugins.state_dict(),
             "diagnostics": diagnostics.state_dict(), "rng": rng_state(), "schedule": dict(state),
             "epoch": epoch, "env_step": env_step, "update_step": update_step, "global_step": global_step,
-            "buffer": buffer if save_buffer else None,
+            "buffer": buffer if save_buffer else None, "logger": logger.state_dict(),
+            "measure_gradient_norm": factory._measure_gradient_norm,
         })
-        writer.flush()
         run.set_status("running", global_step=global_step, total_timesteps=total_steps)
         if stop.requested and not final:
-            run.set_status("interrupted", global_step=global_step, signal=stop.signal_name)
+            skipped = trainer.skipped_gradient_steps
+            run.set_status("interrupted", global_step=global_step, total_timesteps=total_steps, signal=stop.signal_name,
+                           **({"skipped_gradient_steps": skipped} if skipped else {}))
             raise _Preempted
 
     logger = RunLogger(writer, envs, factory, interval=epoch_steps, warmup_steps=warmup_steps,
                        save_checkpoint=save_checkpoint, restored=restored)
+    first_epoch_steps = epoch_steps
+    if checkpoint:
+        logger.load_state_dict(checkpoint.get("logger"))
+        # a checkpoint taken mid-epoch (on a signal) resumes with the rest of that epoch
+        first_epoch_steps = (restored[0] + 1) * epoch_steps - restored[1]
     params = OffPolicyTrainerParams(
-        training_collector=collector, max_epochs=max_epochs, epoch_num_steps=epoch_steps,
+        training_collector=collector, max_epochs=max_epochs, epoch_num_steps=first_epoch_steps,
         collection_step_num_env_steps=steps_per_collect, update_step_num_gradient_steps_per_sample=args.replay_ratio,
         batch_size=args.batch_size, training_fn=on_training_step, logger=logger, resume_from_log=checkpoint is not None,
         test_collector=None, show_progress=False, verbose=False,
     )
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
+        trainer = ExactBudgetTrainer(algorithm, params, training_env_steps=total_steps - warmup_steps,
+                                     stop_requested=lambda: stop.requested)
         try:
-            ExactBudgetTrainer(algorithm, params, training_env_steps=total_steps - warmup_steps).run(reset_collectors=False)
+            trainer.run(reset_collectors=False)
         except _Preempted:
-            print(f"{stop.signal_name}: checkpointed; rerun with --run-dir {run.path} to resume")
             envs.close()
-            return
+            if trainer.skipped_gradient_steps:
+                print(f"{stop.signal_name} arrived in an update block: its last {trainer.skipped_gradient_steps} gradient steps were skipped")
+            raise RunInterrupted(stop.signal_name, run.path) from None
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
     with plugins.paused():

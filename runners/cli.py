@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from runners.errors import UsageError
+from runners.errors import RunInterrupted, UsageError
 
 # agent name -> module with a ``main(argv)``; each module is a runnable single file too.
 AGENTS = {
@@ -40,9 +42,18 @@ def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] 
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunInterrupted as stop:  # checkpointed; not a success for scripts and schedulers
+        print(stop, file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `clipzoo sweep status DIR | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
+    except OSError as error:  # a path the user gave that cannot be read or written
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _usage() -> str:
@@ -65,17 +76,24 @@ def figures(command: str, argv: list[str]) -> None:
         return
     parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
     parser.add_argument("--metric", required=True, help="scalar tag, e.g. charts/episodic_return")
+    parser.add_argument("--include-partial", action="store_true",
+                        help="include unfinished runs, each group cut at its common last step (default: complete runs only)")
     if command == "table":
-        parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's last points averaged as its final value")
+        parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's last points averaged as its final value, in (0, 1]")
         args = parser.parse_args(argv)
-        print(plots.final_table(plots.find_runs(args.sweep), args.metric, args.last_fraction), end="")
+        plots.check_last_fraction(args.last_fraction)
+        runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
+        print(plots.final_table(runs, args.metric, args.last_fraction) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         return
     parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
                         help="variant: a panel per env, a colour per variant; env: the other way round")
     parser.add_argument("--out", default=None, help="PNG path (default: <sweep>/<metric>.png); the CSV goes beside it")
     args = parser.parse_args(argv)
     out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
-    curves = plots.aggregate(plots.find_runs(args.sweep), args.metric)
+    runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
+    for note in notes:
+        print(note)
+    curves = plots.aggregate(runs, args.metric)
     plots.plot_curves(curves, args.metric, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
@@ -96,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         run_and_report(lambda _: sweep.main(rest))
         return
     if command != "train":
-        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(command, ["train", "plot", "table", "heatmap", "sweep"], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        print(f"error: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
     if not rest or rest[0] not in AGENTS:
         given = repr(rest[0]) if rest else "none"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -68,7 +69,16 @@ def apply_overrides(args_class: type[ArgsT], overrides: dict[str, Any], source: 
         if not _type_matches(value, hints[name]):
             raise UsageError(f"config key {key!r} in {source} must be {hints[name]}, got {value!r}")
         values[name] = tuple(value) if isinstance(value, list) else value
-    return args_class(**values)
+    return check_finite(args_class(**values), source)
+
+
+def check_finite(args: ArgsT, source: str = "the command line") -> ArgsT:
+    """Refuse nan and inf in every number option: no option of any agent means anything with them."""
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{field.name.replace('_', '-')} must be a finite number, got {value} (from {source})")
+    return args
 
 
 def load_config_file(args_class: type[ArgsT], name_or_path: str) -> ArgsT:
@@ -105,4 +115,4 @@ def parse_args(args_class: type[ArgsT], argv: list[str] | None, prog: str) -> Ar
 
     config, rest = _split_config_flag(list(sys.argv[1:] if argv is None else argv))
     default = load_config_file(args_class, config) if config else args_class()
-    return tyro.cli(args_class, args=rest, default=default, prog=prog, description=args_class.__doc__)
+    return check_finite(tyro.cli(args_class, args=rest, default=default, prog=prog, description=args_class.__doc__))

@@ -1,6 +1,8 @@
 """Crash-safe file writes: write a temporary file beside the target, fsync, then rename.
 
 A reader (or a rerun after kill -9) sees either the old file or the new one, never half.
+A write that fails (a full disk, a read-only directory) leaves the old file and is
+reported in one line naming the file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from runners.errors import UsageError
 
 
 def _umask() -> int:
@@ -23,10 +27,17 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
+class WriteError(UsageError):
+    """A file could not be written (full disk, permissions); the message names it."""
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         os.fchmod(descriptor, FILE_MODE)
         with os.fdopen(descriptor, "wb") as handle:
@@ -34,6 +45,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; the previous version is intact") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

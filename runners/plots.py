@@ -5,13 +5,19 @@ with a ``config.json`` counts; env and variant come from its path, or the env fr
 run's config when the path is shallower). Curves are aligned
 on a common step grid, averaged across seeds, and drawn with a 95% percentile-bootstrap
 confidence band of the mean; one panel per environment, one colour per variant.
+
+Only complete runs count by default; every run left out gets a line saying why
+(``select_runs``). With ``include_partial`` unfinished runs count too, and every run of
+a group is cut at the group's common last step, so no mean mixes steps some seeds lack.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.diagnostics.heatmap import COLORMAP, reorder
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
+from runners.rundir import effective_state, read_status
 
 GRID_POINTS = 100
 BOOTSTRAP_SAMPLES = 2000
@@ -35,6 +42,7 @@ class Run:
     env: str
     variant: str
     seed: str
+    state: str = "complete"
 
 
 def find_runs(sweep_dir: str | Path) -> list[Run]:
@@ -48,21 +56,55 @@ def find_runs(sweep_dir: str | Path) -> list[Run]:
         # <env>/<variant>/<seed>; shallower layouts take the env from the run's config
         env = parts[-3] if len(parts) >= 3 else json.loads(config.read_text()).get("env_id", "-")
         variant = parts[-2] if len(parts) >= 2 else "-"
-        runs.append(Run(config.parent, env, variant, parts[-1] if parts else config.parent.name))
+        status = effective_state(config.parent, read_status(config.parent)) or {}
+        state = status.get("state", "without status.json")
+        if status and state != "complete":
+            state += f" at step {status.get('global_step', 0):,}" + (f" of {status['total_timesteps']:,}" if status.get("total_timesteps") else "")
+        runs.append(Run(config.parent, env, variant, parts[-1] if parts else config.parent.name, state))
     if not runs:
         raise UsageError(f"no runs (directories with a config.json) below {root}")
     return runs
 
 
+def select_runs(runs: list[Run], include_partial: bool = False) -> tuple[list[Run], list[str]]:
+    """(runs to aggregate, a line for each run left out or included unfinished)."""
+    kept, notes = [], []
+    for run in runs:
+        if run.state == "complete":
+            kept.append(run)
+        elif include_partial:
+            kept.append(run)
+            notes.append(f"included partial run {run.path} ({run.state}); its group is cut at the common last step")
+        else:
+            notes.append(f"left out {run.path}: {run.state} (--include-partial to include it up to the common last step)")
+    if not kept:
+        raise UsageError(f"no complete runs among the {len(runs)} found; --include-partial includes unfinished ones")
+    return kept, notes
+
+
 def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one tag; a missing tag is refused with the list of tags that exist."""
-    events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    # A resumed run's event files restart at its checkpoint; TensorBoard warns for each one,
+    # and drops the stale events as it should.
+    with _quiet_tensorboard():
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
     tags = events.Tags()["scalars"]
     if tag not in tags:
         listed = ", ".join(sorted(t for t in tags if not t.startswith("layers/")))
         raise UsageError(f"run {run} has no scalar {tag!r}; it has: {listed}")
     scalars = events.Scalars(tag)
     return np.array([s.step for s in scalars], dtype=float), np.array([s.value for s in scalars], dtype=float)
+
+
+@contextlib.contextmanager
+def _quiet_tensorboard():
+    logger = logging.getLogger("tensorboard")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def bootstrap_interval(samples: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +180,27 @@ def plot_curves(curves: list[Curve], tag: str, path: str | Path, group_by: str =
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def check_last_fraction(last_fraction: float) -> None:
+    if not (0 < last_fraction <= 1):  # also refuses nan
+        raise UsageError(f"--last-fraction must be in (0, 1], got {last_fraction}")
+
+
 def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
     """Markdown: per env x variant, the mean over seeds of each run's average over its last
-    ``last_fraction`` of logged points, with a 95% bootstrap interval and the seed count."""
+    ``last_fraction`` of logged points (up to the group's common last step), with a 95%
+    bootstrap interval and the seed count."""
+    check_last_fraction(last_fraction)
     rng = np.random.default_rng(seed)
-    finals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    series: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in runs:
-        _, values = read_scalar(run.path, tag)
-        tail = max(1, int(np.ceil(len(values) * last_fraction)))
-        finals[(run.env, run.variant)].append(float(values[-tail:].mean()))
+        series[(run.env, run.variant)].append(read_scalar(run.path, tag))
+    finals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for group, runs_series in series.items():
+        end = min(steps[-1] for steps, _ in runs_series)
+        for steps, values in runs_series:
+            values = values[steps <= end]
+            tail = max(1, int(np.ceil(len(values) * last_fraction)))
+            finals[group].append(float(values[-tail:].mean()))
     lines = [f"| env | variant | final {tag} (mean) | 95% CI | seeds |", "|---|---|---|---|---|"]
     for (env, variant), values in sorted(finals.items()):
         samples = np.array(values)[:, None]

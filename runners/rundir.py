@@ -2,16 +2,25 @@
 
 Layout of ``<run_dir>``: ``config.json`` (the resolved options), TensorBoard event
 files, ``checkpoint.pt`` (periodic, for resuming), ``model.pt`` (final), ``status.json``
-(``running`` / ``complete`` / ``failed`` with the error), ``gradcov/`` (matrices, PNGs).
-Every file is written through a temporary file and a rename, so a kill -9 at any
-moment leaves the previous version intact.
+(``running`` / ``complete`` / ``interrupted`` / ``failed`` with the error, and who runs
+it: host, pid, start time, SLURM job), ``run.lock`` (held by the training process),
+``gradcov/`` (matrices, PNGs). Every file is written through a temporary file and a
+rename, so a kill -9 at any moment leaves the previous version intact.
+
+One run directory, one trainer: the training process holds an OS lock (``flock``) on
+``run.lock`` for as long as it runs, and a second one is refused naming the holder. The
+OS drops the lock when the holder dies, even by kill -9, so a ``running`` marker whose
+lock is free (or whose SLURM job has left the queue) is a dead run: ``effective_state``
+reports it as ``interrupted``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -19,13 +28,14 @@ from typing import Any
 
 import torch
 
-from runners.errors import UsageError
+from runners.errors import RunInterrupted, UsageError
 from runners.files import atomic_torch_save, atomic_write_text
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 STATUS_FILE = "status.json"
+LOCK_FILE = "run.lock"
 
 
 def _jsonable(value: Any) -> Any:
@@ -40,13 +50,115 @@ def read_status(path: str | Path) -> dict | None:
     """The status marker of a run directory, or None if the run never started."""
     try:
         return json.loads((Path(path) / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):
         return None
+
+
+def slurm_job_of_this_process() -> str | None:
+    """``<array job>_<task>`` (or the job id) when running inside a SLURM job."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def lock_is_held(path: str | Path) -> bool | None:
+    """Whether a live process holds the run directory's lock; None when there is no lock file."""
+    try:
+        descriptor = os.open(Path(path) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # closing drops a shared lock we may have taken
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_state(path: str | Path, status: dict | None, slurm_job_alive=lambda job: None) -> dict | None:
+    """The status marker, with a ``running`` run whose process is gone reported as ``interrupted``.
+
+    Gone means: its lock is free and it ran on this host (the lock is the OS's word, pid
+    reuse cannot fool it; without a lock file, the pid is checked), or it ran in a SLURM
+    job that ``slurm_job_alive(job)`` says has left the queue (None: cannot tell).
+    """
+    if not status or status.get("state") != "running":
+        return status
+    held = lock_is_held(path)
+    if held:
+        return status
+    gone = None
+    if status.get("host") == socket.gethostname():
+        gone = held is False or not _pid_alive(int(status.get("pid", 0)))
+    elif status.get("slurm_job"):
+        alive = slurm_job_alive(status["slurm_job"])
+        gone = None if alive is None else not alive
+    if not gone:
+        return status
+    where = f"SLURM job {status['slurm_job']}" if status.get("slurm_job") else f"process {status.get('pid')} on {status.get('host')}"
+    return {**status, "state": "interrupted", "stale": f"{where} is gone (killed?)"}
+
+
+def describe_holder(status: dict | None) -> str:
+    if not status:
+        return "another process"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["started"])) if status.get("started") else "?"
+    job = f", SLURM job {status['slurm_job']}" if status.get("slurm_job") else ""
+    return f"pid {status.get('pid')} on {status.get('host')}{job} (started {started})"
 
 
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.config: dict | None = None
+        self.free_keys: set[str] = set()
+        self.started: float | None = None
+        self._lock: int | None = None
+
+    def check_usable(self) -> None:
+        """Refuse a path that cannot be a run directory, in one line naming it."""
+        for parent in [self.path, *self.path.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UsageError(f"--run-dir {self.path}: {parent} exists and is not a directory; give a directory path")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise UsageError(f"--run-dir {self.path}: {parent} is not writable; give a directory you can write to")
+                return
+
+    @contextlib.contextmanager
+    def claim(self):
+        """Hold the run directory's lock while the block runs; refuse if a live process holds it."""
+        self.check_usable()
+        self.path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        # a status reader probes the lock for an instant; try a little before giving up
+        for attempt in range(10):
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            os.close(descriptor)
+            raise UsageError(f"run directory {self.path} is being trained by {describe_holder(self.status())}; "
+                             f"wait for it, or stop it first (a second trainer would corrupt the run)")
+        self._lock, self.started = descriptor, time.time()
+        try:
+            yield self
+        finally:
+            self._lock = None
+            os.close(descriptor)  # releases the lock
 
     def bind_config(self, config: dict[str, Any], free_keys: set[str] = frozenset()) -> bool:
         """Write the config, or check it against the saved one; True if one was saved before.
@@ -55,33 +167,54 @@ class RunDirectory:
         often to checkpoint); every other difference is refused, naming the keys.
         """
         config = _jsonable(config)
+        self.config, self.free_keys = config, set(free_keys)
         saved_file = self.path / CONFIG_FILE
         if not saved_file.exists():
+            self.check_usable()
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(saved_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
             return False
-        saved = json.loads(saved_file.read_text())
-        differing = sorted(k for k in set(saved) | set(config) if k not in free_keys and saved.get(k, "<absent>") != config.get(k, "<absent>"))
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"{saved_file} cannot be read ({error}); use a new --run-dir") from None
+        differing = self._differing(saved, config)
         if differing:
             details = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} in the run directory, {config.get(k, '<absent>')!r} now" for k in differing)
             raise UsageError(f"run directory {self.path} was made with a different config ({details}); use a new --run-dir")
         return True
 
+    def _differing(self, saved: dict, config: dict) -> list[str]:
+        return sorted(k for k in set(saved) | set(config) if k not in self.free_keys and saved.get(k, "<absent>") != config.get(k, "<absent>"))
+
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
+        """The checkpoint, refused in one line if it cannot be read or belongs to another run."""
         file = self.path / CHECKPOINT_FILE
         if not file.exists():
             return None
-        # Our own file; it holds RNG states and numpy arrays, which weights_only refuses.
-        return torch.load(file, map_location=map_location, weights_only=False)
+        advice = "move it away to start the run over, or use a new --run-dir"
+        try:
+            # Our own file; it holds RNG states and numpy arrays, which weights_only refuses.
+            checkpoint = torch.load(file, map_location=map_location, weights_only=False)
+        except Exception as error:  # torch raises many types for a damaged or foreign file
+            raise UsageError(f"checkpoint {file} cannot be read ({type(error).__name__}: {str(error)[:200]}); {advice}") from None
+        if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+            raise UsageError(f"{file} is not a ClipZoo checkpoint; {advice}")
+        saved_config = checkpoint.get("run_config")  # absent in checkpoints of older versions
+        if saved_config is not None and self.config is not None and self._differing(saved_config, self.config):
+            keys = ", ".join(self._differing(saved_config, self.config)[:5])
+            raise UsageError(f"checkpoint {file} belongs to another run or agent (options that differ: {keys}); {advice}")
+        return checkpoint
 
     def save_checkpoint(self, state: dict) -> None:
-        atomic_torch_save(state, self.path / CHECKPOINT_FILE)
+        atomic_torch_save({**state, "run_config": self.config}, self.path / CHECKPOINT_FILE)
 
     def save_model(self, state: dict) -> None:
         atomic_torch_save(state, self.path / MODEL_FILE)
 
     def set_status(self, state: str, **details: Any) -> None:
-        record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **details}
+        record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+                  "started": self.started, "slurm_job": slurm_job_of_this_process(), **details}
         atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
 
     def status(self) -> dict | None:
@@ -137,31 +270,27 @@ def isolated_rng(seed: int):
 
 
 class StopRequest:
-    """Turns SIGTERM and SIGUSR1 (sent by schedulers before a time limit) into a flag the
-    training loop polls, so it can checkpoint and exit cleanly instead of dying mid-write."""
+    """Turns SIGINT (Ctrl-C), SIGTERM and SIGUSR1 (sent by schedulers before a time limit)
+    into a flag the training loop polls between gradient steps, so it can checkpoint and
+    exit instead of dying mid-write. The run then ends with ``RunInterrupted``."""
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequest:
-        import signal
-
         for name in self.SIGNALS:
             number = getattr(signal, name)
             self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame) -> None:
-        import signal
-
-        self.signal_name = signal.Signals(number).name
+        if self.signal_name is None:  # the first signal names the stop
+            self.signal_name = signal.Signals(number).name
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 
@@ -181,15 +310,27 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
     from torch.utils.tensorboard import SummaryWriter
 
     run = RunDirectory(path)
-    resuming = run.bind_config(config, free_keys=free_keys)
-    if resuming and (run.status() or {}).get("state") == "complete":
-        print(f"{run.path} is already complete; nothing to do")
-        return run.path
-    checkpoint = run.load_checkpoint()
-    try:
-        with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
-            train(run, writer, checkpoint)
-    except BaseException as error:
-        run.set_status("failed", error=f"{type(error).__name__}: {error}")
-        raise
+    with run.claim():
+        resuming = run.bind_config(config, free_keys=free_keys)
+        if resuming and (run.status() or {}).get("state") == "complete":
+            print(f"{run.path} is already complete; nothing to do")
+            return run.path
+        checkpoint = run.load_checkpoint()
+        try:
+            with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
+                train(run, writer, checkpoint)
+        except RunInterrupted:
+            raise  # the agent marked the run interrupted after its checkpoint
+        except KeyboardInterrupt:  # before the agent's signal handling was in place
+            _record_outcome(run, "interrupted", signal="SIGINT")
+            raise
+        except BaseException as error:
+            _record_outcome(run, "failed", error=f"{type(error).__name__}: {error}")
+            raise
     return run.path
+
+
+def _record_outcome(run: RunDirectory, state: str, **details: Any) -> None:
+    """Mark the outcome; a failure to write it (a full disk) must not hide the original error."""
+    with contextlib.suppress(Exception):
+        run.set_status(state, **details)

@@ -3,21 +3,30 @@
 Each task runs one run directory. ``--signal=B:USR1@<lead>`` warns the batch shell before
 the time limit; it forwards the signal to the run, which checkpoints and exits, and then
 requeues its own task, which resumes from that checkpoint. Task output goes to
-``<sweep>/slurm/<job>_<task>.out`` (appended across requeues).
+``<sweep>/slurm/<job>_<task>.out`` (appended across requeues). A requeued task waits for
+SLURM's begin-time delay (about two minutes) before it runs again; meanwhile it is
+``queued``.
+
+What SLURM has queued or running for a sweep comes from ``squeue`` (``squeue_tasks``, the
+one place that calls it, so tests can stand in for a cluster); a submission leaves out
+every run that is queued or running.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from runners.errors import UsageError
 from runners.files import atomic_write_text
-from runners.sweep import Sweep, SweepRun, run_states, write_manifest
+from runners.rundir import read_status
+from runners.sweep import BUSY, Sweep, SweepRun, run_states, write_manifest
 
 SIGNAL_LEAD_SECONDS = 120
 
@@ -62,18 +71,83 @@ def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources
     return "\n".join(lines)
 
 
+def squeue_tasks(job_ids: list[str]) -> dict[str, str] | None:
+    """``{"<job>_<task>" or "<job>": state}`` of the given jobs in SLURM's queue (array tasks one
+    by one), or None where squeue cannot be asked."""
+    if not job_ids or shutil.which("squeue") is None:
+        return None
+    result = subprocess.run(["squeue", "--noheader", "--array", "--jobs", ",".join(job_ids), "--format", "%i %T"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        # squeue refuses ids that have all left its memory; then none of them is queued
+        return {} if "Invalid job id" in result.stderr else None
+    return dict(line.split()[:2] for line in result.stdout.splitlines() if len(line.split()) >= 2)
+
+
+def _submissions(sweep: Sweep) -> list[dict]:
+    jobs_file = sweep.directory / "slurm" / "jobs.json"
+    try:
+        return json.loads(jobs_file.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+@dataclass
+class SweepQueue:
+    """SLURM's view of a sweep: ``tasks`` maps run directories to their task's state."""
+
+    tasks: dict[Path, str]
+    jobs: dict[str, str]
+
+    def job_alive(self, job: str) -> bool:
+        return job in self.jobs or job.split("_")[0] in self.jobs
+
+
+def sweep_queue(sweep: Sweep) -> SweepQueue | None:
+    """What SLURM has queued or running for this sweep's arrays and for the jobs its runs
+    recorded; None when the sweep never used SLURM or squeue cannot be asked."""
+    submissions = _submissions(sweep)
+    recorded = {status["slurm_job"] for run in sweep.runs if (status := read_status(run.path)) and status.get("slurm_job")}
+    ids = sorted({job["job_id"] for job in submissions} | {job.split("_")[0] for job in recorded})
+    jobs = squeue_tasks(ids)
+    if jobs is None:
+        return None
+    tasks = {}
+    for job in submissions:
+        tasks_file = sweep.directory / "slurm" / job.get("tasks_file", job["script"].replace("array_", "tasks_").replace(".sbatch", ".txt"))
+        try:
+            paths = tasks_file.read_text().splitlines()
+        except OSError:
+            continue
+        for index, path in enumerate(paths):
+            state = jobs.get(f"{job['job_id']}_{index}")
+            if state:
+                tasks[Path(path).resolve()] = f"{state} as {job['job_id']}_{index}"
+    return SweepQueue(tasks, jobs)
+
+
 def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool) -> str | None:
-    """Write the array script for the runs that need it and submit it; returns the job id."""
+    """Write the array script for the runs that need it and submit it; returns the job id.
+
+    Runs that are running or queued are left out; ``only_failed``: failed and interrupted
+    runs only (a killed run counts as interrupted)."""
     write_manifest(sweep)
     states = run_states(sweep)
-    wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted", "running")
+    wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted")
     runs = [run for run, state in states.items() if state["state"] in wanted]
+    busy = [run for run, state in states.items() if state["state"] in BUSY]
+    if busy:
+        print(f"sweep {sweep.name}: leaving out {len(busy)} runs that are running or queued "
+              f"({', '.join(f'{run.env}/{run.variant}/seed_{run.seed}' for run in busy[:5])}{', ...' if len(busy) > 5 else ''})")
     if not runs:
-        print(f"sweep {sweep.name}: nothing to submit ({'no failed runs' if only_failed else 'every run is complete'})")
+        reason = "no failed or interrupted runs" if only_failed else "every run is complete, running or queued"
+        print(f"sweep {sweep.name}: nothing to submit ({reason})")
         return None
     slurm_dir = sweep.directory / "slurm"
     slurm_dir.mkdir(parents=True, exist_ok=True)
-    number = len(list(slurm_dir.glob("array_*.sbatch")))
+    # a fresh number: the tasks file of a submitted array must never be overwritten
+    number = next(n for n in itertools.count() if not (slurm_dir / f"array_{n}.sbatch").exists()
+                  and not (slurm_dir / f"tasks_{n}.txt").exists())
     tasks_file = atomic_write_text(slurm_dir / f"tasks_{number}.txt", "".join(f"{run.path.resolve()}\n" for run in runs))
     script = atomic_write_text(slurm_dir / f"array_{number}.sbatch",
                                array_script(sweep, runs, tasks_file, resources, activation or default_activation()))
@@ -89,17 +163,17 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
     job_id = result.stdout.strip().split(";")[0]
     jobs_file = slurm_dir / "jobs.json"
     jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else []
-    atomic_write_text(jobs_file, json.dumps(jobs + [{"job_id": job_id, "script": script.name, "tasks": len(runs)}], indent=2) + "\n")
+    atomic_write_text(jobs_file, json.dumps(jobs + [{"job_id": job_id, "script": script.name, "tasks": len(runs),
+                                                     "tasks_file": tasks_file.name}], indent=2) + "\n")
     print(f"submitted job array {job_id}: {len(runs)} runs ({script})")
     return job_id
 
 
 def queue_report(sweep: Sweep) -> str:
     """squeue's view of this sweep's job arrays, where squeue is available."""
-    jobs_file = sweep.directory / "slurm" / "jobs.json"
-    if not jobs_file.exists() or shutil.which("squeue") is None:
+    submissions = _submissions(sweep)
+    jobs = squeue_tasks([job["job_id"] for job in submissions])
+    if jobs is None:
         return ""
-    ids = ",".join(job["job_id"] for job in json.loads(jobs_file.read_text()))
-    result = subprocess.run(["squeue", "--noheader", "--jobs", ids, "--format", "%i %T %M %R"], capture_output=True, text=True)
-    lines = result.stdout.strip()
+    lines = "\n".join(f"{task} {state}" for task, state in sorted(jobs.items()))
     return f"squeue:\n{lines}" if lines else "squeue: no tasks of this sweep are queued or running"

@@ -16,7 +16,9 @@ Spec (``clipzoo sweep SPEC.yaml``)::
     resources: {cpus: 1, mem: 4G, time: "08:00:00"}   # for cluster backends
 
 Runs live in ``<sweep>/<env>/<variant>/seed_<n>/`` (``/`` in env ids becomes ``_``);
-``manifest.json`` lists them with their options.
+``manifest.json`` lists them with their options. Every run's options go through the
+agent's own checks before anything is written or started. A run that a live process
+is training, or whose SLURM task is queued, is never started or submitted again.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import difflib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +44,7 @@ from runners.cli import AGENTS
 from runners.config import apply_overrides
 from runners.errors import UsageError
 from runners.files import atomic_write_text
-from runners.rundir import read_status
+from runners.rundir import effective_state, read_status
 
 SPEC_KEYS = ("name", "agent", "envs", "seeds", "budget", "common", "variants", "grid", "resources")
 RESOURCE_KEYS = ("cpus", "mem", "time", "gpus", "partition", "account", "array_limit")
@@ -73,10 +77,26 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in text)
 
 
-def _args_class(agent: str):
+def _agent_module(agent: str):
     import importlib
 
-    return importlib.import_module(AGENTS[agent]).Args
+    return importlib.import_module(AGENTS[agent])
+
+
+def _check_run_options(agent: str, args) -> None:
+    """The agent's own checks of a run's options (the ones ``clipzoo train`` makes)."""
+    if agent == "ppo":
+        _agent_module(agent).check_args(args)
+    else:
+        from agents.qlearning import check_args
+
+        check_args(args)
+
+
+def _unique_list(value, key: str, path: Path) -> None:
+    duplicates = sorted({str(v) for v in value if value.count(v) > 1})
+    if duplicates:
+        raise UsageError(f"{key!r} in {path} lists {', '.join(duplicates)} more than once; two runs would share one directory")
 
 
 def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
@@ -102,25 +122,39 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         raise UsageError(f"'envs' in {path} must be a non-empty list of env ids")
     for env in envs:
         check_env_id(env)
-    seeds = list(range(1, spec["seeds"] + 1)) if isinstance(spec["seeds"], int) else spec["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise UsageError(f"'seeds' in {path} must be a positive count or a non-empty list of integers")
+    _unique_list(envs, "envs", path)
+    count = spec["seeds"]
+    seeds = list(range(1, count + 1)) if isinstance(count, int) and not isinstance(count, bool) else count
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UsageError(f"'seeds' in {path} must be a positive count or a non-empty list of integers, got {count!r}")
+    _unique_list(seeds, "seeds", path)
     variants = spec["variants"]
     if not isinstance(variants, dict) or not variants:
         raise UsageError(f"'variants' in {path} must map variant names to options (at least one)")
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise UsageError(f"'grid' in {path} must map option names to non-empty lists")
+    for key in ("common", "resources"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise UsageError(f"{key!r} in {path} must map option names to values, got {spec[key]!r}")
+    for variant, options in variants.items():
+        if not isinstance(options or {}, dict):
+            raise UsageError(f"variant {variant!r} in {path} must map option names to values, got {options!r}")
     resources = spec.get("resources") or {}
-    for key in resources:
+    for key, value in resources.items():
         if key not in RESOURCE_KEYS:
             raise UsageError(f"unknown resource {key!r} in {path}{_suggest(str(key), RESOURCE_KEYS)}")
+        if key in ("cpus", "gpus", "array_limit") and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "gpus" else 1)):
+            raise UsageError(f"resources.{key} in {path} must be a whole number >= {0 if key == 'gpus' else 1}, got {value!r}")
 
     budget = spec.get("budget")
     if isinstance(budget, dict) and sorted(budget) != sorted(envs):
         raise UsageError(f"'budget' in {path} must give a budget for exactly the envs {envs}, got {sorted(budget)}")
+    for value in (budget.values() if isinstance(budget, dict) else [budget] if budget is not None else []):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"'budget' in {path} must be a positive whole number of env steps (or one per env), got {value!r}")
 
-    args_class = _args_class(agent)
+    args_class = _agent_module(agent).Args
     common = dict(spec.get("common") or {})
     if budget is not None and not isinstance(budget, dict):
         common["total_timesteps"] = budget
@@ -139,7 +173,11 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         merged = {**options, "env_id": env, "seed": seed}
         if isinstance(budget, dict):
             merged["total_timesteps"] = budget[env]
-        apply_overrides(args_class, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
+        args = apply_overrides(args_class, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
+        try:
+            _check_run_options(agent, args)
+        except UsageError as error:
+            raise UsageError(f"{path}, variant {variant}, env {env}, seed {seed}: {error}") from None
         runs.append(SweepRun(env, variant, seed, directory / _safe(env) / variant / f"seed_{seed}", merged))
     return Sweep(str(spec["name"]), agent, directory, runs, dict(resources))
 
@@ -161,35 +199,99 @@ def run_command(agent: str, run: SweepRun) -> list[str]:
 
 
 def run_states(sweep: Sweep) -> dict[SweepRun, dict]:
-    return {run: read_status(run.path) or {"state": "pending"} for run in sweep.runs}
+    """Each run's state as it really is: ``pending``, ``queued`` (a SLURM task waits for it),
+    ``running`` (a live process trains it), ``complete``, ``failed``, or ``interrupted`` (this
+    includes a ``running`` marker whose process or SLURM job is gone)."""
+    from runners.slurm import sweep_queue
+
+    queue = sweep_queue(sweep)  # None: no SLURM jobs, or squeue cannot be asked
+    in_queue = queue.tasks if queue else {}
+    states = {}
+    for run in sweep.runs:
+        state = effective_state(run.path, read_status(run.path), queue.job_alive if queue else lambda job: None)
+        state = state or {"state": "pending"}
+        if state["state"] != "running" and run.path.resolve() in in_queue:
+            state = {**state, "state": "queued", "queue": in_queue[run.path.resolve()]}
+        states[run] = state
+    return states
+
+
+BUSY = ("running", "queued")
 
 
 def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[SweepRun]:
-    """Run every incomplete run, ``workers`` at a time, one thread each; returns the failed ones."""
+    """Run every incomplete run, ``workers`` at a time, one thread each; returns the runs not complete.
+
+    The first Ctrl-C (SIGINT) or SIGTERM stops launching runs and passes the signal to the
+    runs in flight, which checkpoint and mark themselves interrupted.
+    """
     write_manifest(sweep)
-    todo = [run for run, state in run_states(sweep).items() if state["state"] != "complete"]
-    skipped = len(sweep.runs) - len(todo)
+    states = run_states(sweep)
+    busy = [run for run, state in states.items() if state["state"] in BUSY]
+    todo = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
+    skipped = sum(state["state"] == "complete" for state in states.values())
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     repo = Path(__file__).resolve().parent.parent
+    stopping = threading.Event()
+    received: list[int] = []  # the signal that stopped the sweep
+    children: dict[SweepRun, subprocess.Popen] = {}
+    guard = threading.Lock()
 
-    def execute(run: SweepRun) -> int:
-        with open(run.path / "stdout.log", "a") as log:
-            return subprocess.run(run_command(sweep.agent, run), stdout=log, stderr=subprocess.STDOUT,
-                                  env={**environment, "PYTHONPATH": str(repo)}, cwd=Path.cwd()).returncode
+    def execute(run: SweepRun) -> int | None:
+        with guard:
+            if stopping.is_set():
+                return None
+            # another process may have taken the run since the sweep started
+            if (effective_state(run.path, read_status(run.path)) or {}).get("state") == "running":
+                return None
+            with open(run.path / "stdout.log", "a") as log:
+                # same process group: a terminal's Ctrl-C or a kill of the group reaches the runs too
+                child = subprocess.Popen(run_command(sweep.agent, run), stdout=log, stderr=subprocess.STDOUT,
+                                         env={**environment, "PYTHONPATH": str(repo)}, cwd=Path.cwd())
+            children[run] = child
+        return child.wait()
 
+    def stop(number, frame) -> None:
+        if stopping.is_set():
+            return
+        received.append(number)
+        stopping.set()
+        print(f"\n{signal.Signals(number).name}: starting no more runs; the runs in flight checkpoint and stop", flush=True)
+        with guard:  # for a signal sent to the sweep alone; a second one to a run changes nothing
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(number)
+
+    for run in busy:
+        print(f"not started: {run.path} is {states[run]['state']} elsewhere ({_who(states[run])})")
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already complete, {len(todo)} to run on {workers} workers")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(execute, run) for run in todo]
-        shown = ""
-        while not all(f.done() for f in futures):
-            shown = _print_progress(sweep, shown)
-            time.sleep(poll_seconds)
-    _print_progress(sweep, shown)
-    failed = [run for run, state in run_states(sweep).items() if state["state"] != "complete"]
-    for run in failed:
-        print(f"failed: {run.path} (log: {run.path / 'stdout.log'})")
-    print(f"sweep {sweep.name}: {len(sweep.runs) - len(failed)}/{len(sweep.runs)} complete")
-    return failed
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(execute, run) for run in todo]
+            shown = ""
+            while not all(f.done() for f in futures):
+                shown = _print_progress(sweep, shown)
+                time.sleep(poll_seconds)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    _print_progress(sweep, "")
+    states = run_states(sweep)
+    unfinished = [run for run, state in states.items() if state["state"] != "complete"]
+    for run in unfinished:
+        print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
+    print(f"sweep {sweep.name}: {len(sweep.runs) - len(unfinished)}/{len(sweep.runs)} complete")
+    if stopping.is_set():
+        raise SystemExit(128 + received[0])
+    return unfinished
+
+
+def _who(state: dict) -> str:
+    if state["state"] == "queued":
+        return f"SLURM: {state.get('queue')}"
+    job = f", SLURM job {state['slurm_job']}" if state.get("slurm_job") else ""
+    return f"pid {state.get('pid')} on {state.get('host')}{job}"
 
 
 def _print_progress(sweep: Sweep, shown: str) -> str:
@@ -210,6 +312,10 @@ def status_table(sweep: Sweep) -> str:
     for run, state in run_states(sweep).items():
         counts[state["state"]] = counts.get(state["state"], 0) + 1
         detail = state.get("error", "") if state["state"] == "failed" else f"{state.get('global_step', 0):,} steps"
+        if state.get("stale"):
+            detail += f"; {state['stale']}"
+        elif state["state"] in BUSY:
+            detail += f"; {_who(state)}"
         lines.append(f"{state['state']:<12} {run.path}  {detail}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return "\n".join(lines + [summary])
@@ -220,10 +326,12 @@ def load_manifest(directory: str | Path) -> Sweep:
     directory = Path(directory)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
-    except FileNotFoundError:
+        runs = [SweepRun(e["env"], e["variant"], e["seed"], directory / e["path"], e["options"]) for e in manifest["runs"]]
+        return Sweep(manifest["name"], manifest["agent"], directory, runs, manifest["resources"])
+    except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"{directory} has no manifest.json; is it a sweep directory?") from None
-    runs = [SweepRun(e["env"], e["variant"], e["seed"], directory / e["path"], e["options"]) for e in manifest["runs"]]
-    return Sweep(manifest["name"], manifest["agent"], directory, runs, manifest["resources"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{directory / 'manifest.json'} cannot be read ({type(error).__name__}: {error}); rerun the sweep spec to rewrite it") from None
 
 
 def main(argv: list[str]) -> None:
@@ -252,6 +360,10 @@ def main(argv: list[str]) -> None:
     for key in RESOURCE_KEYS:
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
+        raise UsageError(f"--dir {args.dir} exists and is not a directory")
     sweep = load_spec(args.spec, args.dir)
     if args.backend == "slurm":
         from runners.slurm import submit

@@ -47,7 +47,7 @@ def _seed():
 
 def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: float) -> dict:
     """Start ``agents/<script>``, send SIGTERM ``after_seconds`` after its status says
-    running, check it exits cleanly, and return its final status record."""
+    running, check it checkpoints and exits with 128 + SIGTERM, and return its final status record."""
     import json
     import signal
     import subprocess
@@ -65,7 +65,7 @@ def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: 
     time.sleep(after_seconds)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     return json.loads(status.read_text())
 
 
