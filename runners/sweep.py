@@ -35,8 +35,7 @@ from typing import Any
 
 import yaml
 
-from envs.registry import check_env_id
-from runners.cli import AGENTS
+from runners.agents import AGENTS, args_class, check_env_id
 from runners.config import apply_overrides
 from runners.errors import UsageError
 from runners.files import atomic_write_text
@@ -71,12 +70,6 @@ def _suggest(word: str, choices) -> str:
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in text)
-
-
-def _args_class(agent: str):
-    import importlib
-
-    return importlib.import_module(AGENTS[agent]).Args
 
 
 def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
@@ -120,7 +113,7 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     if isinstance(budget, dict) and sorted(budget) != sorted(envs):
         raise UsageError(f"'budget' in {path} must give a budget for exactly the envs {envs}, got {sorted(budget)}")
 
-    args_class = _args_class(agent)
+    agent_args = args_class(agent)
     common = dict(spec.get("common") or {})
     if budget is not None and not isinstance(budget, dict):
         common["total_timesteps"] = budget
@@ -139,7 +132,7 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         merged = {**options, "env_id": env, "seed": seed}
         if isinstance(budget, dict):
             merged["total_timesteps"] = budget[env]
-        apply_overrides(args_class, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
+        apply_overrides(agent_args, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
         runs.append(SweepRun(env, variant, seed, directory / _safe(env) / variant / f"seed_{seed}", merged))
     return Sweep(str(spec["name"]), agent, directory, runs, dict(resources))
 
@@ -224,45 +217,3 @@ def load_manifest(directory: str | Path) -> Sweep:
         raise UsageError(f"{directory} has no manifest.json; is it a sweep directory?") from None
     runs = [SweepRun(e["env"], e["variant"], e["seed"], directory / e["path"], e["options"]) for e in manifest["runs"]]
     return Sweep(manifest["name"], manifest["agent"], directory, runs, manifest["resources"])
-
-
-def main(argv: list[str]) -> None:
-    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
-    import argparse
-
-    if argv[:1] == ["status"]:
-        from runners.slurm import queue_report
-
-        parser = argparse.ArgumentParser(prog="clipzoo sweep status")
-        parser.add_argument("directory")
-        sweep = load_manifest(parser.parse_args(argv[1:]).directory)
-        print(status_table(sweep))
-        report = queue_report(sweep)
-        if report:
-            print(report)
-        return
-    parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
-    parser.add_argument("spec", help="sweep spec (YAML)")
-    parser.add_argument("--backend", choices=("local", "slurm"), default="local")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
-    parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
-    parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
-    parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
-    parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
-    for key in RESOURCE_KEYS:
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
-    args = parser.parse_args(argv)
-    sweep = load_spec(args.spec, args.dir)
-    if args.backend == "slurm":
-        from runners.slurm import submit
-
-        resources = {**sweep.resources, **{k: getattr(args, k) for k in RESOURCE_KEYS if getattr(args, k) is not None}}
-        submit(sweep, resources, args.activate, args.dry_run, args.resubmit_failed)
-        return
-    if args.dry_run:
-        write_manifest(sweep)
-        for run in sweep.runs:
-            print(" ".join(run_command(sweep.agent, run)))
-        return
-    if run_local(sweep, args.workers):
-        raise SystemExit(1)
