@@ -39,6 +39,18 @@ def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] 
         raise SystemExit(130) from None
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def tensorboard_command(log_dir: str | Path) -> str:
+    """The command that shows ``log_dir`` in TensorBoard, with this environment's ``tensorboard``
+    (a bare ``tensorboard`` is not on PATH unless the venv is activated)."""
+    installed = Path(sys.executable).parent / "tensorboard"
+    program = str(installed) if installed.exists() else f"{sys.executable} -m tensorboard.main"
+    return f"{program} --logdir {log_dir}"
+
+
 def _usage() -> str:
     return USAGE.format(agents=", ".join(AGENTS))
 
@@ -82,8 +94,8 @@ def default_heatmap_path(runs: list[str]) -> Path:
     runs_resolved = [Path(run).resolve() for run in runs]
     common = Path(os.path.commonpath(runs_resolved))
     cwd = Path.cwd().resolve()
-    inside_cwd = common != cwd and cwd in common.parents
-    return (common if inside_cwd else runs_resolved[0]) / "heatmaps.png"
+    shares_a_folder = common != cwd and common not in cwd.parents
+    return (common if shares_a_folder else runs_resolved[0]) / "heatmaps.png"
 
 
 def sweep_command(argv: list[str]) -> None:
