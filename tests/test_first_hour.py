@@ -83,12 +83,15 @@ def test_one_env_step_per_collect_is_singular(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("agent", ["ppo", "dqn", "rainbow"])
-def test_train_help_lists_config_and_the_core_options_first_and_the_plug_ins_apart(agent):
-    result = clipzoo("train", agent, "--help", timeout=120)
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
-    headings = re.findall(r"─ ([a-z -]+) ─", text)
-    assert headings[:4] == ["options", "core options", "algorithm options", "plug-in options"]
+def test_train_help_lists_config_and_the_core_options_first_and_the_plug_ins_apart(agent, capsys):
+    from runners.agents import agent_module
+
+    with pytest.raises(SystemExit) as exit_info:
+        agent_module(agent).main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    positions = [text.index(heading) for heading in ("core options", "algorithm options", "plug-in options")]
+    assert positions == sorted(positions)
     core = text[text.index("core options"):text.index("algorithm options")]
     for flag in ("--config", "--env-id", "--total-timesteps", "--seed", "--run-dir", "--wc-kappa"):
         assert flag in core, flag
