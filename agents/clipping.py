@@ -2,7 +2,7 @@
 
 After every optimizer step each clipped tensor is clamped elementwise to
 ``[-kappa * s_l, +kappa * s_l]``, where ``s_l`` is the bound of the uniform
-distribution its layer was initialised from (see SPEC section 1)::
+distribution its layer was initialised from (see docs/metrics.md)::
 
     clipping = WeightClipping(model, kappa=2.0).attach(optimizer)
     ...

@@ -1,6 +1,6 @@
 """Plasticity interventions from the papers, as plug-ins with weight clipping's interface:
 built on a model, ``attach(optimizer)``, ``state_dict()`` / ``load_state_dict()``,
-``metrics()`` for TensorBoard (SPEC section 6)::
+``metrics()`` for TensorBoard (docs/metrics.md)::
 
     regularizer = LayerRegularizer(model, "l2_init", coef=0.01, delta=1.25).attach(optimizer)
     ...
@@ -323,7 +323,7 @@ class _IntervalPlugin:
 
 
 class ShrinkAndPerturb(_IntervalPlugin):
-    """``theta <- (1 - shrink) * theta + sigma * theta_fresh`` (Ash & Adams 2020; SPEC 6),
+    """``theta <- (1 - shrink) * theta + sigma * theta_fresh`` (Ash & Adams 2020; docs/metrics.md),
     theta_fresh a new draw from the network's own initialisation."""
 
     tag = "shrink_perturb_events"

@@ -14,7 +14,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import nn
 
@@ -30,13 +30,15 @@ IntervalOption = int | Literal["target"]
 
 @dataclass
 class PlasticityArgs:
+    help_group: ClassVar[str] = "plug_in"  # --help lists these options last, in a group of their own
+
     # Weight clipping (Elsayed et al. 2024)
     wc_kappa: float | None = None
     """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2)"""
     wc_bound_mode: Literal["paper", "init"] = "paper"
     """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
     wc_skip_last_layer: bool = False
-    """leave the output layer(s) unclipped (PPO: the actor and critic heads)"""
+    """leave the output layer(s) unclipped (DQN/Rainbow: the Q head; PPO: the actor and critic heads)"""
 
     # Network and optimizer (Lyle et al. 2023, sec. 4.1 and 6; Bernstein et al. 2020)
     layer_norm: bool = False

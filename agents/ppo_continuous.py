@@ -2,7 +2,7 @@
 plasticity diagnostics: the WC paper's policy-collapse experiment (Elsayed et al. 2024, Sec. 4.3).
 
     python agents/ppo_continuous.py --env-id Hopper-v5 --wc-kappa 2
-    clipzoo train ppo --config hopper --wc-kappa 2 --run-dir runs/hopper_wc
+    clipzoo train ppo --config ppo_hopper --wc-kappa 2 --run-dir runs/hopper_wc
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,6 +27,7 @@ from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from envs.continuous import finished_episodes, load_normalization_state, make_vector_env, normalization_state
+from runners.cli import tensorboard_command
 from runners.config import parse_args
 from runners.errors import RunInterrupted, UsageError
 from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
@@ -35,6 +36,8 @@ from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_s
 @dataclass
 class Args(PlasticityArgs):
     """PPO (continuous actions) with optional weight clipping and the other plasticity plug-ins; CleanRL's defaults."""
+
+    core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "wc_kappa")
 
     env_id: str = "Hopper-v5"
     """the id of the environment (any gymnasium env with a Box action space)"""
@@ -337,8 +340,8 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         action_rng.bit_generator.state = checkpoint["action_rng"]
     print(f"PPO on {args.env_id}, {num_iterations * batch_size:,} steps, weight clipping "
           f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
-          f"TensorBoard: tensorboard --logdir {run.path}")
-    start_time, start_step = time.time(), global_step
+          f"TensorBoard: {tensorboard_command(run.path)}", flush=True)
+    rate_clock = (time.perf_counter(), global_step)  # env steps/s over the last update (the first one includes the compile)
 
     def rollout_sample(rollout: tuple, k: int, step: int) -> tuple:
         """k rollout samples drawn by their own generator; advantages normalised as in the update."""
@@ -454,7 +457,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                     log_diagnostics(global_step, last_rollout, heatmap, grad_norm.item())
                 if iteration < num_iterations:  # the final update's probes run with the final diagnostics
                     run_probes(global_step, last_rollout, iteration)
-            sps = int((global_step - start_step) / (time.time() - start_time))
+            now = time.perf_counter()
+            sps = int((global_step - rate_clock[1]) / max(now - rate_clock[0], 1e-9))
+            rate_clock = (now, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             mean_return = f"{np.mean(rollout_returns):8.1f}" if rollout_returns else "       -"
             print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
@@ -482,7 +487,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     run.save_model({"agent": agent.state_dict(), "normalization": normalization_state(envs), "args": asdict(args),
                     "clipping_bounds": clipping.bounds() if clipping else None})
     run.set_status("complete", global_step=global_step, total_timesteps=num_iterations * batch_size)
-    print(f"done: {run.path} (tensorboard --logdir {run.path})")
+    print(f"done: {run.path} ({tensorboard_command(run.path)})")
 
 
 if __name__ == "__main__":

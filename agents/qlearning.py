@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,12 +35,15 @@ from agents.offpolicy import (
     make_replay_buffer,
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
+from runners.cli import plural, tensorboard_command
 from runners.errors import RunInterrupted, UsageError
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 
 
 @dataclass
 class QLearningArgs(PlasticityArgs):
+    core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "replay_ratio", "wc_kappa")
+
     env_id: str = "ALE/Pong-v5"
     """the id of the environment (Atari ALE/<Game>-v5, or any gymnasium env with discrete actions)"""
     seed: int = 1
@@ -55,7 +58,7 @@ class QLearningArgs(PlasticityArgs):
     """CPU threads for torch"""
 
     replay_ratio: float = 1.0
-    """gradient updates per env step (SPEC section 5); must be realisable with whole gradient steps"""
+    """gradient updates per env step (docs/metrics.md, replay ratio); must be realisable with whole gradient steps"""
     num_envs: int = 10
     """parallel training envs (one process); env steps per collect are the smallest multiple that realises the replay ratio"""
     batch_size: int = 32
@@ -133,9 +136,7 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
                          f"so the first update has data")
     if args.learning_starts > args.buffer_size:
         raise UsageError(f"--learning-starts {args.learning_starts} exceeds --buffer-size {args.buffer_size}")
-    if args.total_timesteps < args.learning_starts + epoch_length(args, steps_per_collect):
-        raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
-                         f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
+    fit_log_interval(args, steps_per_collect)
     warmup = warmup_length(args)
     if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
         below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
@@ -151,6 +152,21 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
 def warmup_length(args: QLearningArgs) -> int:
     """Random-action env steps before training: --learning-starts in whole rounds over the envs."""
     return math.ceil(args.learning_starts / args.num_envs) * args.num_envs
+
+
+def fit_log_interval(args: QLearningArgs, steps_per_collect: int) -> None:
+    """A run shorter than the warm-up plus one log interval logs (and checkpoints) at the
+    largest interval that fits; one with no room for a single collect after the warm-up is refused."""
+    warmup = warmup_length(args)
+    training = args.total_timesteps - warmup
+    if training < steps_per_collect:
+        raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
+                         f"({warmup} env steps of --learning-starts); give at least {warmup + steps_per_collect}")
+    if training < epoch_length(args, steps_per_collect):
+        fitted = training // steps_per_collect * steps_per_collect
+        print(f"--log-every {args.log_every} is longer than the {training:,} env steps after the warm-up; "
+              f"logging every {fitted:,} env steps")
+        args.log_every = fitted
 
 
 def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
@@ -226,6 +242,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     collector.reset(reset_buffer=False)
     if len(buffer) == 0:  # fresh start, or a resume without a saved buffer: fill it with random actions
+        print(f"warm-up: filling the replay buffer with {plural(warmup_steps, 'random env step')}", flush=True)
         collector.collect(n_step=warmup_steps, random=True)
         collector.reset_stat()
     elif checkpoint:
@@ -233,9 +250,9 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     if checkpoint:
         restore_rng_state(checkpoint["rng"])
     print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
-          f"({steps_per_collect} env steps and {gradient_steps_per_collect} gradient steps per collect), weight clipping "
-          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
-          f"TensorBoard: tensorboard --logdir {run.path}")
+          f"({plural(steps_per_collect, 'env step')} and {plural(gradient_steps_per_collect, 'gradient step')} per collect), "
+          f"weight clipping {'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
+          f"TensorBoard: {tensorboard_command(run.path)}", flush=True)
 
     state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
              "next_checkpoint": args.checkpoint_every, "next_plasticity_probe": args.plasticity_probe_every,
@@ -293,6 +310,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         """Called by the trainer before every collect: schedules, then what is logged at this step
         (unless the checkpoint at this step logged it already), then a stop request's checkpoint."""
         set_schedules(env_step)
+        if env_step + steps_per_collect >= total_steps - warmup_steps:
+            factory.measure_next_gradient_norm()  # the last collect's update: its norm goes with the final diagnostics
         if env_step > state["logged_through"]:
             log_step(env_step)
         if stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
@@ -383,6 +402,9 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             raise RunInterrupted(stop.signal_name, run.path) from None
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
+    if factory.last_gradient_norm is not None:
+        writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, total_steps)
+        factory.last_gradient_norm = None
     with plugins.paused():
         log_diagnostics(total_steps, heatmap=True)
         run_probes(total_steps, plasticity=bool(args.plasticity_probe_every), sharpness=bool(args.sharpness_every))
@@ -393,4 +415,4 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     run.set_status("complete", global_step=total_steps, total_timesteps=total_steps,
                    replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1))
     envs.close()
-    print(f"done: {run.path} (tensorboard --logdir {run.path})")
+    print(f"done: {run.path} ({tensorboard_command(run.path)})")

@@ -7,9 +7,11 @@ in ``infos["final_info"]["episode"]`` under the ``infos["final_info"]["_episode"
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
@@ -17,6 +19,16 @@ from envs.registry import check_env_id, require_continuous_actions
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
+
+
+def _mujoco_warning(message: str) -> None:
+    warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
+
+
+# MuJoCo's default warning handler appends every warning (e.g. HalfCheetah-v5's deprecated
+# `settotalmass`, at each model compile) to MUJOCO_LOG.TXT in the current directory; Python's
+# warnings show it once on stderr instead and write nothing.
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from runners.agents import AGENTS, agent_module
 from runners.errors import RunInterrupted, UsageError
-
-# agent name -> module with a ``main(argv)``; each module is a runnable single file too.
-AGENTS = {
-    "ppo": "agents.ppo_continuous",
-    "dqn": "agents.dqn",
-    "rainbow": "agents.rainbow",
-}
 
 USAGE = """usage: clipzoo <command> ...
 
@@ -24,14 +17,14 @@ commands:
   train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
   plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by)
   table DIR --metric TAG    final value per env x variant (mean, 95% CI, seeds) as Markdown
-  heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N)
+  heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
   clipzoo train ppo --config ppo_hopper --seed 3 --run-dir runs/hopper_wc_s3
   clipzoo train dqn --env-id ALE/Pong-v5 --replay-ratio 8 --wc-kappa 2
-  clipzoo train rainbow --config rainbow_pong_rr8
+  clipzoo train rainbow --config rainbow_atari_rr8 --env-id ALE/Breakout-v5
 """
 
 
@@ -56,6 +49,18 @@ def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] 
         raise SystemExit(2) from None
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def tensorboard_command(log_dir: str | Path) -> str:
+    """The command that shows ``log_dir`` in TensorBoard, with this environment's ``tensorboard``
+    (a bare ``tensorboard`` is not on PATH unless the venv is activated)."""
+    installed = Path(sys.executable).parent / "tensorboard"
+    program = str(installed) if installed.exists() else f"{sys.executable} -m tensorboard.main"
+    return f"{program} --logdir {log_dir}"
+
+
 def _usage() -> str:
     return USAGE.format(agents=", ".join(AGENTS))
 
@@ -70,9 +75,10 @@ def figures(command: str, argv: list[str]) -> None:
     if command == "heatmap":
         parser.add_argument("runs", nargs="+", help="run directories")
         parser.add_argument("--step", type=int, default=None, help="env step (nearest saved matrix); default: the last")
-        parser.add_argument("--out", default="heatmaps.png")
+        parser.add_argument("--out", default=None,
+                            help="PNG path (default: heatmaps.png in the runs' common directory, or in the first run's)")
         args = parser.parse_args(argv)
-        print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out)}")
+        print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
         return
     parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
     parser.add_argument("--metric", required=True, help="scalar tag, e.g. charts/episodic_return")
@@ -99,6 +105,62 @@ def figures(command: str, argv: list[str]) -> None:
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 
+def default_heatmap_path(runs: list[str]) -> Path:
+    """Next to the runs compared (their common directory, e.g. the sweep's env folder), never
+    in the current directory: the first run's directory when the runs share nothing below it."""
+    runs_resolved = [Path(run).resolve() for run in runs]
+    common = Path(os.path.commonpath(runs_resolved))
+    cwd = Path.cwd().resolve()
+    shares_a_folder = common != cwd and common not in cwd.parents
+    return (common if shares_a_folder else runs_resolved[0]) / "heatmaps.png"
+
+
+def sweep_command(argv: list[str]) -> None:
+    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
+    import argparse
+
+    from runners import sweep
+    from runners.slurm import submit
+    from runners.slurm_queue import queue_report
+
+    if argv[:1] == ["status"]:
+        parser = argparse.ArgumentParser(prog="clipzoo sweep status")
+        parser.add_argument("directory")
+        loaded = sweep.load_manifest(parser.parse_args(argv[1:]).directory)
+        print(sweep.status_table(loaded))
+        report = queue_report(loaded)
+        if report:
+            print(report)
+        return
+    parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
+    parser.add_argument("spec", help="sweep spec (YAML)")
+    parser.add_argument("--backend", choices=("local", "slurm"), default="local")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
+    parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
+    parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
+    parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
+    parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
+    for key in sweep.RESOURCE_KEYS:
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
+        raise UsageError(f"--dir {args.dir} exists and is not a directory")
+    loaded = sweep.load_spec(args.spec, args.dir)
+    if args.backend == "slurm":
+        resources = {**loaded.resources, **{k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None}}
+        submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed)
+        return
+    if args.dry_run:
+        sweep.write_manifest(loaded)
+        for run in loaded.runs:
+            print(" ".join(sweep.run_command(loaded.agent, run)))
+        return
+    if sweep.run_local(loaded, args.workers):
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -109,9 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         run_and_report(lambda _: figures(command, rest))
         return
     if command == "sweep":
-        from runners import sweep
-
-        run_and_report(lambda _: sweep.main(rest))
+        run_and_report(lambda _: sweep_command(rest))
         return
     if command != "train":
         close = difflib.get_close_matches(command, ["train", "plot", "table", "heatmap", "sweep"], n=1)
@@ -122,8 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         given = repr(rest[0]) if rest else "none"
         print(f"error: unknown agent {given}; choose one of {', '.join(AGENTS)}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
-    module = importlib.import_module(AGENTS[rest[0]])
-    run_and_report(module.main, rest[1:])
+    run_and_report(agent_module(rest[0]).main, rest[1:])
 
 
 if __name__ == "__main__":

@@ -1,18 +1,26 @@
 """Agent configuration: an ``Args`` dataclass, optional YAML presets, then command-line flags.
 
-``--config hopper`` loads ``configs/hopper.yaml`` (or any YAML path); flags given on
+``--config ppo_hopper`` loads ``configs/ppo_hopper.yaml`` (or any YAML path); flags given on
 the command line override it. Unknown keys and ill-typed values are refused by name.
+
+``--help`` lists the options in groups: ``--config`` and the class's ``core_options``
+first, then the agent's own options, then those of each base class that names a
+``help_group`` (the plug-ins' options). Flags stay flat (``--wc-kappa``, not
+``--plugins.wc-kappa``): the groups exist for the help text only.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
 import math
+import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import tyro
 import yaml
@@ -109,10 +117,61 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
+CONFIG_HELP = ("preset name (configs/<name>.yaml, e.g. ppo_hopper, dqn_cartpole) or a YAML file of options; "
+               "flags given on the command line override it")
+
+
+def field_docstrings(cls: type) -> dict[str, str]:
+    """The string literal under each annotated field in ``cls``'s source, for every class of its MRO."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, IndexError, AttributeError):
+            continue
+        for statement, following in zip(body, body[1:]):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def option_groups(args_class: type) -> list[tuple[str, list[str]]]:
+    """(group, field names) in help order: core, the agent's own, then each ``help_group`` base's."""
+    names = [f.name for f in dataclasses.fields(args_class)]
+    core = [name for name in getattr(args_class, "core_options", ()) if name in names]
+    groups: dict[str, list[str]] = {"core": core, "algorithm": []}
+    for name in names:
+        if name in core:
+            continue
+        declaring = next(k for k in reversed(args_class.__mro__) if name in k.__dict__.get("__annotations__", {}))
+        groups.setdefault(declaring.__dict__.get("help_group", "algorithm"), []).append(name)
+    return [(key, fields) for key, fields in groups.items() if fields]
+
+
+def _help_view(args_class: type, default: Any) -> type:
+    """A dataclass of one nested dataclass per option group, with unprefixed flags, for tyro."""
+    hints, docs = typing.get_type_hints(args_class), field_docstrings(args_class)
+    groups = []
+    for index, (name_of_group, names) in enumerate(option_groups(args_class)):
+        specs = [(name, Annotated[hints[name], tyro.conf.arg(help=docs.get(name, ""))],
+                  dataclasses.field(default=getattr(default, name))) for name in names]
+        if index == 0:
+            specs.insert(0, ("config", Annotated[str | None, tyro.conf.arg(help=CONFIG_HELP)], dataclasses.field(default=None)))
+        group = dataclasses.make_dataclass(name_of_group, specs)
+        groups.append((name_of_group, Annotated[group, tyro.conf.OmitArgPrefixes],
+                       dataclasses.field(default_factory=lambda group=group, names=names: group(**{n: getattr(default, n) for n in names}))))
+    return dataclasses.make_dataclass("Options", groups)
+
+
 def parse_args(args_class: type[ArgsT], argv: list[str] | None, prog: str) -> ArgsT:
-    """Defaults < ``--config`` preset < flags; ``--help`` lists every option with its docstring."""
+    """Defaults < ``--config`` preset < flags; ``--help`` lists every option with its docstring, in groups."""
     import sys
 
     config, rest = _split_config_flag(list(sys.argv[1:] if argv is None else argv))
     default = load_config_file(args_class, config) if config else args_class()
-    return check_finite(tyro.cli(args_class, args=rest, default=default, prog=prog, description=args_class.__doc__))
+    view = tyro.cli(_help_view(args_class, default), args=rest, prog=prog, description=args_class.__doc__)
+    values = {name: value for group in dataclasses.fields(view) for name, value in vars(getattr(view, group.name)).items()}
+    values.pop("config", None)  # read above, before tyro
+    return check_finite(args_class(**values))

@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.diagnostics.heatmap import COLORMAP, reorder
+from runners.agents import heatmap_drawing
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
 from runners.rundir import effective_state, read_status
@@ -226,7 +226,8 @@ def heatmaps_side_by_side(runs: list[Path], step: int | None, path: str | Path) 
     for index, run in enumerate(runs):
         chosen, matrix, order = load_covariance(Path(run), step)
         axes = figure.add_subplot(1, len(runs), index + 1)
-        image = axes.imshow(reorder(matrix, order), cmap=COLORMAP, vmin=-1, vmax=1, interpolation="nearest")
+        drawing = heatmap_drawing()
+        image = axes.imshow(drawing.reorder(matrix, order), cmap=drawing.COLORMAP, vmin=-1, vmax=1, interpolation="nearest")
         axes.set_title(f"{'/'.join(Path(run).parts[-2:])}\nstep {chosen}", fontsize=8)
         axes.set_xticks([])
         axes.set_yticks([])

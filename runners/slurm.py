@@ -7,9 +7,8 @@ requeues its own task, which resumes from that checkpoint. Task output goes to
 SLURM's begin-time delay (about two minutes) before it runs again; meanwhile it is
 ``queued``.
 
-What SLURM has queued or running for a sweep comes from ``squeue`` (``squeue_tasks``, the
-one place that calls it, so tests can stand in for a cluster); a submission leaves out
-every run that is queued or running.
+What SLURM has queued or running for a sweep comes from ``runners/slurm_queue.py``; a
+submission leaves out every run that is queued or running.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from runners.errors import UsageError
 from runners.files import atomic_write_text
-from runners.rundir import read_status
 from runners.sweep import BUSY, Sweep, SweepRun, run_states, write_manifest
 
 SIGNAL_LEAD_SECONDS = 120
@@ -71,61 +68,6 @@ def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources
     return "\n".join(lines)
 
 
-def squeue_tasks(job_ids: list[str]) -> dict[str, str] | None:
-    """``{"<job>_<task>" or "<job>": state}`` of the given jobs in SLURM's queue (array tasks one
-    by one), or None where squeue cannot be asked."""
-    if not job_ids or shutil.which("squeue") is None:
-        return None
-    result = subprocess.run(["squeue", "--noheader", "--array", "--jobs", ",".join(job_ids), "--format", "%i %T"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        # squeue refuses ids that have all left its memory; then none of them is queued
-        return {} if "Invalid job id" in result.stderr else None
-    return dict(line.split()[:2] for line in result.stdout.splitlines() if len(line.split()) >= 2)
-
-
-def _submissions(sweep: Sweep) -> list[dict]:
-    jobs_file = sweep.directory / "slurm" / "jobs.json"
-    try:
-        return json.loads(jobs_file.read_text())
-    except (OSError, ValueError):
-        return []
-
-
-@dataclass
-class SweepQueue:
-    """SLURM's view of a sweep: ``tasks`` maps run directories to their task's state."""
-
-    tasks: dict[Path, str]
-    jobs: dict[str, str]
-
-    def job_alive(self, job: str) -> bool:
-        return job in self.jobs or job.split("_")[0] in self.jobs
-
-
-def sweep_queue(sweep: Sweep) -> SweepQueue | None:
-    """What SLURM has queued or running for this sweep's arrays and for the jobs its runs
-    recorded; None when the sweep never used SLURM or squeue cannot be asked."""
-    submissions = _submissions(sweep)
-    recorded = {status["slurm_job"] for run in sweep.runs if (status := read_status(run.path)) and status.get("slurm_job")}
-    ids = sorted({job["job_id"] for job in submissions} | {job.split("_")[0] for job in recorded})
-    jobs = squeue_tasks(ids)
-    if jobs is None:
-        return None
-    tasks = {}
-    for job in submissions:
-        tasks_file = sweep.directory / "slurm" / job.get("tasks_file", job["script"].replace("array_", "tasks_").replace(".sbatch", ".txt"))
-        try:
-            paths = tasks_file.read_text().splitlines()
-        except OSError:
-            continue
-        for index, path in enumerate(paths):
-            state = jobs.get(f"{job['job_id']}_{index}")
-            if state:
-                tasks[Path(path).resolve()] = f"{state} as {job['job_id']}_{index}"
-    return SweepQueue(tasks, jobs)
-
-
 def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool) -> str | None:
     """Write the array script for the runs that need it and submit it; returns the job id.
 
@@ -167,13 +109,3 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
                                                      "tasks_file": tasks_file.name}], indent=2) + "\n")
     print(f"submitted job array {job_id}: {len(runs)} runs ({script})")
     return job_id
-
-
-def queue_report(sweep: Sweep) -> str:
-    """squeue's view of this sweep's job arrays, where squeue is available."""
-    submissions = _submissions(sweep)
-    jobs = squeue_tasks([job["job_id"] for job in submissions])
-    if jobs is None:
-        return ""
-    lines = "\n".join(f"{task} {state}" for task, state in sorted(jobs.items()))
-    return f"squeue:\n{lines}" if lines else "squeue: no tasks of this sweep are queued or running"

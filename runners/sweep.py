@@ -39,12 +39,12 @@ from typing import Any
 
 import yaml
 
-from envs.registry import check_env_id
-from runners.cli import AGENTS
+from runners.agents import AGENTS, args_class, check_env_id, check_run_options
 from runners.config import apply_overrides
 from runners.errors import UsageError
 from runners.files import atomic_write_text
 from runners.rundir import effective_state, read_status
+from runners.slurm_queue import sweep_queue
 
 SPEC_KEYS = ("name", "agent", "envs", "seeds", "budget", "common", "variants", "grid", "resources")
 RESOURCE_KEYS = ("cpus", "mem", "time", "gpus", "partition", "account", "array_limit")
@@ -75,22 +75,6 @@ def _suggest(word: str, choices) -> str:
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in text)
-
-
-def _agent_module(agent: str):
-    import importlib
-
-    return importlib.import_module(AGENTS[agent])
-
-
-def _check_run_options(agent: str, args) -> None:
-    """The agent's own checks of a run's options (the ones ``clipzoo train`` makes)."""
-    if agent == "ppo":
-        _agent_module(agent).check_args(args)
-    else:
-        from agents.qlearning import check_args
-
-        check_args(args)
 
 
 def _unique_list(value, key: str, path: Path) -> None:
@@ -154,7 +138,7 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"'budget' in {path} must be a positive whole number of env steps (or one per env), got {value!r}")
 
-    args_class = _agent_module(agent).Args
+    agent_args = args_class(agent)
     common = dict(spec.get("common") or {})
     if budget is not None and not isinstance(budget, dict):
         common["total_timesteps"] = budget
@@ -173,9 +157,9 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         merged = {**options, "env_id": env, "seed": seed}
         if isinstance(budget, dict):
             merged["total_timesteps"] = budget[env]
-        args = apply_overrides(args_class, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
+        args = apply_overrides(agent_args, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
         try:
-            _check_run_options(agent, args)
+            check_run_options(agent, args)
         except UsageError as error:
             raise UsageError(f"{path}, variant {variant}, env {env}, seed {seed}: {error}") from None
         runs.append(SweepRun(env, variant, seed, directory / _safe(env) / variant / f"seed_{seed}", merged))
@@ -202,8 +186,6 @@ def run_states(sweep: Sweep) -> dict[SweepRun, dict]:
     """Each run's state as it really is: ``pending``, ``queued`` (a SLURM task waits for it),
     ``running`` (a live process trains it), ``complete``, ``failed``, or ``interrupted`` (this
     includes a ``running`` marker whose process or SLURM job is gone)."""
-    from runners.slurm import sweep_queue
-
     queue = sweep_queue(sweep)  # None: no SLURM jobs, or squeue cannot be asked
     in_queue = queue.tasks if queue else {}
     states = {}
@@ -332,49 +314,3 @@ def load_manifest(directory: str | Path) -> Sweep:
         raise UsageError(f"{directory} has no manifest.json; is it a sweep directory?") from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{directory / 'manifest.json'} cannot be read ({type(error).__name__}: {error}); rerun the sweep spec to rewrite it") from None
-
-
-def main(argv: list[str]) -> None:
-    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
-    import argparse
-
-    if argv[:1] == ["status"]:
-        from runners.slurm import queue_report
-
-        parser = argparse.ArgumentParser(prog="clipzoo sweep status")
-        parser.add_argument("directory")
-        sweep = load_manifest(parser.parse_args(argv[1:]).directory)
-        print(status_table(sweep))
-        report = queue_report(sweep)
-        if report:
-            print(report)
-        return
-    parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
-    parser.add_argument("spec", help="sweep spec (YAML)")
-    parser.add_argument("--backend", choices=("local", "slurm"), default="local")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
-    parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
-    parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
-    parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
-    parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
-    for key in RESOURCE_KEYS:
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
-        raise UsageError(f"--dir {args.dir} exists and is not a directory")
-    sweep = load_spec(args.spec, args.dir)
-    if args.backend == "slurm":
-        from runners.slurm import submit
-
-        resources = {**sweep.resources, **{k: getattr(args, k) for k in RESOURCE_KEYS if getattr(args, k) is not None}}
-        submit(sweep, resources, args.activate, args.dry_run, args.resubmit_failed)
-        return
-    if args.dry_run:
-        write_manifest(sweep)
-        for run in sweep.runs:
-            print(" ".join(run_command(sweep.agent, run)))
-        return
-    if run_local(sweep, args.workers):
-        raise SystemExit(1)

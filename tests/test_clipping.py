@@ -1,4 +1,4 @@
-"""Weight clipping plug-in, checked against hand-computed bounds and clamps (SPEC section 1)."""
+"""Weight clipping plug-in, checked against hand-computed bounds and clamps (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every diagnostic against a slow, obvious reference written here (SPEC sections 2-3)."""
+"""Every diagnostic against a slow, obvious reference written here (docs/metrics.md)."""
 
 from __future__ import annotations
 

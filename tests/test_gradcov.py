@@ -1,4 +1,4 @@
-"""Gradient covariance against a naive loop of per-sample backward passes (SPEC section 4)."""
+"""Gradient covariance against a naive loop of per-sample backward passes (docs/metrics.md)."""
 
 from __future__ import annotations
 

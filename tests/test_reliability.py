@@ -169,7 +169,7 @@ def tiny_spec(tmp_path: Path, **changes) -> Path:
         ({"envs": ["CartPole-v1", "CartPole-v1"]}, "'envs' in .* lists CartPole-v1 more than once"),
         ({"variants": {"adam": {"wc_kappa": -1}}}, "variant adam, env CartPole-v1, seed 1: --wc-kappa must be a finite number > 0"),
         ({"budget": -5}, "'budget' in .* must be a positive whole number"),
-        ({"budget": 250}, "--total-timesteps 250 leaves no training after the warm-up"),
+        ({"budget": 201}, "--total-timesteps 201 leaves no training after the warm-up"),
         ({"variants": {"adam": {"learning_rate": float("nan")}}}, "--learning-rate must be a finite number, got nan"),
         ({"seeds": True}, "'seeds' .* must be a positive count"),
         ({"variants": {"adam": [1]}}, "variant 'adam' in .* must map option names to values"),
@@ -200,7 +200,7 @@ def test_a_local_sweep_does_not_start_a_run_another_process_is_training(tmp_path
 
 
 def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_ones(tmp_path, monkeypatch, capsys):
-    from runners import slurm
+    from runners import slurm, slurm_queue
     from runners.sweep import load_spec, status_table
 
     sweep = load_spec(tiny_spec(tmp_path), tmp_path / "sweep")
@@ -214,7 +214,7 @@ def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_o
     (tmp_path / "sweep" / "slurm" / "tasks_0.txt").write_text("".join(f"{run.path.resolve()}\n" for run in sweep.runs))
     (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(json.dumps([{"job_id": "500", "script": "array_0.sbatch", "tasks": 4}]))
     asked = []
-    monkeypatch.setattr(slurm, "squeue_tasks", lambda ids: asked.append(ids) or {"500_0": "RUNNING", "500_1": "PENDING"})
+    monkeypatch.setattr(slurm_queue, "squeue_tasks", lambda ids: asked.append(ids) or {"500_0": "RUNNING", "500_1": "PENDING"})
 
     table = status_table(sweep)
     assert f"queued       {requeued}" in table and f"running      {live}" in table

@@ -1,4 +1,4 @@
-"""Plasticity diagnostics shared by every agent (SPEC sections 2-4)."""
+"""Plasticity diagnostics shared by every agent (formulas: docs/metrics.md)."""
 
 from agents.diagnostics.gradcov import covariance_summary, gradient_covariance, gradient_gram
 from agents.diagnostics.heatmap import cluster_order, render_heatmap, save_png

@@ -1,4 +1,4 @@
-"""Exact gradient covariance of per-sample losses (Lyle et al. 2023, Eq. 3; SPEC section 4).
+"""Exact gradient covariance of per-sample losses (Lyle et al. 2023, Eq. 3; docs/metrics.md).
 
 ``C[i, j] = <g_i, g_j> / (||g_i|| ||g_j||)`` with ``g_i`` the gradient of sample i's loss
 over all trained parameters. The Gram matrix ``<g_i, g_j>`` is accumulated layer by

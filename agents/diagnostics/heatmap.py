@@ -1,4 +1,4 @@
-"""Cluster ordering and rendering of gradient covariance matrices (SPEC section 4)."""
+"""Cluster ordering and rendering of gradient covariance matrices (docs/metrics.md)."""
 
 from __future__ import annotations
 

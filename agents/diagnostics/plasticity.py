@@ -1,4 +1,4 @@
-"""The plasticity probe of Lyle et al. 2023, section 2.2 (SPEC section 6).
+"""The plasticity probe of Lyle et al. 2023, section 2.2 (docs/metrics.md).
 
 From a copy of the current network, fit the targets ``g(x) = a + sin(1e5 f(x; omega_0))``
 on inputs from the agent's own data (omega_0 a fresh initialisation, ``a`` the network's

@@ -1,4 +1,4 @@
-"""PPO's policy-change statistics with CleanRL's definitions (SPEC section 2)."""
+"""PPO's policy-change statistics with CleanRL's definitions (docs/metrics.md)."""
 
 from __future__ import annotations
 

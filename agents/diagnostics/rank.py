@@ -1,4 +1,4 @@
-"""Rank of penultimate features: effective rank and srank (SPEC section 3)."""
+"""Rank of penultimate features: effective rank and srank (docs/metrics.md)."""
 
 from __future__ import annotations
 

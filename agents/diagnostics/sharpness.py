@@ -1,5 +1,5 @@
 """Sharpness of the loss landscape: the extreme eigenvalues of the loss Hessian and its
-spectral density, from Hessian-vector products (Lyle et al. 2023, section 2.1; SPEC 6).
+spectral density, from Hessian-vector products (Lyle et al. 2023, section 2.1; docs/metrics.md).
 
 Lanczos with full reorthogonalisation builds an m x m tridiagonal matrix T whose
 eigenvalues (Ritz values) converge to the extreme eigenvalues of the Hessian first, so

@@ -1,4 +1,4 @@
-"""Unit health from forward hooks: saturated tanh units, dormant and dead ReLU units (SPEC section 3).
+"""Unit health from forward hooks: saturated tanh units, dormant and dead ReLU units (docs/metrics.md).
 
 A unit is a feature of a 2-D activation ``(batch, units)`` or a channel (dim 1) of a
 convolutional activation ``(batch, channels, *spatial)``; for a channel, every

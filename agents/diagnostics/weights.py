@@ -1,4 +1,4 @@
-"""Weight norms, distance from initialisation and gradient norm (SPEC section 3)."""
+"""Weight norms, distance from initialisation and gradient norm (docs/metrics.md)."""
 
 from __future__ import annotations
 

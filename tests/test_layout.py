@@ -1,0 +1,44 @@
+"""The package layering: ``runners/`` is the lowest layer and its modules import in one direction."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def runners_graph() -> dict[str, set[str]]:
+    names = {path.stem: path for path in (REPO / "runners").glob("*.py")}
+    return {name: {m.split(".")[1] for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in names}
+            for name, path in names.items()}
+
+
+def test_runners_import_agents_and_envs_only_through_the_registry():
+    for path in (REPO / "runners").glob("*.py"):
+        reaching_up = sorted(m for m in imported_modules(path) if m.split(".")[0] in ("agents", "envs"))
+        assert not reaching_up, f"{path.name} imports {reaching_up}; go through runners/agents.py"
+
+
+def test_runners_modules_import_each_other_without_a_cycle():
+    graph = runners_graph()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        for imported in graph[name] - {name}:
+            visit(imported, path + (name,))
+
+    for name in graph:
+        visit(name, ())
