@@ -16,7 +16,7 @@ USAGE = """usage: clipzoo <command> ...
 commands:
   train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
   plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by)
-  table DIR --metric TAG    final value per env x variant (mean, 95% CI, seeds) as Markdown
+  table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
@@ -94,7 +94,11 @@ def figures(command: str, argv: list[str]) -> None:
     parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
                         help="variant: a panel per env, a colour per variant; env: the other way round")
     parser.add_argument("--out", default=None, help="PNG path (default: <sweep>/<metric>.png); the CSV goes beside it")
+    parser.add_argument("--profile", action="store_true",
+                        help="also draw performance profiles of the final values (<out>_profile.png; --last-fraction as in table)")
+    parser.add_argument("--last-fraction", type=float, default=0.1, help="with --profile: share of each run's last points averaged as its final value")
     args = parser.parse_args(argv)
+    plots.check_last_fraction(args.last_fraction)
     out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
     runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
     for note in notes:
@@ -103,6 +107,10 @@ def figures(command: str, argv: list[str]) -> None:
     plots.plot_curves(curves, args.metric, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
+    if args.profile:
+        profile = out.with_name(out.stem + "_profile.png")
+        plots.plot_profiles(plots.final_scores(runs, args.metric, args.last_fraction), args.metric, profile)
+        print(f"wrote {profile}")
 
 
 def default_heatmap_path(runs: list[str]) -> Path:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runners.agents import heatmap_drawing
+from runners.aggregates import IQM_MIN_SEEDS, interval_estimates, performance_profiles
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
 from runners.rundir import effective_state, read_status
@@ -185,12 +186,10 @@ def check_last_fraction(last_fraction: float) -> None:
         raise UsageError(f"--last-fraction must be in (0, 1], got {last_fraction}")
 
 
-def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
-    """Markdown: per env x variant, the mean over seeds of each run's average over its last
-    ``last_fraction`` of logged points (up to the group's common last step), with a 95%
-    bootstrap interval and the seed count."""
+def final_scores(runs: list[Run], tag: str, last_fraction: float = 0.1) -> dict[tuple[str, str], list[float]]:
+    """Per (env, variant), each run's average over its last ``last_fraction`` of logged points,
+    every run of a group cut at the group's common last step."""
     check_last_fraction(last_fraction)
-    rng = np.random.default_rng(seed)
     series: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in runs:
         series[(run.env, run.variant)].append(read_scalar(run.path, tag))
@@ -201,12 +200,48 @@ def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int
             values = values[steps <= end]
             tail = max(1, int(np.ceil(len(values) * last_fraction)))
             finals[group].append(float(values[-tail:].mean()))
-    lines = [f"| env | variant | final {tag} (mean) | 95% CI | seeds |", "|---|---|---|---|---|"]
+    return dict(finals)
+
+
+def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
+    """Markdown: per env x variant, the mean over seeds of each run's final value (``final_scores``)
+    and, from five seeds on, the interquartile mean, each with a 95% percentile-bootstrap
+    interval over seeds (rliable), and the seed count."""
+    finals = final_scores(runs, tag, last_fraction)
+    lines = [f"| env | variant | final {tag} (mean) | 95% CI | IQM | IQM 95% CI | seeds |", "|---|---|---|---|---|---|---|"]
     for (env, variant), values in sorted(finals.items()):
-        samples = np.array(values)[:, None]
-        low, high = bootstrap_interval(samples, rng)
-        lines.append(f"| {env} | {variant} | {samples.mean():.4g} | [{low[0]:.4g}, {high[0]:.4g}] | {len(values)} |")
+        estimate = interval_estimates({variant: np.array(values)[:, None]}, seed=seed)[variant]
+        mean = estimate["mean"]
+        iqm = (f"{estimate['iqm'].point:.4g} | [{estimate['iqm'].low:.4g}, {estimate['iqm'].high:.4g}]"
+               if "iqm" in estimate else f"- | (needs {IQM_MIN_SEEDS} seeds)")
+        lines.append(f"| {env} | {variant} | {mean.point:.4g} | [{mean.low:.4g}, {mean.high:.4g}] | {iqm} | {len(values)} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: str | Path, points: int = 101) -> Path:
+    """Performance profiles (Agarwal et al. 2021): per env, the fraction of a variant's runs whose
+    final value exceeds tau, over tau from the lowest to the highest final value, with a 95% band."""
+    envs = sorted({env for env, _ in finals})
+    variants = sorted({variant for _, variant in finals})
+    colours = {variant: f"C{i % 10}" for i, variant in enumerate(variants)}
+    figure = Figure(figsize=(4.5 * len(envs), 3.4), dpi=110)
+    for index, env in enumerate(envs):
+        scores = {variant: np.array(values)[:, None] for (e, variant), values in finals.items() if e == env}
+        everything = np.concatenate(list(scores.values()))
+        thresholds = np.linspace(everything.min(), everything.max(), points)
+        axes = figure.add_subplot(1, len(envs), index + 1)
+        for variant, (fraction, low, high) in sorted(performance_profiles(scores, thresholds).items()):
+            axes.plot(thresholds, fraction, color=colours[variant], label=f"{variant} ({len(scores[variant])} seeds)")
+            axes.fill_between(thresholds, low, high, color=colours[variant], alpha=0.2, linewidth=0)
+        axes.set_title(env)
+        axes.set_xlabel(f"final {tag} > tau")
+        if index == 0:
+            axes.set_ylabel("fraction of runs")
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_covariance(run: Path, step: int | None) -> tuple[int, np.ndarray, np.ndarray]:

@@ -19,12 +19,12 @@ from runners.errors import UsageError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_sweep(root: Path) -> dict:
-    """2 envs x 2 variants x 3 seeds; returns curve = offset + slope * step per run."""
+def make_sweep(root: Path, seeds: int = 3) -> dict:
+    """2 envs x 2 variants x ``seeds`` seeds; returns curve = offset + slope * step per run."""
     truth = {}
     for env_index, env in enumerate(("Hopper-v5", "Walker2d-v5")):
         for variant_index, variant in enumerate(("adam", "adam_wc")):
-            for seed in range(3):
+            for seed in range(seeds):
                 run = root / env / variant / f"seed_{seed}"
                 run.mkdir(parents=True)
                 (run / "config.json").write_text(json.dumps({"env_id": env, "seed": seed}))
@@ -87,7 +87,30 @@ def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
     expected = np.mean([offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam_wc")])
     assert float(cells[2]) == pytest.approx(expected, rel=1e-3)
     low, high = (float(v) for v in cells[3].strip("[]").split(","))
-    assert low <= float(cells[2]) <= high and cells[4] == "3"
+    assert low <= float(cells[2]) <= high and cells[6] == "3"
+    assert cells[4] == "-" and cells[5] == "(needs 5 seeds)"
+
+
+def test_table_adds_the_interquartile_mean_from_five_seeds(tmp_path):
+    truth = make_sweep(tmp_path, seeds=6)
+    table = plots.final_table(plots.find_runs(tmp_path), "charts/episodic_return", last_fraction=0.1)
+    walker = next(line for line in table.splitlines() if "Walker2d-v5 | adam |" in line)
+    cells = [c.strip() for c in walker.strip("|").split("|")]
+    finals = sorted(offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Walker2d-v5", "adam"))
+    assert float(cells[4]) == pytest.approx(np.mean(finals[1:5]), rel=1e-3)  # 6 runs: the lowest and highest dropped
+    low, high = (float(v) for v in cells[5].strip("[]").split(","))
+    assert low <= float(cells[4]) <= high and cells[6] == "6"
+
+
+def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path):
+    truth = make_sweep(tmp_path / "sweep")
+    finals = plots.final_scores(plots.find_runs(tmp_path / "sweep"), "charts/episodic_return")
+    expected = sorted(offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam"))
+    assert sorted(finals[("Hopper-v5", "adam")]) == pytest.approx(expected)
+    result = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
+                             "charts/episodic_return", "--profile"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sweep" / "charts_episodic_return_profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_missing_tag_is_refused_with_the_tags_that_exist(tmp_path):
