@@ -43,7 +43,7 @@ from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng,
 @dataclass
 class QLearningArgs(PlasticityArgs):
     env_id: str = "ALE/Pong-v5"
-    """the id of the environment (Atari ALE/<Game>-v5, or any gymnasium env with discrete actions)"""
+    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
     seed: int = 1
     """seed of the experiment"""
     total_timesteps: int = 10_000_000
@@ -79,8 +79,8 @@ class QLearningArgs(PlasticityArgs):
     """epsilon-greedy exploration after the decay"""
     eps_decay_steps: int = 1_000_000
     """env steps over which epsilon decays linearly"""
-    sticky_actions: float = 0.0
-    """Atari: probability of repeating the previous action (ALE v5 default 0.25; Tianshou's examples: 0)"""
+    sticky_actions: float | None = None
+    """probability of repeating the previous action; unset: Atari 0 (Tianshou's examples; ALE v5's own default is 0.25), MinAtar 0.1 (its own)"""
 
     log_every: int = 5000
     """env steps between writes of losses and rates (also the trainer's epoch length)"""
@@ -125,7 +125,7 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not (0 <= args.sticky_actions < 1):
+    if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
         raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
     steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
     target_period = target_update_in_gradient_steps(args.target_update_period, args.replay_ratio)
