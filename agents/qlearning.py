@@ -54,6 +54,8 @@ class QLearningArgs(PlasticityArgs):
     """where the networks live; auto picks CUDA when present"""
     torch_threads: int = 1
     """CPU threads for torch"""
+    lean_update: bool = True
+    """Tianshou's update with its per-step Python overhead removed, and fused Adam (same numbers to rounding; agents/lean_update.py); off: the stock path"""
 
     replay_ratio: float = 1.0
     """gradient updates per env step (SPEC section 5); must be realisable with whole gradient steps"""
@@ -99,7 +101,8 @@ class QLearningArgs(PlasticityArgs):
 
 
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
-                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density"}
+                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density",
+                     "lean_update"}
 
 
 @dataclass
@@ -183,7 +186,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         return spec.network(args, obs_shape, actions).to(device)
 
     factory = PluginOptimizerFactory(
-        lambda params: agent_optimizer(args, params), clipping,
+        lambda params: agent_optimizer(args, params, fused=args.lean_update), clipping,
         lambda network: PlasticityPlugins(network, args, fresh_network, seed=args.seed, target_period=target_period))
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
     plugins = factory.plugins
