@@ -21,6 +21,8 @@ updates, computed from the sampled indices directly:
   them all in train mode, so this is once per run in practice);
 * greedy next actions stay on the device.
 
+``LeanOffPolicyTrainer`` hands each update's loss to the logger directly instead of through
+Tianshou's per-update moving averages and ``dataclasses.asdict`` (only our logger reads it).
 The diagnostics (``td_batch``) keep using Tianshou's own methods. ``tests/test_lean_update.py``
 checks that losses and parameters after N updates match the stock path on the same batches
 (DQN, double DQN, n-step, Rainbow with prioritized replay).
@@ -38,6 +40,8 @@ from tianshou.algorithm.modelfree.dqn import SimpleLossTrainingStats
 from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
+
+from agents.offpolicy import QuietOffPolicyTrainer
 
 
 @dataclass
@@ -139,7 +143,7 @@ class LeanUpdateMixin:
             return super().update(buffer, sample_size)
         start = time.time()
         indices = buffer.sample_indices(sample_size)
-        device = next(self.policy.model.parameters()).device
+        device = self.optim._optim.param_groups[0]["params"][0].device  # not parameters(): a module walk
         batch = read_transitions(buffer, indices, self.n_step, device, self._bootstrap_after_n_steps)
         if self.training and self._in_train_state():
             stats, priorities = self._lean_step(batch)
@@ -209,3 +213,12 @@ class LeanRainbowDQN(LeanUpdateMixin, RainbowDQN):
         loss = (cross_entropy * batch.weight).mean()
         self.optim.step(loss)
         return LossSequenceTrainingStats(loss=loss.item()), cross_entropy.detach()
+
+
+class LeanOffPolicyTrainer(QuietOffPolicyTrainer):
+    """The trainer passing each update's loss straight to the logger (no moving averages)."""
+
+    def _sample_and_update(self, buffer):
+        stats = self.algorithm.update(sample_size=self.params.batch_size, buffer=buffer)
+        self._logger.log_update_data({"loss": stats.loss}, self._current_update_step)
+        return stats

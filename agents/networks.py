@@ -67,7 +67,7 @@ class _TrunkNetwork(nn.Module):
             self.feature_dim = self.hidden = 64
 
     def features(self, obs) -> torch.Tensor:
-        device = next(self.parameters()).device
+        device = self.trunk[0].weight.device  # not next(self.parameters()): a module walk per call
         x = torch.as_tensor(obs, device=device, dtype=torch.float32)
         if self.is_image and not self.is_grid:
             x = x / 255.0

@@ -26,6 +26,7 @@ from tianshou.trainer import OffPolicyTrainerParams
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger
+from agents.lean_update import LeanOffPolicyTrainer
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
     PluginOptimizerFactory,
@@ -337,7 +338,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
         try:
-            QuietOffPolicyTrainer(algorithm, params).run(reset_collectors=False)
+            (LeanOffPolicyTrainer if args.lean_update else QuietOffPolicyTrainer)(algorithm, params).run(reset_collectors=False)
         except _Preempted:
             print(f"{stop.signal_name}: checkpointed; rerun with --run-dir {run.path} to resume")
             envs.close()

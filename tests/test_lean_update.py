@@ -100,3 +100,19 @@ def test_nstep_returns_match_a_direct_walk_over_the_buffer():
         if not buffer.terminated[index]:
             expected += gamma ** (k + 1) * bootstrap[row, 0].item()
         assert returns[row] == pytest.approx(expected, rel=1e-5, abs=1e-5), (row, start)
+
+
+def test_the_new_data_nan_check_agrees_with_tianshous_hasnull():
+    from agents.offpolicy import _any_null
+
+    rng = np.random.default_rng(0)
+    clean = Batch(obs=rng.normal(size=(10, 3)).astype(np.float32), act=np.arange(10), done=np.zeros(10, bool),
+                  rew=rng.normal(size=10), info=Batch(tag=np.array(["a"] * 10, dtype=object)))
+    cases = [("obs", (4, 1), np.nan), ("rew", 7, np.nan), ("info", 2, None)]
+    for key, position, bad_value in cases:
+        batch = copy.deepcopy(clean)
+        target = batch.info.tag if key == "info" else batch[key]
+        target[position] = bad_value
+        row = position[0] if isinstance(position, tuple) else position
+        for indices in (np.array([row, 0]), np.array([1, 3]) if row not in (1, 3) else np.array([0, 5])):
+            assert _any_null(batch, indices) == batch[indices].hasnull() == (row in indices), (key, indices)
