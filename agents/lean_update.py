@@ -41,7 +41,7 @@ from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
 
-from agents.offpolicy import QuietOffPolicyTrainer
+from agents.offpolicy import ExactBudgetTrainer
 
 
 @dataclass
@@ -59,10 +59,17 @@ class Transitions:
 
 
 def next_observations(buffer, indices: np.ndarray) -> np.ndarray:
-    """``buffer[indices].obs_next`` without building the whole batch (ReplayBuffer.__getitem__'s rule)."""
+    """``buffer[indices].obs_next`` without building the whole batch: ReplayBuffer.__getitem__'s
+    rule, and the kept final observations of truncated episodes under frame-once storage
+    (``agents.offpolicy.StoredSuccessorsOnly``)."""
     if buffer._save_obs_next:
         return buffer.get(indices, "obs_next")
-    return buffer.get(buffer.next(indices), "obs")
+    obs_next = buffer.get(buffer.next(indices), "obs")
+    kept = getattr(buffer, "_truncation_next_obs", None)
+    if kept:
+        for position in np.flatnonzero(np.isin(indices, list(kept))):
+            obs_next[position] = kept[int(indices[position])]
+    return obs_next
 
 
 def read_transitions(buffer, indices: np.ndarray, n_step: int, device: torch.device,
@@ -215,7 +222,7 @@ class LeanRainbowDQN(LeanUpdateMixin, RainbowDQN):
         return LossSequenceTrainingStats(loss=loss.item()), cross_entropy.detach()
 
 
-class LeanOffPolicyTrainer(QuietOffPolicyTrainer):
+class LeanOffPolicyTrainer(ExactBudgetTrainer):
     """The trainer passing each update's loss straight to the logger (no moving averages)."""
 
     def _sample_and_update(self, buffer):

@@ -13,6 +13,12 @@
     ``show_progress=False`` whenever a collect triggers 20 or more gradient steps.
   - gradient steps per collect are ``round(rr * n)``; ``collection_plan`` picks ``n`` so
     that ``rr * n`` is whole, and refuses ratios that cannot be realised.
+  - ``PrioritizedVectorReplayBuffer.set_beta`` sets the sub-buffers' beta, but sampling
+    reads the parent's: ``CheckedPrioritizedReplayBuffer`` sets both.
+  - frame-once storage rebuilds ``obs_next`` from the next index, which is the current
+    one for the newest transition of each env and for truncated ones:
+    ``StoredSuccessorsOnly`` never samples the former and keeps the latter's final frame.
+  - the trainer runs whole epochs only: ``ExactBudgetTrainer`` shortens the last one.
   (Its Atari wrapper's crash under numpy >= 2.3 is avoided in ``envs.discrete``.)
 * ``RunLogger``: Tianshou's logger interface, writing our tags and checkpoints.
 """
@@ -57,17 +63,6 @@ def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
             f"{steps} env steps (with {num_envs} envs); use a ratio with a small denominator, e.g. 0.25, 0.5, 1, 2, 4, 8"
         )
     return int(steps), int(ratio * steps)
-
-
-def target_update_in_gradient_steps(period_env_steps: int, replay_ratio: float) -> int:
-    """Tianshou counts its target-network period in gradient steps; ours is in env steps."""
-    gradient_steps = Fraction(str(replay_ratio)) * period_env_steps
-    if gradient_steps.denominator != 1 or gradient_steps < 1:
-        raise UsageError(
-            f"--target-update-period {period_env_steps} env steps is {float(gradient_steps)} gradient steps at replay ratio "
-            f"{replay_ratio}; choose a period that gives a whole number >= 1"
-        )
-    return int(gradient_steps)
 
 
 # ---------------------------------------------------------------- optimizer with the plug-ins
@@ -155,18 +150,100 @@ def _any_null(batch: Batch, indices: np.ndarray) -> bool:
     return False
 
 
-class CheckedReplayBuffer(NewDataNaNCheck, VectorReplayBuffer):
+class StoredSuccessorsOnly:
+    """Buffer mixin for frame-once storage (``ignore_obs_next``), where Tianshou rebuilds
+    ``obs_next`` of index i from the frames at ``next(i)``, and ``next(i) == i`` both for
+    the newest transition of each env and at an episode's end. Two kinds of samples would
+    bootstrap from the current state instead of the next one:
+
+    * a transition whose n-step bootstrap transition is the newest of its env, unfinished
+      (the state it needs is not stored yet): never sampled; a draw that hits one is
+      redrawn, which keeps the uniform or prioritized proportions over the others;
+    * the few oldest transitions of a full buffer, whose frame stacks reach overwritten frames;
+    * a truncated transition (done, not terminated; bootstrapped by Tianshou's targets):
+      its true next observation is kept aside when added (truncations are rare) and put
+      into ``obs_next``.
+
+    With ``obs_next`` stored, Tianshou's own truncation of the n-step return at the
+    newest transition is correct and nothing changes.
+    """
+
+    def __init__(self, *args, n_step: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.n_step = n_step
+        self._truncation_next_obs: dict[int, np.ndarray] = {}  # buffer index -> next observation
+
+    def add(self, batch, buffer_ids=None):
+        if self._save_obs_next:
+            return super().add(batch, buffer_ids=buffer_ids)
+        truncated = np.asarray(batch.truncated, bool) & ~np.asarray(batch.terminated, bool)
+        next_obs = np.array(batch.obs_next[truncated])
+        result = super().add(batch, buffer_ids=buffer_ids)
+        written = np.asarray(result[0])
+        for index in written:
+            self._truncation_next_obs.pop(int(index), None)
+        for index, obs in zip(written[truncated], next_obs):
+            self._truncation_next_obs[int(index)] = obs
+        return result
+
+    def successor_not_stored(self, indices: np.ndarray) -> np.ndarray:
+        """True where the n-step target of ``indices`` needs a state the buffer does not hold
+        yet, or where the frame stack reaches past the oldest stored frame of a full buffer."""
+        bootstrap = indices
+        for _ in range(self.n_step - 1):
+            bootstrap = self.next(bootstrap)
+        return np.isin(bootstrap, self.unfinished_index()) | np.isin(indices, self.incomplete_stacks())
+
+    def incomplete_stacks(self) -> np.ndarray:
+        """The ``stack_num - 1`` oldest transitions of each full sub-buffer: the frames before
+        them are overwritten, so their stacks (and their predecessors' ``obs_next``) would
+        repeat the oldest frame instead."""
+        oldest = [offset + (buffer._insertion_idx + np.arange(self.stack_num - 1)) % buffer.maxsize
+                  for offset, buffer in zip(self._offset, getattr(self, "buffers", [self]))
+                  if len(buffer) == buffer.maxsize]
+        return np.concatenate(oldest) if oldest else np.array([], int)
+
+    def sample_indices(self, batch_size: int | None) -> np.ndarray:
+        indices = super().sample_indices(batch_size)
+        if self._save_obs_next or batch_size is None or batch_size <= 0:
+            return indices
+        for _ in range(1000):
+            redraw = self.successor_not_stored(indices)
+            if not redraw.any():
+                return indices
+            indices[redraw] = super().sample_indices(int(redraw.sum()))
+        raise RuntimeError("the replay buffer holds no transition whose successor is stored")
+
+    def __getitem__(self, index):
+        if self._save_obs_next:
+            return super().__getitem__(index)
+        if isinstance(index, slice):  # as Tianshou resolves slices
+            index = self.sample_indices(0) if index == slice(None) else self._indices[: len(self)][index]
+        if np.ndim(index) == 0:
+            return self[np.array([index])][0]
+        batch = super().__getitem__(index)
+        for position, buffer_index in enumerate(np.asarray(index)):
+            next_obs = self._truncation_next_obs.get(int(buffer_index))
+            if next_obs is not None:
+                batch.obs_next[position] = next_obs
+        return batch
+
+
+class CheckedReplayBuffer(StoredSuccessorsOnly, NewDataNaNCheck, VectorReplayBuffer):
     pass
 
 
-class CheckedPrioritizedReplayBuffer(NewDataNaNCheck, PrioritizedVectorReplayBuffer):
-    pass
+class CheckedPrioritizedReplayBuffer(StoredSuccessorsOnly, NewDataNaNCheck, PrioritizedVectorReplayBuffer):
+    def set_beta(self, beta: float) -> None:
+        super().set_beta(beta)  # Tianshou's: the sub-buffers only
+        self._beta = beta  # the one sampling reads
 
 
-def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None):
+def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None, n_step: int = 1):
     """A vector replay buffer; with ``frame_stack > 1`` it stores each frame once and
-    rebuilds the stacks when sampling (Tianshou's ``save_only_last_obs``)."""
-    options = dict(total_size=size, buffer_num=num_envs)
+    rebuilds the stacks when sampling (Tianshou's ``save_only_last_obs``); ``n_step`` is
+    the return horizon of the learner's targets."""
+    options = dict(total_size=size, buffer_num=num_envs, n_step=n_step)
     if frame_stack > 1:
         options.update(stack_num=frame_stack, ignore_obs_next=True, save_only_last_obs=True)
     if prioritized is not None:
@@ -190,11 +267,26 @@ class QuietOffPolicyTrainer(OffPolicyTrainer):
         return silent
 
 
+class ExactBudgetTrainer(QuietOffPolicyTrainer):
+    """Stops after exactly ``training_env_steps``: Tianshou runs whole epochs only, so the
+    last one is shortened to what is left (a multiple of the env steps per collect)."""
+
+    def __init__(self, algorithm, params, training_env_steps: int) -> None:
+        super().__init__(algorithm, params)
+        self.training_env_steps = training_env_steps
+        self.full_epoch_steps = params.epoch_num_steps
+
+    def execute_epoch(self):
+        self.params.epoch_num_steps = min(self.full_epoch_steps, self.training_env_steps - self._env_step)
+        return super().execute_epoch()
+
+
 # ---------------------------------------------------------------- logging and checkpoints
 class RunLogger(BaseLogger):
     """Tianshou's logger interface, writing the zoo's tags and checkpoints.
 
-    After every collect: finished games as ``charts/episodic_return`` / ``_length``; every
+    After every collect: finished games as ``charts/episodic_return`` / ``_length`` (agent
+    steps) / ``_frames`` (Atari's emulator frames); every
     ``interval`` env steps: ``losses/td_loss`` (mean since the last write), env steps/s,
     gradient steps/s and the realised replay ratio. ``save_data`` (end of every trainer
     epoch) writes the checkpoint; ``restore_data`` tells the trainer where it left off.
@@ -217,9 +309,11 @@ class RunLogger(BaseLogger):
 
     def log_training_data(self, log_data: dict, step: int) -> None:
         global_step = self.global_step(step)
-        for episodic_return, episodic_length in drain_finished_episodes(self.envs):
+        for episodic_return, episodic_length, episodic_frames in drain_finished_episodes(self.envs):
             self.writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-            self.writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+            self.writer.add_scalar("charts/episodic_length", episodic_length, global_step)  # agent steps
+            if episodic_frames != episodic_length:  # Atari: emulator frames (frame skip, reset no-ops)
+                self.writer.add_scalar("charts/episodic_frames", episodic_frames, global_step)
             self.recent_returns.append(episodic_return)
         now = (time.perf_counter(), step, self.factory.gradient_steps)
         if self.clock is None:

@@ -30,11 +30,10 @@ from agents.lean_update import LeanOffPolicyTrainer
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
     PluginOptimizerFactory,
-    QuietOffPolicyTrainer,
+    ExactBudgetTrainer,
     RunLogger,
     collection_plan,
     make_replay_buffer,
-    target_update_in_gradient_steps,
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
 from runners.errors import UsageError
@@ -48,7 +47,7 @@ class QLearningArgs(PlasticityArgs):
     seed: int = 1
     """seed of the experiment"""
     total_timesteps: int = 10_000_000
-    """total env steps, the random warm-up included"""
+    """total env steps (agent steps: on Atari one step is 4 frames), the random warm-up included; run exactly"""
     run_dir: str | None = None
     """run directory (config, TensorBoard, checkpoints); rerun with the same one to resume. Default: runs/<env>__<agent>__<seed>__<time>"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -74,8 +73,8 @@ class QLearningArgs(PlasticityArgs):
     """discount factor"""
     n_step: int = 3
     """n-step return horizon"""
-    target_update_period: int = 5000
-    """env steps between target-network updates (Tianshou: 500 gradient steps at its replay ratio 0.1)"""
+    target_update_period: int = 500
+    """gradient steps between target-network updates (Tianshou's target_update_freq and Atari examples' 500), so independent of the replay ratio"""
     eps_start: float = 1.0
     """epsilon-greedy exploration at the start of training"""
     eps_end: float = 0.05
@@ -123,7 +122,7 @@ class AgentSpec:
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "log_every", "checkpoint_every", "gradcov_samples", "probe_samples"):
+    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "target_update_period", "log_every", "checkpoint_every", "gradcov_samples", "probe_samples"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
@@ -132,7 +131,6 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
         raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
     steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
-    target_period = target_update_in_gradient_steps(args.target_update_period, args.replay_ratio)
     if args.learning_starts < max(args.batch_size, args.gradcov_samples):
         raise UsageError(f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
                          f"so the first update has data")
@@ -141,11 +139,21 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     if args.total_timesteps < args.learning_starts + epoch_length(args, steps_per_collect):
         raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
                          f"({args.learning_starts} steps) and one log interval ({epoch_length(args, steps_per_collect)} steps)")
+    warmup = warmup_length(args)
+    if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
+        below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
+        raise UsageError(f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
+                         f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
     check_plasticity_args(args, has_target_network=True,
                           samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"))
-    return steps_per_collect, gradient_steps, target_period
+    return steps_per_collect, gradient_steps, args.target_update_period
+
+
+def warmup_length(args: QLearningArgs) -> int:
+    """Random-action env steps before training: --learning-starts in whole rounds over the envs."""
+    return math.ceil(args.learning_starts / args.num_envs) * args.num_envs
 
 
 def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
@@ -192,15 +200,15 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
     plugins = factory.plugins
     frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
-    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args))
+    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step)
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
     diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
     save_buffer = args.checkpoint_buffer == "always" or (args.checkpoint_buffer == "auto" and len(obs_shape) != 3)
 
-    warmup_steps = math.ceil(args.learning_starts / args.num_envs) * args.num_envs
+    warmup_steps = warmup_length(args)
     epoch_steps = epoch_length(args, steps_per_collect)
-    max_epochs = (args.total_timesteps - warmup_steps) // epoch_steps
-    total_steps = warmup_steps + max_epochs * epoch_steps
+    total_steps = args.total_timesteps
+    max_epochs = math.ceil((total_steps - warmup_steps) / epoch_steps)  # the last one may be shorter
     restored = None
     if checkpoint:
         algorithm.load_state_dict(checkpoint["algorithm"])
@@ -238,6 +246,10 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         state.update(checkpoint["schedule"])
 
     def log_diagnostics(step: int, heatmap: bool) -> None:
+        with probe_randomness(args.seed * 1_000_003 + step + 1):  # its own draws: training's stay as without diagnostics
+            diagnostic_batches(step, heatmap)
+
+    def diagnostic_batches(step: int, heatmap: bool) -> None:
         probe, _ = buffer.sample(args.probe_samples)
         diagnostics.log_representation(lambda: network(probe.obs), step)
         diagnostics.log_weights(step)
@@ -338,7 +350,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
         try:
-            (LeanOffPolicyTrainer if args.lean_update else QuietOffPolicyTrainer)(algorithm, params).run(reset_collectors=False)
+            trainer = LeanOffPolicyTrainer if args.lean_update else ExactBudgetTrainer
+            trainer(algorithm, params, training_env_steps=total_steps - warmup_steps).run(reset_collectors=False)
         except _Preempted:
             print(f"{stop.signal_name}: checkpointed; rerun with --run-dir {run.path} to resume")
             envs.close()

@@ -7,6 +7,14 @@ high replay ratios (Elsayed et al. 2024, Sec. 4.4).
 
 Weight clipping clips the online network's weights and noisy-layer means; the noisy
 sigmas only with --wc-include-noisy-sigma.
+
+Exploration is by the noisy layers alone, as in the paper: the behaviour policy acts with
+noisy weights, a fresh noise sample for every action batch (one collect step of all
+envs), and epsilon is 0 by default (--eps-start/--eps-end still add epsilon-greedy on
+top, e.g. with --no-noisy). Tianshou's collector puts the policy in eval mode, where its
+noisy layers use their means; ``NoisyBehaviourPolicy`` samples the noise for acting only.
+The learning update is Tianshou's: noise resampled for the online and target networks
+before each gradient step; evaluation outside training acts with the means.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 import torch
 from tianshou.algorithm import RainbowDQN
 from tianshou.algorithm.modelfree.c51 import C51Policy
+from tianshou.utils.net.discrete import NoisyLinear
 
 from agents.lean_update import LeanRainbowDQN
 from agents.networks import RainbowNetwork
@@ -32,7 +41,8 @@ from agents.qlearning import main as run_qlearning
 
 @dataclass
 class Args(QLearningArgs):
-    """Rainbow on Tianshou with optional weight clipping; defaults follow Tianshou's Atari Rainbow example."""
+    """Rainbow on Tianshou with optional weight clipping; defaults follow Tianshou's Atari Rainbow example,
+    except exploration: noisy layers with epsilon 0, as in the Rainbow paper."""
 
     learning_rate: float = 0.0000625
     """learning rate of the optimizer (Rainbow paper, Adam)"""
@@ -60,8 +70,37 @@ class Args(QLearningArgs):
     """importance-sampling exponent after the anneal"""
     beta_anneal_steps: int = 5_000_000
     """env steps over which beta anneals linearly"""
+    eps_start: float = 0.0
+    """epsilon-greedy on top of the noisy layers at the start of training (Rainbow paper: 0, exploration by noise)"""
+    eps_end: float = 0.0
+    """epsilon-greedy on top of the noisy layers after the decay (Rainbow paper: 0)"""
     wc_include_noisy_sigma: bool = False
     """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
+
+
+class NoisyBehaviourPolicy(C51Policy):
+    """C51 policy whose behaviour (the collector's calls during training) acts with noisy
+    weights, resampled for every action batch.
+
+    The collector runs the policy in eval mode, where ``NoisyLinear`` uses its mean
+    weights; this samples the noise and switches only the noisy layers to train mode for
+    that call. Calls in train mode (the learning update) and outside training steps
+    (evaluation) are Tianshou's.
+    """
+
+    def forward(self, batch, state=None, model=None):
+        noisy_layers = [m for m in self.model.modules() if isinstance(m, NoisyLinear)]
+        if model is not None or self.training or not self.is_within_training_step or not noisy_layers:
+            return super().forward(batch, state, model)
+        modes = [layer.training for layer in noisy_layers]
+        for layer in noisy_layers:
+            layer.sample()
+            layer.train()
+        try:
+            return super().forward(batch, state, model)
+        finally:
+            for layer, mode in zip(noisy_layers, modes):
+                layer.train(mode)
 
 
 def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
@@ -71,7 +110,7 @@ def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
 
 def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
     network = SPEC.network(args, obs_shape, actions).to(device)
-    policy = C51Policy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
+    policy = NoisyBehaviourPolicy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
                        v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start).to(device)
     algorithm = (LeanRainbowDQN if args.lean_update else RainbowDQN)(
         policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step, target_update_freq=target_period)

@@ -30,20 +30,27 @@ def is_atari(env_id: str) -> bool:
 
 
 class EpisodeTap(gym.Wrapper):
-    """Outermost wrapper that keeps (return, length) of every finished *game*.
+    """Outermost wrapper that keeps (return, length in agent steps, length in frames) of
+    every finished *game*.
 
     It reads the statistics of a ``RecordEpisodeStatistics`` at the bottom of the stack,
-    so Atari returns are game scores: unclipped, and over all lives.
+    so Atari returns are game scores: unclipped, and over all lives. That length counts
+    emulator frames under Atari's frame skip (and the no-op and fire frames of resets), so
+    the length in agent steps is counted here: this wrapper's steps since the game began
+    (a reset after a lost life continues the game).
     """
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        self.finished: list[tuple[float, int]] = []
+        self.finished: list[tuple[float, int, int]] = []
+        self.agent_steps = 0
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        self.agent_steps += 1
         if "episode" in info:
-            self.finished.append((float(info["episode"]["r"]), int(info["episode"]["l"])))
+            self.finished.append((float(info["episode"]["r"]), self.agent_steps, int(info["episode"]["l"])))
+            self.agent_steps = 0
             info = {k: v for k, v in info.items() if k != "episode"}  # keep Tianshou's buffer info uniform
         return obs, reward, terminated, truncated, info
 
@@ -79,8 +86,8 @@ def check_discrete_env(env_id: str) -> gym.spaces.Discrete:
     return bare.action_space
 
 
-def drain_finished_episodes(envs) -> list[tuple[float, int]]:
-    """Collect and clear the finished games of every env in a Tianshou DummyVectorEnv."""
+def drain_finished_episodes(envs) -> list[tuple[float, int, int]]:
+    """Collect and clear the finished games (return, agent steps, frames) of every env in a Tianshou DummyVectorEnv."""
     finished = []
     for worker in envs.workers:
         finished.extend(worker.env.finished)

@@ -19,10 +19,10 @@ from agents.plugins import agent_optimizer
 NUM_ENVS = 3
 
 
-def filled_buffer(obs_shape, frame_stack: int = 1, prioritized: dict | None = None, steps: int = 120):
+def filled_buffer(obs_shape, frame_stack: int = 1, prioritized: dict | None = None, steps: int = 120, n_step: int = 1):
     """Random transitions from 3 envs with terminations, truncations and unfinished episodes."""
     rng = np.random.default_rng(0)
-    buffer = make_replay_buffer(NUM_ENVS * steps, NUM_ENVS, frame_stack, prioritized)
+    buffer = make_replay_buffer(NUM_ENVS * steps, NUM_ENVS, frame_stack, prioritized, n_step=n_step)
     stacked = (frame_stack, *obs_shape[1:]) if frame_stack > 1 else obs_shape
     for _ in range(steps):
         obs = rng.random((NUM_ENVS, *stacked)) < 0.3
@@ -63,7 +63,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_lean_update_gives_the_stock_numbers(case):
     agent, options, obs_shape, frame_stack, prioritized = CASES[case]
-    buffer = filled_buffer(obs_shape, frame_stack, prioritized)
+    buffer = filled_buffer(obs_shape, frame_stack, prioritized, n_step=options["n_step"])
     results = {}
     for lean in (False, True):
         algorithm = build(agent, lean, obs_shape, **options)

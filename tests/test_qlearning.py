@@ -114,7 +114,9 @@ def test_kill_9_then_rerun_resumes_with_the_replay_buffer(tmp_path):
         ("dqn", ["--env-id", "Hopper-v5"], "Hopper-v5 has a Box action space; this agent needs discrete actions"),
         ("rainbow", ["--wc-kappa", "-1"], "--wc-kappa must be a finite number > 0, got -1.0"),
         ("dqn", ["--replay-ratio", "0.3333"], "--replay-ratio 0.3333 cannot be realised with whole gradient steps"),
-        ("dqn", ["--replay-ratio", "0.25", "--target-update-period", "10"], "is 2.5 gradient steps at replay ratio 0.25"),
+        ("dqn", ["--target-update-period", "0"], "--target-update-period must be >= 1, got 0"),
+        ("dqn", ["--env-id", "CartPole-v1", "--total-timesteps", "100005"],
+         "--total-timesteps 100005 would run 100000 env steps: the 320-step warm-up, then collects of 10 env steps; use 100000 or 100010"),
         ("dqn", ["--config", "dqn_cartpole", "--total-timesteps", "1000"], "leaves no training after the warm-up"),
         # the plasticity plug-ins' options, shared by every agent
         ("ppo", ["--reg-every", "target"], "--reg-every target: this agent has no target network"),

@@ -14,7 +14,6 @@ from agents.offpolicy import (
     QuietOffPolicyTrainer,
     collection_plan,
     make_replay_buffer,
-    target_update_in_gradient_steps,
 )
 from runners.errors import UsageError
 
@@ -107,13 +106,6 @@ def test_stock_rounding_misses_the_requested_ratio_and_our_plan_does_not():
 def test_unrealisable_replay_ratios_are_refused(ratio):
     with pytest.raises(UsageError, match="replay-ratio"):
         collection_plan(ratio, 10)
-
-
-def test_target_period_in_env_steps_becomes_whole_gradient_steps():
-    assert target_update_in_gradient_steps(5000, 0.1) == 500
-    assert target_update_in_gradient_steps(500, 8) == 4000
-    with pytest.raises(UsageError, match="2.5 gradient steps"):
-        target_update_in_gradient_steps(10, 0.25)
 
 
 # ---------------------------------------------------------------- Atari wrapper and numpy >= 2.3

@@ -4,7 +4,8 @@ From a copy of the current network, fit the targets ``g(x) = a + sin(1e5 f(x; om
 on inputs from the agent's own data (omega_0 a fresh initialisation, ``a`` the network's
 mean prediction per output) for a fixed number of steps with the agent's optimizer:
 
-    plasticity = b - final loss,   b = variance of the targets (the loss of predicting their mean)
+    plasticity = b - final loss,   b = mean over outputs of each output's target variance
+                                        over the samples (the loss of predicting each output's mean)
 
 Higher is more plastic; the loss of plasticity over training is ``P(theta_t) - P(theta_0)``.
 The agent's network, optimizer and random streams are left exactly as they were.
@@ -57,6 +58,6 @@ def plasticity_probe(network: nn.Module, fresh_network: Callable[[], nn.Module],
                 optimizer.step()
             with torch.no_grad():
                 final_losses.append((predict(learner, inputs) - target).square().mean().item())
-            baselines.append(target.var(unbiased=False).item())
+            baselines.append(target.var(dim=0, unbiased=False).mean().item())
     baseline, final = float(np.mean(baselines)), float(np.mean(final_losses))
     return {"plasticity/final_loss": final, "plasticity/baseline": baseline, "plasticity/plasticity": baseline - final}
