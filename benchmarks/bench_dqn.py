@@ -224,7 +224,7 @@ def bare_update(case: str, args) -> callable:
         network = QNetwork(obs_shape, actions)
     target = copy.deepcopy(network)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
-    period = args.target_update_period * 8
+    period = args.target_update_period  # gradient steps
     noisy = [m for m in list(network.modules()) + list(target.modules()) if isinstance(m, NoisyLinear)]
     support = torch.linspace(args.v_min, args.v_max, args.num_atoms) if case == "minatar_rainbow" else None
     state = {"step": 0}
