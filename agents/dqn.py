@@ -23,6 +23,7 @@ import torch
 from tianshou.algorithm import DQN
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 
+from agents.lean_update import LeanDQN
 from agents.networks import QNetwork
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
@@ -45,8 +46,8 @@ def network(args: Args, obs_shape, actions: int) -> QNetwork:
 def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
     network = SPEC.network(args, obs_shape, actions).to(device)
     policy = DiscreteQLearningPolicy(model=network, action_space=gym.spaces.Discrete(actions), eps_training=args.eps_start)
-    algorithm = DQN(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
-                    target_update_freq=target_period, is_double=args.double_q, huber_loss_delta=args.huber_delta)
+    algorithm = (LeanDQN if args.lean_update else DQN)(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
+                                                       target_update_freq=target_period, is_double=args.double_q, huber_loss_delta=args.huber_delta)
     return algorithm, network
 
 

@@ -1,8 +1,10 @@
 """Q-networks of the Tianshou-based agents; the network follows the observation space.
 
 Images (C x 84 x 84 frames, uint8) get the Nature CNN trunk (Mnih et al. 2015) and are
-scaled to [0, 1] inside the network; vectors get a 2 x 64 ReLU MLP trunk. Heads: a
-linear Q head (DQN), or Rainbow's dueling, noisy, distributional (C51) head. Forward
+scaled to [0, 1] inside the network; MinAtar grids (C x 10 x 10, bool) get the MinAtar
+paper's trunk (Young & Tian 2019: one 3 x 3 conv with 16 channels, stride 1) and a
+128-unit hidden layer; vectors get a 2 x 64 ReLU MLP trunk. Heads: a linear Q head
+(DQN), or Rainbow's dueling, noisy, distributional (C51) head. Forward
 follows Tianshou's convention ``(obs, state, info) -> (output, state)``. Activations
 are ``nn.ReLU`` modules so the unit-health hooks see them. ``layer_norm=True`` puts a
 LayerNorm after every hidden layer, before its ReLU (Lyle et al. 2023, sec. 6); after a
@@ -35,6 +37,13 @@ def nature_cnn_trunk(channels: int, layer_norm: bool = False) -> nn.Sequential:
     )
 
 
+MINATAR_GRID = (10, 10)
+
+
+def minatar_trunk(channels: int, layer_norm: bool = False) -> nn.Sequential:
+    return nn.Sequential(*hidden_layer(nn.Conv2d(channels, 16, kernel_size=3, stride=1), 16, layer_norm, conv=True), nn.Flatten())
+
+
 def mlp_trunk(inputs: int, hidden: int = 64, layer_norm: bool = False) -> nn.Sequential:
     return nn.Sequential(*hidden_layer(nn.Linear(inputs, hidden), hidden, layer_norm),
                          *hidden_layer(nn.Linear(hidden, hidden), hidden, layer_norm))
@@ -46,27 +55,29 @@ class _TrunkNetwork(nn.Module):
     def __init__(self, observation_shape: tuple[int, ...], layer_norm: bool = False) -> None:
         super().__init__()
         self.is_image = len(observation_shape) == 3
+        self.is_grid = self.is_image and tuple(observation_shape[1:]) == MINATAR_GRID  # object channels, already 0/1
         if self.is_image:
-            self.trunk = nature_cnn_trunk(observation_shape[0], layer_norm)
+            make_trunk = minatar_trunk if self.is_grid else nature_cnn_trunk
+            self.trunk = make_trunk(observation_shape[0], layer_norm)
             with torch.no_grad():
                 self.feature_dim = self.trunk(torch.zeros(1, *observation_shape)).shape[1]
-            self.hidden = 512
+            self.hidden = 128 if self.is_grid else 512
         else:
             self.trunk = mlp_trunk(int(np.prod(observation_shape)), layer_norm=layer_norm)
             self.feature_dim = self.hidden = 64
 
     def features(self, obs) -> torch.Tensor:
-        device = next(self.parameters()).device
+        device = self.trunk[0].weight.device  # not next(self.parameters()): a module walk per call
         x = torch.as_tensor(obs, device=device, dtype=torch.float32)
-        if self.is_image:
+        if self.is_image and not self.is_grid:
             x = x / 255.0
-        else:
+        elif not self.is_image:
             x = x.flatten(1)
         return self.trunk(x)
 
 
 class QNetwork(_TrunkNetwork):
-    """DQN: trunk, then (images) a 512-unit ReLU layer, then one Q-value per action."""
+    """DQN: trunk, then (images) a 512-unit (MinAtar: 128) ReLU layer, then one Q-value per action."""
 
     def __init__(self, observation_shape: tuple[int, ...], actions: int, layer_norm: bool = False) -> None:
         super().__init__(observation_shape, layer_norm)

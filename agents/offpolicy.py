@@ -30,9 +30,10 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import torch
 from tianshou.algorithm.optim import OptimizerFactory
-from tianshou.data import PrioritizedVectorReplayBuffer, VectorReplayBuffer
+from tianshou.data import Batch, PrioritizedVectorReplayBuffer, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainer
 from tianshou.utils.logger.logger_base import BaseLogger
 
@@ -136,7 +137,18 @@ class NewDataNaNCheck:
             return False
         indices = np.unique(np.concatenate(self._unchecked))
         self._unchecked.clear()
-        return self._meta[indices].hasnull()
+        return _any_null(self._meta, indices)
+
+
+def _any_null(batch: Batch, indices: np.ndarray) -> bool:
+    """``batch[indices].hasnull()`` without building that batch; bool and integer arrays cannot hold nulls."""
+    for value in batch.values():
+        if isinstance(value, Batch):
+            if _any_null(value, indices):
+                return True
+        elif not (isinstance(value, np.ndarray) and value.dtype.kind in "biu") and pd.isnull(value[indices]).any():
+            return True
+    return False
 
 
 class StoredSuccessorsOnly:

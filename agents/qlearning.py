@@ -26,6 +26,7 @@ from tianshou.trainer import OffPolicyTrainerParams
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger
+from agents.lean_update import LeanOffPolicyTrainer
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
     PluginOptimizerFactory,
@@ -45,7 +46,7 @@ class QLearningArgs(PlasticityArgs):
     core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "replay_ratio", "wc_kappa")
 
     env_id: str = "ALE/Pong-v5"
-    """the id of the environment (Atari ALE/<Game>-v5, or any gymnasium env with discrete actions)"""
+    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
     seed: int = 1
     """seed of the experiment"""
     total_timesteps: int = 10_000_000
@@ -56,6 +57,8 @@ class QLearningArgs(PlasticityArgs):
     """where the networks live; auto picks CUDA when present"""
     torch_threads: int = 1
     """CPU threads for torch"""
+    lean_update: bool = True
+    """Tianshou's update with its per-step Python overhead removed, and fused Adam (same numbers to rounding; agents/lean_update.py); off: the stock path"""
 
     replay_ratio: float = 1.0
     """gradient updates per env step (docs/metrics.md, replay ratio); must be realisable with whole gradient steps"""
@@ -81,8 +84,8 @@ class QLearningArgs(PlasticityArgs):
     """epsilon-greedy exploration after the decay"""
     eps_decay_steps: int = 1_000_000
     """env steps over which epsilon decays linearly"""
-    sticky_actions: float = 0.0
-    """Atari: probability of repeating the previous action (ALE v5 default 0.25; Tianshou's examples: 0)"""
+    sticky_actions: float | None = None
+    """probability of repeating the previous action; unset: Atari 0 (Tianshou's examples; ALE v5's own default is 0.25), MinAtar 0.1 (its own)"""
 
     log_every: int = 5000
     """env steps between writes of losses and rates (also the trainer's epoch length)"""
@@ -101,7 +104,8 @@ class QLearningArgs(PlasticityArgs):
 
 
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
-                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density"}
+                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density",
+                     "lean_update"}
 
 
 @dataclass
@@ -128,7 +132,7 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not (0 <= args.sticky_actions < 1):
+    if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
         raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
     steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
     if args.learning_starts < max(args.batch_size, args.gradcov_samples):
@@ -208,7 +212,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         return spec.network(args, obs_shape, actions).to(device)
 
     factory = PluginOptimizerFactory(
-        lambda params: agent_optimizer(args, params), clipping,
+        lambda params: agent_optimizer(args, params, fused=args.lean_update), clipping,
         lambda network: PlasticityPlugins(network, args, fresh_network, seed=args.seed, target_period=target_period))
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
     plugins = factory.plugins
@@ -391,8 +395,9 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     )
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
-        trainer = ExactBudgetTrainer(algorithm, params, training_env_steps=total_steps - warmup_steps,
-                                     stop_requested=lambda: stop.requested)
+        trainer_class = LeanOffPolicyTrainer if args.lean_update else ExactBudgetTrainer
+        trainer = trainer_class(algorithm, params, training_env_steps=total_steps - warmup_steps,
+                                stop_requested=lambda: stop.requested)
         try:
             trainer.run(reset_collectors=False)
         except _Preempted:

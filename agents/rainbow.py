@@ -33,6 +33,7 @@ from tianshou.algorithm import RainbowDQN
 from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.utils.net.discrete import NoisyLinear
 
+from agents.lean_update import LeanRainbowDQN
 from agents.networks import RainbowNetwork
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
@@ -111,8 +112,8 @@ def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target
     network = SPEC.network(args, obs_shape, actions).to(device)
     policy = NoisyBehaviourPolicy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
                        v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start).to(device)
-    algorithm = RainbowDQN(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
-                           target_update_freq=target_period)
+    algorithm = (LeanRainbowDQN if args.lean_update else RainbowDQN)(
+        policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step, target_update_freq=target_period)
     return algorithm, network
 
 

@@ -1,13 +1,14 @@
-"""Discrete-action envs for DQN and Rainbow: Atari with DeepMind-style wrappers, or any other
-gymnasium env (CartPole-v1, Acrobot-v1, MountainCar-v0, ...) as it is.
+"""Discrete-action envs for DQN and Rainbow: Atari with DeepMind-style wrappers, MinAtar
+(``envs.minatar``: channel-first grids, no wrappers), or any other gymnasium env
+(CartPole-v1, Acrobot-v1, MountainCar-v0, ...) as it is.
 
 Atari: ``ALE/<Game>-v5`` built with ``frameskip=1`` (v5 otherwise skips 4 frames itself,
 so MaxAndSkip would give 16 per step), then gymnasium's ``AtariPreprocessing`` (no-op
 reset, max-and-skip 4, 84x84 grayscale), Tianshou's episodic-life, fire-reset and
 reward-clipping wrappers (life loss and clipping for training envs only) and a 4-frame
 stack. Tianshou's ``WarpFrame``/``FrameStack`` are not used: they crash on numpy >= 2.3.
-Sticky actions are an explicit option (ALE's v5 default is 0.25; Tianshou's Atari
-examples use none).
+Sticky actions are an explicit option; unset, Atari has none (ALE's v5 default is 0.25;
+Tianshou's Atari examples use none) and MinAtar its own 0.1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gymnasium as gym
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, RecordEpisodeStatistics
 from tianshou.env.atari.atari_wrapper import ClipRewardEnv, EpisodicLifeEnv, FireResetEnv
 
+from envs.minatar import is_minatar, make_minatar_env
 from envs.registry import check_env_id, require_discrete_actions
 
 FRAME_STACK = 4
@@ -53,13 +55,15 @@ class EpisodeTap(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(env_id: str, *, training: bool, sticky_actions: float = 0.0) -> Callable[[], gym.Env]:
+def make_env(env_id: str, *, training: bool, sticky_actions: float | None = None) -> Callable[[], gym.Env]:
     """A thunk building one env; ``training`` adds episodic life and reward clipping (Atari)."""
 
     def thunk() -> gym.Env:
+        if is_minatar(env_id):
+            return EpisodeTap(make_minatar_env(env_id, sticky_actions))
         if not is_atari(env_id):
             return EpisodeTap(RecordEpisodeStatistics(gym.make(env_id)))
-        env = gym.make(env_id, frameskip=1, repeat_action_probability=sticky_actions)
+        env = gym.make(env_id, frameskip=1, repeat_action_probability=sticky_actions or 0.0)
         env = RecordEpisodeStatistics(env)
         env = AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
         if training:

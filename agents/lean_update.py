@@ -1,0 +1,231 @@
+"""A lean gradient step for Tianshou's DQN and Rainbow: the same numbers, less Python per update.
+
+At high replay ratios on a CPU, a small network's update costs less than the bookkeeping
+around it. Tianshou 2.0.1's ``Algorithm.update`` builds several ``Batch`` objects per step
+(the sampled batch with every buffer key, another full batch to read ``obs_next``, the
+policy's output batches), runs ``compute_nstep_return`` (a copy of the buffer's ``done``
+array and ``unfinished_index()`` for every step, even at n = 1), switches every module to
+train mode and back (twice per update, each a walk over all modules), walks the target
+network into eval mode on every forward, and computes argmax actions on the host.
+
+``LeanDQN`` and ``LeanRainbowDQN`` are Tianshou's ``DQN`` and ``RainbowDQN`` with one method
+replaced, ``update``: the same sampling call (so the replay buffer's random stream is the
+same), the same target-network schedule, noise sampling, optimizer wrapper and priority
+updates, computed from the sampled indices directly:
+
+* only the keys the loss needs are read from the buffer (obs, act, the n-step rewards and
+  flags, the bootstrap observation);
+* the n-step return is Tianshou's formula over the ``n x batch`` indices only (for n = 1:
+  ``r + gamma (1 - terminated') Q'``), combined with the bootstrap values on their device;
+* train mode is set only when some module is not already in it (Tianshou's update leaves
+  them all in train mode, so this is once per run in practice);
+* greedy next actions stay on the device.
+
+``LeanOffPolicyTrainer`` hands each update's loss to the logger directly instead of through
+Tianshou's per-update moving averages and ``dataclasses.asdict`` (only our logger reads it).
+The diagnostics (``td_batch``) keep using Tianshou's own methods. ``tests/test_lean_update.py``
+checks that losses and parameters after N updates match the stock path on the same batches
+(DQN, double DQN, n-step, Rainbow with prioritized replay).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tianshou.algorithm import DQN, RainbowDQN
+from tianshou.algorithm.modelfree.dqn import SimpleLossTrainingStats
+from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
+from tianshou.utils.lagged_network import EvalModeModuleWrapper
+from tianshou.utils.torch_utils import torch_train_mode
+
+from agents.offpolicy import ExactBudgetTrainer
+
+
+@dataclass
+class Transitions:
+    """What one update reads from the replay buffer (numpy arrays, as the buffer holds them)."""
+
+    indices: np.ndarray
+    obs: np.ndarray
+    act: torch.Tensor
+    obs_next: np.ndarray  # the observation the bootstrap value is computed on (see read_transitions)
+    rewards: np.ndarray  # (n, batch) rewards along the n-step path
+    ends: np.ndarray | None  # (n, batch) episode ends along the path (None for n = 1: not needed)
+    bootstrap_mask: np.ndarray  # (batch,) the bootstrap state is not terminal
+    weight: torch.Tensor | float  # importance weights of prioritized replay, 1.0 otherwise
+
+
+def next_observations(buffer, indices: np.ndarray) -> np.ndarray:
+    """``buffer[indices].obs_next`` without building the whole batch: ReplayBuffer.__getitem__'s
+    rule, and the kept final observations of truncated episodes under frame-once storage
+    (``agents.offpolicy.StoredSuccessorsOnly``)."""
+    if buffer._save_obs_next:
+        return buffer.get(indices, "obs_next")
+    obs_next = buffer.get(buffer.next(indices), "obs")
+    kept = getattr(buffer, "_truncation_next_obs", None)
+    if kept:
+        for position in np.flatnonzero(np.isin(indices, list(kept))):
+            obs_next[position] = kept[int(indices[position])]
+    return obs_next
+
+
+def read_transitions(buffer, indices: np.ndarray, n_step: int, device: torch.device,
+                     bootstrap_after_n_steps: bool = True) -> Transitions:
+    """The n-step paths starting at ``indices`` (Tianshou's ``compute_nstep_return`` walk).
+
+    ``obs_next`` is the next observation of the path's last transition, where DQN's n-step
+    return bootstraps. Tianshou 2.0.1's C51 (so Rainbow) takes its target distribution at
+    the next observation of the *first* transition instead, whatever n is (its ``_target_dist``
+    reads ``batch.obs_next``); ``bootstrap_after_n_steps=False`` reproduces that.
+    """
+    path = [indices]
+    for _ in range(n_step - 1):
+        path.append(buffer.next(path[-1]))
+    path = np.stack(path)
+    last = path[-1]
+    ends = None
+    if n_step > 1:  # an episode end (or the newest transition of an env) stops the return early
+        ends = buffer.done[path]
+        unfinished = buffer.unfinished_index()
+        if len(unfinished):
+            ends |= np.isin(path, unfinished)
+    weight: torch.Tensor | float = 1.0
+    if hasattr(buffer, "get_weight"):  # prioritized replay: normalised importance weights, as its __getitem__
+        weight = buffer.get_weight(indices)
+        if buffer._weight_norm:
+            weight = weight / np.max(weight)
+        weight = torch.as_tensor(weight, dtype=torch.float32, device=device)
+    return Transitions(indices=indices, obs=buffer.get(indices, "obs"),
+                       act=torch.as_tensor(buffer.act[indices], device=device).long(),
+                       obs_next=next_observations(buffer, last if bootstrap_after_n_steps else indices), rewards=buffer.rew[path], ends=ends,
+                       bootstrap_mask=~buffer.terminated[last], weight=weight)
+
+
+def nstep_returns(batch: Transitions, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``sum_k gamma^k r_{t+k} + gamma^m (1 - terminated) bootstrap``, ``m`` the steps to the
+    path's end; ``bootstrap`` is (batch, A): Q-values, or C51's atoms."""
+    if batch.ends is None:
+        discounted, scale = batch.rewards[0].astype(np.float64), gamma * batch.bootstrap_mask
+    else:
+        n_step, size = batch.rewards.shape
+        discounted, steps = np.zeros(size), np.full(size, n_step)
+        for k in range(n_step - 1, -1, -1):  # backwards, as Tianshou's _nstep_return
+            steps[batch.ends[k]] = k + 1
+            discounted[batch.ends[k]] = 0.0
+            discounted = batch.rewards[k] + gamma * discounted
+        scale = gamma ** steps * batch.bootstrap_mask
+    as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=bootstrap.device)  # noqa: E731
+    return as_tensor(discounted)[:, None] + bootstrap * as_tensor(scale)[:, None]
+
+
+def evaluation_module(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside Tianshou's eval-mode wrapper of a target network, in eval mode."""
+    if isinstance(network, EvalModeModuleWrapper):
+        network = network.module
+        if network.training:
+            network.eval()
+    return network
+
+
+class LeanUpdateMixin:
+    """``update`` for Tianshou Q-learning algorithms; subclasses supply ``_lean_step``."""
+
+    _train_state: list[tuple[torch.nn.Module, bool]] | None = None
+    _bootstrap_after_n_steps = True
+
+    def _in_train_state(self) -> bool:
+        """Whether every module is in the mode Tianshou's ``torch_train_mode(self)`` would set."""
+        if self._train_state is None:
+            self.train(True)
+            self._train_state = [(module, module.training) for module in self.modules()]
+        return all(module.training is mode for module, mode in self._train_state)
+
+    def update(self, buffer, sample_size: int | None):
+        if not self.policy.is_within_training_step:
+            raise RuntimeError("update() was called outside of a training step (see tianshou's policy_within_training_step)")
+        if buffer is None or not sample_size:  # whole-buffer updates are Tianshou's own business
+            return super().update(buffer, sample_size)
+        start = time.time()
+        indices = buffer.sample_indices(sample_size)
+        device = self.optim._optim.param_groups[0]["params"][0].device  # not parameters(): a module walk
+        batch = read_transitions(buffer, indices, self.n_step, device, self._bootstrap_after_n_steps)
+        if self.training and self._in_train_state():
+            stats, priorities = self._lean_step(batch)
+        else:
+            with torch_train_mode(self):
+                stats, priorities = self._lean_step(batch)
+        if hasattr(buffer, "update_weight"):
+            buffer.update_weight(indices, priorities)
+        for scheduler in self.lr_schedulers:
+            scheduler.step()
+        stats.train_time = time.time() - start
+        return stats
+
+
+class LeanDQN(LeanUpdateMixin, DQN):
+    """Tianshou's DQN (double-Q, n-step, Huber or squared loss) with the lean update."""
+
+    def _lean_step(self, batch: Transitions):
+        online = self.policy.model
+        with torch.no_grad():
+            target_network = evaluation_module(self.model_old) if self.use_target_network else online
+            next_q = target_network(batch.obs_next)[0]
+            if self.is_double:
+                greedy = (online(batch.obs_next)[0] if self.use_target_network else next_q).argmax(1)
+                bootstrap = next_q.gather(1, greedy[:, None])
+            else:
+                bootstrap = next_q.max(1, keepdim=True)[0]
+            returns = nstep_returns(batch, bootstrap, self.gamma).squeeze(1)
+        # as DQN._update_with_batch, after the n-step targets (Tianshou computes them in preprocessing)
+        self._periodically_update_lagged_network_weights()
+        q = online(batch.obs)[0].gather(1, batch.act[:, None]).squeeze(1)
+        td_error = returns - q
+        if self.huber_loss_delta is not None:
+            loss = torch.nn.functional.huber_loss(q, returns, delta=self.huber_loss_delta)
+        else:
+            loss = (td_error.pow(2) * batch.weight).mean()
+        self.optim.step(loss)
+        return SimpleLossTrainingStats(loss=loss.item()), td_error.detach()
+
+
+class LeanRainbowDQN(LeanUpdateMixin, RainbowDQN):
+    """Tianshou's Rainbow (C51 on noisy dueling networks, n-step, prioritized replay) with the lean update."""
+
+    _bootstrap_after_n_steps = False  # as Tianshou's C51: the target distribution is taken at s_{t+1} (see read_transitions)
+
+    def _lean_step(self, batch: Transitions):
+        support = self.policy.support
+        online = self.policy.model
+        with torch.no_grad():
+            atoms = nstep_returns(batch, support.expand(len(batch.indices), -1), self.gamma)
+        # as RainbowDQN._update_with_batch: fresh noise, target sync, then C51's loss
+        self._sample_noise(online)
+        if self.use_target_network:
+            self._sample_noise(self.model_old)
+        self._periodically_update_lagged_network_weights()
+        with torch.no_grad():
+            next_online = online(batch.obs_next)[0]
+            greedy = (next_online * support).sum(2).argmax(1)
+            next_dist = self.model_old(batch.obs_next)[0] if self.use_target_network else next_online
+            next_dist = next_dist[torch.arange(len(greedy), device=greedy.device), greedy]
+            target_atoms = atoms.clamp(self.policy.v_min, self.policy.v_max)
+            target_dist = ((1 - (target_atoms.unsqueeze(1) - support.view(1, -1, 1)).abs() / self.delta_z).clamp(0, 1)
+                           * next_dist.unsqueeze(1)).sum(-1)
+        dist = online(batch.obs)[0]
+        taken = dist[torch.arange(len(batch.act), device=dist.device), batch.act]
+        cross_entropy = -(target_dist * torch.log(taken + 1e-8)).sum(1)
+        loss = (cross_entropy * batch.weight).mean()
+        self.optim.step(loss)
+        return LossSequenceTrainingStats(loss=loss.item()), cross_entropy.detach()
+
+
+class LeanOffPolicyTrainer(ExactBudgetTrainer):
+    """The trainer passing each update's loss straight to the logger (no moving averages)."""
+
+    def _sample_and_update(self, buffer):
+        stats = self.algorithm.update(sample_size=self.params.batch_size, buffer=buffer)
+        self._logger.log_update_data({"loss": stats.loss}, self._current_update_step)
+        return stats
