@@ -72,19 +72,26 @@ def next_observations(buffer, indices: np.ndarray) -> np.ndarray:
     return obs_next
 
 
+def nstep_paths(buffer, indices: np.ndarray, n_step: int) -> np.ndarray:
+    """(n, batch) buffer indices of the n-step paths from ``indices``; ``buffer.next`` stays put
+    at an episode's end and at an env's newest transition, so the last row is where each
+    path's return bootstraps."""
+    path = [indices]
+    for _ in range(n_step - 1):
+        path.append(buffer.next(path[-1]))
+    return np.stack(path)
+
+
 def read_transitions(buffer, indices: np.ndarray, n_step: int, device: torch.device,
                      bootstrap_after_n_steps: bool = True) -> Transitions:
     """The n-step paths starting at ``indices`` (Tianshou's ``compute_nstep_return`` walk).
 
-    ``obs_next`` is the next observation of the path's last transition, where DQN's n-step
-    return bootstraps. Tianshou 2.0.1's C51 (so Rainbow) takes its target distribution at
-    the next observation of the *first* transition instead, whatever n is (its ``_target_dist``
-    reads ``batch.obs_next``); ``bootstrap_after_n_steps=False`` reproduces that.
+    ``obs_next`` is the next observation of the path's last transition, where the n-step
+    return bootstraps. ``bootstrap_after_n_steps=False`` gives the first transition's next
+    observation instead, which is what Tianshou 2.0.1's stock C51 reads (see
+    ``agents.rainbow.NStepBootstrapRainbowDQN``, which corrects it on the stock path).
     """
-    path = [indices]
-    for _ in range(n_step - 1):
-        path.append(buffer.next(path[-1]))
-    path = np.stack(path)
+    path = nstep_paths(buffer, indices, n_step)
     last = path[-1]
     ends = None
     if n_step > 1:  # an episode end (or the newest transition of an env) stops the return early
@@ -194,7 +201,6 @@ class LeanDQN(LeanUpdateMixin, DQN):
 class LeanRainbowDQN(LeanUpdateMixin, RainbowDQN):
     """Tianshou's Rainbow (C51 on noisy dueling networks, n-step, prioritized replay) with the lean update."""
 
-    _bootstrap_after_n_steps = False  # as Tianshou's C51: the target distribution is taken at s_{t+1} (see read_transitions)
 
     def _lean_step(self, batch: Transitions):
         support = self.policy.support

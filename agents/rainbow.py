@@ -33,7 +33,7 @@ from tianshou.algorithm import RainbowDQN
 from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.utils.net.discrete import NoisyLinear
 
-from agents.lean_update import LeanRainbowDQN
+from agents.lean_update import LeanRainbowDQN, next_observations, nstep_paths
 from agents.networks import RainbowNetwork
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
@@ -103,6 +103,19 @@ class NoisyBehaviourPolicy(C51Policy):
                 layer.train(mode)
 
 
+class NStepBootstrapRainbowDQN(RainbowDQN):
+    """Tianshou 2.0.1's Rainbow with the n-step target distribution taken where the n-step
+    return bootstraps, ``s_{t+n}``. Stock C51 computes ``returns = sum_k gamma^k r_{t+k} +
+    gamma^n z`` but projects the distribution it predicts at ``batch.obs_next = s_{t+1}``;
+    the smallest fix is to hand ``_target_dist`` the right observation."""
+
+    def _preprocess_batch(self, batch, buffer, indices):
+        batch = super()._preprocess_batch(batch, buffer, indices)
+        if self.n_step > 1:
+            batch.obs_next = next_observations(buffer, nstep_paths(buffer, indices, self.n_step)[-1])
+        return batch
+
+
 def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
     return RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std, dueling=args.dueling, noisy=args.noisy,
                           layer_norm=args.layer_norm)
@@ -112,7 +125,7 @@ def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target
     network = SPEC.network(args, obs_shape, actions).to(device)
     policy = NoisyBehaviourPolicy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
                        v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start).to(device)
-    algorithm = (LeanRainbowDQN if args.lean_update else RainbowDQN)(
+    algorithm = (LeanRainbowDQN if args.lean_update else NStepBootstrapRainbowDQN)(
         policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step, target_update_freq=target_period)
     return algorithm, network
 

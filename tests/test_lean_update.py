@@ -116,3 +116,25 @@ def test_the_new_data_nan_check_agrees_with_tianshous_hasnull():
         row = position[0] if isinstance(position, tuple) else position
         for indices in (np.array([row, 0]), np.array([1, 3]) if row not in (1, 3) else np.array([0, 5])):
             assert _any_null(batch, indices) == batch[indices].hasnull() == (row in indices), (key, indices)
+
+
+def test_rainbow_projects_the_target_distribution_of_the_state_where_the_n_step_return_bootstraps():
+    """Tianshou 2.0.1's C51 takes the target distribution at s_{t+1} whatever n is; both of our
+    Rainbow paths take it at s_{t+n} (or where the episode ended first)."""
+    buffer = filled_buffer((4,), n_step=3)
+    indices = buffer.sample_indices(64)
+    expected = []
+    for index in indices:  # walk each path by hand, one transition at a time
+        last = int(index)
+        for _ in range(2):
+            if buffer.done[last] or last in buffer.unfinished_index():
+                break
+            last = int(buffer.next(last))
+        expected.append(buffer[last].obs_next)
+    expected = np.stack(expected)
+    stock = build(rainbow, False, (4,), n_step=3, prioritized=False)
+    batch = stock._preprocess_batch(buffer[indices], buffer, indices)
+    np.testing.assert_array_equal(np.asarray(batch.obs_next), expected)
+    lean = read_transitions(buffer, indices, 3, torch.device("cpu"))
+    np.testing.assert_array_equal(lean.obs_next, expected)
+    assert not np.array_equal(np.asarray(buffer[indices].obs_next), expected), "the paths are long enough to tell"
