@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.clipping import WeightClipping
 from runners.rundir import StopRequest, restore_rng_state, rng_state
+from test_qlearning import PONG, images, scalars
 
 cuda_present = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
 
@@ -28,18 +28,6 @@ CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", 
             "--learning-starts", "200", "--n-step", "1", "--target-update-period", "100", "--eps-decay-steps", "500",
             "--log-every", "100", "--diagnostics-every", "200", "--heatmap-every", "400", "--gradcov-samples", "32",
             "--probe-samples", "64", "--checkpoint-every", "100"]
-PONG = ["--env-id", "ALE/Pong-v5", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "500", "--learning-starts", "64",
-        "--target-update-period", "50", "--log-every", "50", "--diagnostics-every", "100", "--heatmap-every", "1000",
-        "--gradcov-samples", "16", "--probe-samples", "32", "--total-timesteps", "164"]
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def heatmaps(run_dir: Path) -> list[str]:
-    return EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload().Tags()["images"]
 
 
 def state(run_dir: Path) -> str:
@@ -143,7 +131,7 @@ def test_ppo_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path):
     for tag in ("charts/episodic_return", "losses/approx_kl", "diagnostics/saturated_units_frac", "diagnostics/effective_rank",
                 "diagnostics/grad_norm", "diagnostics/distance_from_init", "wc/clipped_fraction", "gradcov/mean_offdiag"):
         assert tag in series, tag
-    assert heatmaps(tmp_path) == ["gradcov/heatmap"]
+    assert images(tmp_path) == ["gradcov/heatmap"]
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     agent = ppo_continuous.Agent(11, 3)
     agent.load_state_dict(saved["agent"])
@@ -164,7 +152,7 @@ def test_dqn_and_rainbow_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tm
     for tag in ("losses/td_loss", "losses/q_values", "diagnostics/dead_units_frac", "diagnostics/weight_norm",
                 "diagnostics/grad_norm", "wc/clipped_fraction", "gradcov/mean_offdiag", "charts/gradient_steps_per_second"):
         assert tag in series, tag
-    assert heatmaps(tmp_path) == ["gradcov/heatmap"]
+    assert images(tmp_path) == ["gradcov/heatmap"]
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     for name, bound in saved["clipping_bounds"].items():
         assert saved["network"][name].abs().max().item() <= bound + 1e-6, name
