@@ -157,7 +157,9 @@ def sweep_command(argv: list[str]) -> None:
         raise UsageError(f"--dir {args.dir} exists and is not a directory")
     loaded = sweep.load_spec(args.spec, args.dir)
     if args.backend == "slurm":
-        resources = {**loaded.resources, **{k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None}}
+        flags = sweep.check_resources({k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None},
+                                      lambda key: f"--{key.replace('_', '-')}")
+        resources = {**loaded.resources, **flags}
         submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed)
         return
     if args.dry_run:

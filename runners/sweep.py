@@ -27,11 +27,13 @@ import difflib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,31 @@ def _unique_list(value, key: str, path: Path) -> None:
         raise UsageError(f"{key!r} in {path} lists {', '.join(duplicates)} more than once; two runs would share one directory")
 
 
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+SLURM_MEMORY = re.compile(r"^\d+[KMGT]?$")
+
+
+def check_resources(resources: dict, name: Callable[[str], str]) -> dict:
+    """Refuse resources SLURM would reject only after the array is submitted; ``name(key)`` says
+    where each came from. Whole numbers may come as text (command-line flags)."""
+    checked = {}
+    for key, value in resources.items():
+        if key not in RESOURCE_KEYS:
+            raise UsageError(f"unknown resource {key!r} ({name(key)}){_suggest(str(key), RESOURCE_KEYS)}")
+        if key in ("cpus", "gpus", "array_limit"):
+            lowest = 0 if key == "gpus" else 1
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise UsageError(f"{name(key)} must be a whole number >= {lowest}, got {value!r}")
+        elif key == "time" and not SLURM_TIME.match(str(value)):
+            raise UsageError(f"{name(key)} must be a SLURM time limit (minutes, HH:MM:SS or D-HH:MM:SS), got {value!r}")
+        elif key == "mem" and not SLURM_MEMORY.match(str(value)):
+            raise UsageError(f"{name(key)} must be a SLURM memory size such as 4G or 4000M, got {value!r}")
+        checked[key] = value
+    return checked
+
+
 def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     """Read, validate and expand a sweep spec; every error names the bad key or value."""
     path = Path(path)
@@ -125,11 +152,7 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
         if not isinstance(options or {}, dict):
             raise UsageError(f"variant {variant!r} in {path} must map option names to values, got {options!r}")
     resources = spec.get("resources") or {}
-    for key, value in resources.items():
-        if key not in RESOURCE_KEYS:
-            raise UsageError(f"unknown resource {key!r} in {path}{_suggest(str(key), RESOURCE_KEYS)}")
-        if key in ("cpus", "gpus", "array_limit") and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "gpus" else 1)):
-            raise UsageError(f"resources.{key} in {path} must be a whole number >= {0 if key == 'gpus' else 1}, got {value!r}")
+    check_resources(resources, lambda key: f"resources.{key} in {path}")
 
     budget = spec.get("budget")
     if isinstance(budget, dict) and sorted(budget) != sorted(envs):

@@ -287,6 +287,9 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, monkeypatch):
         (["sweep", str(tiny_spec(tmp_path)), "--workers", "0"], "--workers must be >= 1, got 0"),
         (["sweep", str(tiny_spec(tmp_path)), "--dir", str(a_file)], f"--dir {a_file} exists and is not a directory"),
         (["trian", "dqn"], "unknown command 'trian'; did you mean train?"),
+        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--cpus", "0"], "--cpus must be a whole number >= 1, got 0"),
+        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--time", "3h"], "--time must be a SLURM time limit"),
+        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--mem", "lots"], "--mem must be a SLURM memory size"),
     ]
     for argv, message in cases:
         code, _, err = cli_exit(argv, capsys)
