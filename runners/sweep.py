@@ -215,7 +215,8 @@ def run_states(sweep: Sweep) -> dict[SweepRun, dict]:
     for run in sweep.runs:
         state = effective_state(run.path, read_status(run.path), queue.job_alive if queue else lambda job: None)
         state = state or {"state": "pending"}
-        if state["state"] != "running" and run.path.resolve() in in_queue:
+        # a complete run stays complete while its task's shell finishes; a requeued one is queued
+        if state["state"] not in ("running", "complete") and run.path.resolve() in in_queue:
             state = {**state, "state": "queued", "queue": in_queue[run.path.resolve()]}
         states[run] = state
     return states

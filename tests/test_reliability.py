@@ -227,6 +227,23 @@ def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_o
     assert asked[0] == ["500"]
 
 
+
+def test_a_complete_run_stays_complete_while_its_slurm_task_finishes(tmp_path, monkeypatch):
+    from runners import slurm_queue
+    from runners.sweep import load_spec, run_states
+
+    sweep = load_spec(tiny_spec(tmp_path), tmp_path / "sweep")
+    done, requeued = sweep.runs[0].path, sweep.runs[1].path
+    for path, state in ((done, "complete"), (requeued, "interrupted")):
+        path.mkdir(parents=True)
+        (path / "status.json").write_text(json.dumps({"state": state, "slurm_job": "7_0", "host": "node1", "pid": 4, "global_step": 8}))
+    (tmp_path / "sweep" / "slurm").mkdir()
+    (tmp_path / "sweep" / "slurm" / "tasks_0.txt").write_text(f"{done.resolve()}\n{requeued.resolve()}\n")
+    (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(json.dumps([{"job_id": "7", "script": "array_0.sbatch", "tasks": 2}]))
+    monkeypatch.setattr(slurm_queue, "squeue_tasks", lambda ids: {"7_0": "RUNNING", "7_1": "PENDING"})
+    states = {run.path: state["state"] for run, state in run_states(sweep).items()}
+    assert states[done] == "complete" and states[requeued] == "queued"
+
 # ---------------------------------------------------------------- aggregates say what they include
 def test_tables_and_plots_leave_out_unfinished_runs_unless_asked(tmp_path, capsys):
     from torch.utils.tensorboard import SummaryWriter
