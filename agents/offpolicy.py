@@ -19,6 +19,9 @@
     one for the newest transition of each env and for truncated ones:
     ``StoredSuccessorsOnly`` never samples the former and keeps the latter's final frame.
   - the trainer runs whole epochs only: ``ExactBudgetTrainer`` shortens the last one.
+  - its numba helpers (buffer indices, n-step returns, the sum tree) are compiled anew in
+    every process, several seconds of each run's start: ``keep_numba_machine_code`` turns
+    numba's on-disk cache on for them (it lives beside Tianshou's own ``.pyc`` files).
   (Its Atari wrapper's crash under numpy >= 2.3 is avoided in ``envs.discrete``.)
 * ``RunLogger``: Tianshou's logger interface, writing our tags and checkpoints.
 """
@@ -42,6 +45,19 @@ from agents.diagnostics.weights import gradient_norm
 from agents.plugins import PlasticityPlugins
 from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
+
+def keep_numba_machine_code() -> None:
+    from tianshou.algorithm import algorithm_base
+    from tianshou.data.buffer import manager
+    from tianshou.data.utils import segtree
+
+    for module in (algorithm_base, manager, segtree):
+        for helper in vars(module).values():
+            if callable(getattr(helper, "enable_caching", None)) and getattr(helper, "__module__", None) == module.__name__:
+                helper.enable_caching()
+
+
+keep_numba_machine_code()
 
 MAX_STEPS_PER_COLLECT = 1000
 MAX_REPLAY_RATIO = 128  # beyond the highest ratios studied; a larger one is almost surely a typo

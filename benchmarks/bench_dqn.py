@@ -323,7 +323,7 @@ def high_replay_ratio(repeats: int, env_steps: int, cases: list[str]) -> None:
 
     from runners.config import load_config_file
 
-    print(f"\nPart 3: RR 8, one thread: gradient steps per CPU-second of the whole training loop vs a bare PyTorch loop of the same update;")
+    print("\nPart 3: RR 8, one thread: gradient steps per CPU-second of the whole training loop vs a bare PyTorch loop of the same update;")
     print(f"{env_steps} env steps per agent run after a 1,000-step warm-up; median of {repeats} interleaved repeats")
     print("| case | bare loop | stock Tianshou update | lean update | stock / bare | lean / bare |")
     print("|---|---|---|---|---|---|")

@@ -45,6 +45,25 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def clipzoo(capsys):
+    """Run ``clipzoo ARGV`` in this process (no interpreter start-up per call) and return its exit
+    code, stdout and stderr. An uncaught exception propagates, so "no traceback" is checked too."""
+    from runners import cli
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            cli.main(list(argv))
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code if isinstance(exit_info.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
 def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: float) -> dict:
     """Start ``agents/<script>``, send SIGTERM ``after_seconds`` after its status says
     running, check it checkpoints and exits with 128 + SIGTERM, and return its final status record."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from torch.utils.tensorboard import SummaryWriter
 from runners import plots
 from runners.errors import UsageError
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def make_sweep(root: Path, seeds: int = 3) -> dict:
@@ -59,21 +56,19 @@ def test_bootstrap_interval_matches_an_explicit_resampling_loop():
         assert high[column] == pytest.approx(np.quantile(means, 0.975))
 
 
-def test_plot_command_writes_png_and_csv_that_read_back(tmp_path):
+def test_plot_command_writes_png_and_csv_that_read_back(tmp_path, clipzoo):
     make_sweep(tmp_path / "sweep")
     out = tmp_path / "returns.png"
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
-                             "charts/episodic_return", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--out", str(out))
+    assert code == 0, err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))
     assert {(r["env"], r["variant"]) for r in rows} == {(e, v) for e in ("Hopper-v5", "Walker2d-v5") for v in ("adam", "adam_wc")}
     assert len(rows) == 4 * plots.GRID_POINTS
     assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
-    by_env = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
-                             "charts/episodic_return", "--group-by", "env", "--out", str(tmp_path / "by_env.png")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert by_env.returncode == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
+    code, _, _ = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--group-by", "env",
+                         "--out", str(tmp_path / "by_env.png"))
+    assert code == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
 
 
 def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
@@ -102,24 +97,22 @@ def test_table_adds_the_interquartile_mean_from_five_seeds(tmp_path):
     assert low <= float(cells[4]) <= high and cells[6] == "6"
 
 
-def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path):
+def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, clipzoo):
     truth = make_sweep(tmp_path / "sweep")
     finals = plots.final_scores(plots.find_runs(tmp_path / "sweep"), "charts/episodic_return")
     expected = sorted(offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam"))
     assert sorted(finals[("Hopper-v5", "adam")]) == pytest.approx(expected)
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "plot", str(tmp_path / "sweep"), "--metric",
-                             "charts/episodic_return", "--profile"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--profile")
+    assert code == 0, err
     assert (tmp_path / "sweep" / "charts_episodic_return_profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_missing_tag_is_refused_with_the_tags_that_exist(tmp_path):
+def test_a_missing_tag_is_refused_with_the_tags_that_exist(tmp_path, clipzoo):
     make_sweep(tmp_path)
     with pytest.raises(UsageError, match="has no scalar 'charts/episodic_retrun'; it has: charts/episodic_return"):
         plots.aggregate(plots.find_runs(tmp_path), "charts/episodic_retrun")
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(tmp_path), "--metric", "nope"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "it has: charts/episodic_return" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "nope")
+    assert code == 2 and "it has: charts/episodic_return" in err
 
 
 def test_heatmaps_side_by_side_pick_the_nearest_saved_step(tmp_path):

@@ -71,8 +71,8 @@ def test_bad_specs_are_refused_by_name(tmp_path, changes, message):
         load_spec(spec(tmp_path, **changes))
 
 
-def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path):
-    path = spec(tmp_path)
+def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
+    path = spec(tmp_path, budget=600)
     command = [sys.executable, "-m", "runners.cli", "sweep", str(path), "--workers", "2", "--dir", str(tmp_path / "sweep")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     statuses = [tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json" for v in ("adam", "adam+wc") for s in (1, 2)]
@@ -92,10 +92,9 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path):
         log = (status.parent / "stdout.log").read_text()
         assert log.count("done: ") == 1, "every run completes exactly once"
         steps = [e.step for e in EventAccumulator(str(status.parent), size_guidance={"scalars": 0}).Reload().Scalars("losses/td_loss")]
-        assert steps == sorted(set(steps)) and steps[-1] == 1000
-    status_report = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", "status", str(tmp_path / "sweep")],
-                                   cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert status_report.stdout.strip().endswith("4 complete")
+        assert steps == sorted(set(steps)) and steps[-1] == 600
+    _, status_report, _ = clipzoo("sweep", "status", str(tmp_path / "sweep"))
+    assert status_report.strip().endswith("4 complete")
 
 
 SHIPPED = sorted(path.stem for path in (REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -117,25 +116,31 @@ def test_successive_regularization_study_is_the_papers_grid(tmp_path):
     assert budgets == {"CartPole-v1": 100000, "MountainCar-v0": 200000, "LunarLander-v3": 300000}
 
 
-def run_shipped_sweep(name: str, directory: Path, runs: int, metric: str) -> str:
-    """Run a shipped spec with two workers; returns ``clipzoo table`` of ``metric``."""
-    result = subprocess.run([sys.executable, "-m", "runners.cli", "sweep", str(REPO / "configs" / "sweeps" / f"{name}.yaml"),
-                             "--workers", "2", "--dir", str(directory)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"sweep {name}: {runs}/{runs} complete" in result.stdout
-    table = subprocess.run([sys.executable, "-m", "runners.cli", "table", str(directory), "--metric", metric],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0, table.stderr
-    return table.stdout
+def run_shipped_sweep(clipzoo, name: str, directory: Path, runs: int, metric: str) -> str:
+    """Run every run of a shipped spec as the sweep launches it (``train AGENT --config run.yaml``),
+    in this process: the local executor itself is tested above. Returns ``clipzoo table`` of ``metric``."""
+    code, _, err = clipzoo("sweep", str(REPO / "configs" / "sweeps" / f"{name}.yaml"), "--dry-run", "--dir", str(directory))
+    assert code == 0, err
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert len(manifest["runs"]) == runs
+    for run in manifest["runs"]:
+        path = directory / run["path"]
+        code, _, err = clipzoo("train", manifest["agent"], "--config", str(path / "run.yaml"), "--run-dir", str(path))
+        assert code == 0, err
+    code, out, _ = clipzoo("sweep", "status", str(directory))
+    assert out.strip().endswith(f"{runs} complete"), out
+    code, table, err = clipzoo("table", str(directory), "--metric", metric)
+    assert code == 0, err
+    return table
 
 
-def test_plug_in_variants_run_in_a_sweep(tmp_path):
-    table = run_shipped_sweep("tiny_interventions", tmp_path, runs=5, metric="losses/td_loss")
+def test_plug_in_variants_run_in_a_sweep(tmp_path, clipzoo):
+    table = run_shipped_sweep(clipzoo, "tiny_interventions", tmp_path, runs=5, metric="losses/td_loss")
     for variant in ("l2_init_successive_target", "singular", "layer_norm+wc", "reset+shrink_perturb", "madam+probes"):
         assert f"| CartPole-v1 | {variant} |" in table
     probed = EventAccumulator(str(tmp_path / "CartPole-v1" / "madam+probes" / "seed_1")).Reload().Tags()["scalars"]
     assert {"plasticity/plasticity", "sharpness/lambda_max"} <= set(probed)
 
 
-def test_tiny_ppo_sweep_runs_to_completion(tmp_path):
-    assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep("tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl")
+def test_tiny_ppo_sweep_runs_to_completion(tmp_path, clipzoo):
+    assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep(clipzoo, "tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl")
