@@ -304,7 +304,8 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
 
     A complete run is not repeated; an interrupted one resumes from its checkpoint, and
     the TensorBoard writer's purge_step drops the events its previous attempt logged
-    after that checkpoint (an agent logs everything at a step before checkpointing it).
+    after that checkpoint (an agent logs everything at a step before checkpointing it),
+    or all of them when that attempt died before its first checkpoint.
     The outcome lands in status.json: the agent marks completion, this marks failure.
     """
     from torch.utils.tensorboard import SummaryWriter
@@ -317,7 +318,7 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
             return run.path
         checkpoint = run.load_checkpoint()
         try:
-            with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else None) as writer:
+            with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer:
                 train(run, writer, checkpoint)
         except RunInterrupted:
             raise  # the agent marked the run interrupted after its checkpoint

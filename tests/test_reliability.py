@@ -346,3 +346,23 @@ def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_pa
         steps, values = plots.read_scalar(tmp_path, "losses/td_loss")
     assert list(steps) == [100, 200, 300, 400, 500, 600, 700] and list(values) == [1, 1, 1, 2, 2, 2, 2]
     assert not [r for r in caplog.records if "out of order" in r.getMessage()]
+
+
+def test_a_rerun_of_an_attempt_that_died_before_its_first_checkpoint_logs_each_step_once(tmp_path):
+    from runners.rundir import execute_run
+
+    def attempt(steps, dies: bool):
+        def train(run, writer, checkpoint):
+            assert checkpoint is None
+            for step in steps:
+                writer.add_scalar("losses/td_loss", float(step), step)
+            if dies:
+                raise RuntimeError("killed before its first checkpoint")
+        return train
+
+    with pytest.raises(RuntimeError):
+        execute_run(tmp_path, {"seed": 1}, set(), attempt([300], dies=True))
+    execute_run(tmp_path, {"seed": 1}, set(), attempt([300, 400, 500, 600], dies=False))
+    assert steps_by_tag(tmp_path)["losses/td_loss"] == [300, 400, 500, 600]
+    steps, values = plots.read_scalar(tmp_path, "losses/td_loss")
+    assert list(steps) == [300, 400, 500, 600] and list(values) == [300, 400, 500, 600]
