@@ -34,7 +34,9 @@ class PlasticityArgs:
 
     # Weight clipping (Elsayed et al. 2024)
     wc_kappa: float | None = None
-    """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2)"""
+    """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2).
+    Large returns need large outputs: on CartPole DQN, kappa 1-2 on every layer capped the Q-values
+    and the return, kappa 8 matched Adam; there use kappa >= 4 or --wc-skip-last-layer (docs/reproductions.md)"""
     wc_bound_mode: Literal["paper", "init"] = "paper"
     """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
     wc_skip_last_layer: bool = False

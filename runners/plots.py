@@ -163,7 +163,8 @@ def plot_curves(curves: list[Curve], tag: str, path: str | Path, group_by: str =
     panel_of = (lambda c: c.env) if group_by == "variant" else (lambda c: c.variant)
     panels = sorted({panel_of(c) for c in curves})
     colours = {key: f"C{i % 10}" for i, key in enumerate(sorted({colour_of(c) for c in curves}))}
-    figure = Figure(figsize=(4.5 * len(panels), 3.4), dpi=110)
+    crowded = len(colours) > 4  # a legend over the curves would hide them: put it beside the panel
+    figure = Figure(figsize=((6.9 if crowded else 4.5) * len(panels), 3.4), dpi=110)
     for index, panel in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), index + 1)
         for c in (c for c in curves if panel_of(c) == panel):
@@ -174,7 +175,7 @@ def plot_curves(curves: list[Curve], tag: str, path: str | Path, group_by: str =
         axes.set_xlabel("environment steps")
         if index == 0:
             axes.set_ylabel(tag)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if crowded else {}))
     figure.tight_layout()
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
