@@ -89,6 +89,8 @@ def figures(command: str, argv: list[str]) -> None:
         args = parser.parse_args(argv)
         plots.check_last_fraction(args.last_fraction)
         runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
+        runs, absent = plots.groups_logging(runs, args.metric)
+        notes += absent
         print(plots.final_table(runs, args.metric, args.last_fraction) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         return
     parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
@@ -101,7 +103,8 @@ def figures(command: str, argv: list[str]) -> None:
     plots.check_last_fraction(args.last_fraction)
     out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
     runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
-    for note in notes:
+    runs, absent = plots.groups_logging(runs, args.metric)
+    for note in notes + absent:
         print(note)
     curves = plots.aggregate(runs, args.metric)
     plots.plot_curves(curves, args.metric, out, group_by=args.group_by)

@@ -9,12 +9,15 @@ confidence band of the mean; one panel per environment, one colour per variant.
 Only complete runs count by default; every run left out gets a line saying why
 (``select_runs``). With ``include_partial`` unfinished runs count too, and every run of
 a group is cut at the group's common last step, so no mean mixes steps some seeds lack.
+A group none of whose runs logs the metric (the baseline of a plug-in's own metric) is
+left out with a line too (``groups_logging``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -83,12 +86,43 @@ def select_runs(runs: list[Run], include_partial: bool = False) -> tuple[list[Ru
     return kept, notes
 
 
-def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of one tag; a missing tag is refused with the list of tags that exist."""
+def groups_logging(runs: list[Run], tag: str) -> tuple[list[Run], list[str]]:
+    """(runs of the env x variant groups that log ``tag``, a line for each group left out).
+
+    A plug-in's own metric (``wc/clipped_fraction``) is absent from the baseline's runs: such a
+    group is left out with a note. Within a group that logs it, a run that does not is an error
+    (``read_scalar`` names it); so is a tag no run logs."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.env, run.variant)].append(run)
+    kept, notes = [], []
+    for (env, variant), members in groups.items():
+        if any(tag in _events(run.path).Tags()["scalars"] for run in members):
+            kept.extend(members)
+        else:
+            notes.append(f"left out {env}/{variant}: none of its {len(members)} runs logs {tag}")
+    if not kept:
+        read_scalar(runs[0].path, tag)  # refuses, listing the tags that exist
+    return kept, notes
+
+
+def _events(run: Path) -> EventAccumulator:
+    """The run's events, read once per process while its event files stay as they are."""
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(run).glob("events.out.tfevents.*")))
+    return _read_events(str(run), stamp)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_events(run: str, stamp: tuple) -> EventAccumulator:
     # A resumed run's event files restart at its checkpoint; TensorBoard warns for each one,
     # and drops the stale events as it should.
     with _quiet_tensorboard():
-        events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+        return EventAccumulator(run, size_guidance={"scalars": 0}).Reload()
+
+
+def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one tag; a missing tag is refused with the list of tags that exist."""
+    events = _events(run)
     tags = events.Tags()["scalars"]
     if tag not in tags:
         listed = ", ".join(sorted(t for t in tags if not t.startswith("layers/")))

@@ -131,3 +131,22 @@ def test_heatmaps_side_by_side_pick_the_nearest_saved_step(tmp_path):
     assert out.stat().st_size > 1000
     with pytest.raises(UsageError, match="no saved gradient covariance"):
         plots.load_covariance(tmp_path, None)
+
+
+def test_a_variant_that_does_not_log_the_metric_is_left_out_with_a_note(tmp_path, clipzoo):
+    make_sweep(tmp_path)
+    for seed in range(3):  # only adam_wc logs the clipping plug-in's metric, as in a real sweep
+        with SummaryWriter(str(tmp_path / "Hopper-v5" / "adam_wc" / f"seed_{seed}")) as writer:
+            writer.add_scalar("wc/clipped_fraction", 0.1 * (seed + 1), 1000)
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "wc/clipped_fraction")
+    assert code == 0, err
+    assert "| Hopper-v5 | adam_wc | 0.2 |" in out and "| Hopper-v5 | adam |" not in out
+    for group in ("Hopper-v5/adam", "Walker2d-v5/adam", "Walker2d-v5/adam_wc"):
+        assert f"left out {group}: none of its 3 runs logs wc/clipped_fraction" in out
+    code, out, err = clipzoo("plot", str(tmp_path), "--metric", "wc/clipped_fraction", "--out", str(tmp_path / "wc.png"))
+    assert code == 0 and "left out Hopper-v5/adam: none of its 3 runs logs" in out
+    # a run that lacks it where its group's other runs have it is a broken run, not a baseline
+    with SummaryWriter(str(tmp_path / "Hopper-v5" / "adam" / "seed_0")) as writer:
+        writer.add_scalar("wc/clipped_fraction", 0.5, 1000)
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "wc/clipped_fraction")
+    assert code == 2 and f"run {tmp_path / 'Hopper-v5' / 'adam' / 'seed_1'} has no scalar 'wc/clipped_fraction'" in err
