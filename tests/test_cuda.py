@@ -122,16 +122,22 @@ def test_weight_clipping_counts_clipped_entries_without_reading_them_back():
 
 
 # ---------------------------------------------------------------- every agent on CUDA
+def assert_complete_with(run_dir, tags: tuple[str, ...]) -> None:
+    """The run completed, logged every one of ``tags`` and drew the gradient covariance heatmap."""
+    assert state(run_dir) == "complete"
+    series = scalars(run_dir)
+    for tag in tags:
+        assert tag in series, tag
+    assert images(run_dir) == ["gradcov/heatmap"]
+
+
 @pytest.mark.cuda
 @cuda_present
 def test_ppo_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path):
     ppo_continuous.main([*PPO_TINY, "--total-timesteps", "1024", "--device", "cuda", "--wc-kappa", "1.5", "--run-dir", str(tmp_path)])
-    assert state(tmp_path) == "complete"
-    series = scalars(tmp_path)
-    for tag in ("charts/episodic_return", "losses/approx_kl", "diagnostics/saturated_units_frac", "diagnostics/effective_rank",
-                "diagnostics/grad_norm", "diagnostics/distance_from_init", "wc/clipped_fraction", "gradcov/mean_offdiag"):
-        assert tag in series, tag
-    assert images(tmp_path) == ["gradcov/heatmap"]
+    assert_complete_with(tmp_path, ("charts/episodic_return", "losses/approx_kl", "diagnostics/saturated_units_frac",
+                                    "diagnostics/effective_rank", "diagnostics/grad_norm", "diagnostics/distance_from_init",
+                                    "wc/clipped_fraction", "gradcov/mean_offdiag"))
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     agent = ppo_continuous.Agent(11, 3)
     agent.load_state_dict(saved["agent"])
@@ -147,12 +153,9 @@ def test_ppo_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path):
 ])
 def test_dqn_and_rainbow_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path, agent, argv):
     agent.main([*argv, "--device", "cuda", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
-    assert state(tmp_path) == "complete"
-    series = scalars(tmp_path)
-    for tag in ("losses/td_loss", "losses/q_values", "diagnostics/dead_units_frac", "diagnostics/weight_norm",
-                "diagnostics/grad_norm", "wc/clipped_fraction", "gradcov/mean_offdiag", "charts/gradient_steps_per_second"):
-        assert tag in series, tag
-    assert images(tmp_path) == ["gradcov/heatmap"]
+    assert_complete_with(tmp_path, ("losses/td_loss", "losses/q_values", "diagnostics/dead_units_frac", "diagnostics/weight_norm",
+                                    "diagnostics/grad_norm", "wc/clipped_fraction", "gradcov/mean_offdiag",
+                                    "charts/gradient_steps_per_second"))
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     for name, bound in saved["clipping_bounds"].items():
         assert saved["network"][name].abs().max().item() <= bound + 1e-6, name
