@@ -15,8 +15,10 @@ USAGE = """usage: clipzoo <command> ...
 
 commands:
   train <agent> [options]   train one agent (agents: {agents}); `clipzoo train <agent> --help` lists its options
-  plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by)
-  table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown
+  plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by);
+                            repeat --metric for a row per metric
+  table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown;
+                            repeat --metric for a table per metric
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
@@ -81,7 +83,8 @@ def figures(command: str, argv: list[str]) -> None:
         print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
         return
     parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
-    parser.add_argument("--metric", required=True, help="scalar tag, e.g. charts/episodic_return")
+    parser.add_argument("--metric", required=True, action="append",
+                        help="scalar tag, e.g. charts/episodic_return; repeat it for several metrics")
     parser.add_argument("--include-partial", action="store_true",
                         help="include unfinished runs, each group cut at its common last step (default: complete runs only)")
     if command == "table":
@@ -89,31 +92,41 @@ def figures(command: str, argv: list[str]) -> None:
         args = parser.parse_args(argv)
         plots.check_last_fraction(args.last_fraction)
         runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
-        runs, absent = plots.groups_logging(runs, args.metric)
-        notes += absent
-        print(plots.final_table(runs, args.metric, args.last_fraction) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
+        tables = []
+        for metric in args.metric:
+            logging_runs, absent = plots.groups_logging(runs, metric)
+            notes += absent
+            tables.append(plots.final_table(logging_runs, metric, args.last_fraction))
+        print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         return
     parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
                         help="variant: a panel per env, a colour per variant; env: the other way round")
-    parser.add_argument("--out", default=None, help="PNG path (default: <sweep>/<metric>.png); the CSV goes beside it")
+    parser.add_argument("--out", default=None,
+                        help="PNG path (default: <sweep>/<metric>.png, the metrics joined by '+'); the CSV goes beside it")
     parser.add_argument("--profile", action="store_true",
-                        help="also draw performance profiles of the final values (<out>_profile.png; --last-fraction as in table)")
+                        help="also draw performance profiles of the final values (<out>_profile.png, one per metric "
+                             "when several; --last-fraction as in table)")
     parser.add_argument("--last-fraction", type=float, default=0.1, help="with --profile: share of each run's last points averaged as its final value")
     args = parser.parse_args(argv)
     plots.check_last_fraction(args.last_fraction)
-    out = Path(args.out or Path(args.sweep) / (args.metric.replace("/", "_") + ".png"))
+    slugs = [metric.replace("/", "_") for metric in args.metric]
+    out = Path(args.out or Path(args.sweep) / ("+".join(slugs) + ".png"))
     runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
-    runs, absent = plots.groups_logging(runs, args.metric)
-    for note in notes + absent:
+    runs_of = {}
+    for metric in args.metric:
+        runs_of[metric], absent = plots.groups_logging(runs, metric)
+        notes += absent
+    for note in notes:
         print(note)
-    curves = plots.aggregate(runs, args.metric)
-    plots.plot_curves(curves, args.metric, out, group_by=args.group_by)
+    curves = [curve for metric in args.metric for curve in plots.aggregate(runs_of[metric], metric)]
+    plots.plot_curves(curves, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
     if args.profile:
-        profile = out.with_name(out.stem + "_profile.png")
-        plots.plot_profiles(plots.final_scores(runs, args.metric, args.last_fraction), args.metric, profile)
-        print(f"wrote {profile}")
+        for metric, slug in zip(args.metric, slugs):
+            profile = out.with_name(out.stem + ("" if len(slugs) == 1 else f"_{slug}") + "_profile.png")
+            plots.plot_profiles(plots.final_scores(runs_of[metric], metric, args.last_fraction), metric, profile)
+            print(f"wrote {profile}")
 
 
 def default_heatmap_path(runs: list[str]) -> Path:

@@ -153,6 +153,7 @@ def bootstrap_interval(samples: np.ndarray, rng: np.random.Generator, level: flo
 
 @dataclass
 class Curve:
+    metric: str
     env: str
     variant: str
     steps: np.ndarray
@@ -175,41 +176,46 @@ def aggregate(runs: list[Run], tag: str, seed: int = 0) -> list[Curve]:
         grid = np.linspace(start, end, GRID_POINTS) if end > start else np.array([end])
         aligned = np.stack([np.interp(grid, steps, values) for steps, values in series])
         low, high = bootstrap_interval(aligned, rng)
-        curves.append(Curve(env, variant, grid, aligned.mean(0), low, high, len(series)))
+        curves.append(Curve(tag, env, variant, grid, aligned.mean(0), low, high, len(series)))
     return curves
 
 
 def write_csv(curves: list[Curve], path: str | Path) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["env", "variant", "step", "mean", "ci_low", "ci_high", "seeds"])
+    writer.writerow(["metric", "env", "variant", "step", "mean", "ci_low", "ci_high", "seeds"])
     for c in curves:
         for row in zip(c.steps, c.mean, c.low, c.high):
-            writer.writerow([c.env, c.variant, int(row[0]), *(f"{v:.6g}" for v in row[1:]), c.seeds])
+            writer.writerow([c.metric, c.env, c.variant, int(row[0]), *(f"{v:.6g}" for v in row[1:]), c.seeds])
     return atomic_write_text(path, buffer.getvalue())
 
 
-def plot_curves(curves: list[Curve], tag: str, path: str | Path, group_by: str = "variant") -> Path:
-    """One panel per env and one colour per variant (``group_by="variant"``), or the other way round."""
+def plot_curves(curves: list[Curve], path: str | Path, group_by: str = "variant") -> Path:
+    """A row per metric; in a row, a panel per env and a colour per variant (``group_by="variant"``),
+    or the other way round. Several metrics of one sweep side by side, as the papers' figures."""
     if group_by not in ("variant", "env"):
         raise UsageError(f"--group-by must be 'variant' or 'env', got {group_by!r}")
     colour_of = (lambda c: c.variant) if group_by == "variant" else (lambda c: c.env)
     panel_of = (lambda c: c.env) if group_by == "variant" else (lambda c: c.variant)
+    metrics = list(dict.fromkeys(c.metric for c in curves))
     panels = sorted({panel_of(c) for c in curves})
     colours = {key: f"C{i % 10}" for i, key in enumerate(sorted({colour_of(c) for c in curves}))}
     crowded = len(colours) > 4  # a legend over the curves would hide them: put it beside the panel
-    figure = Figure(figsize=((6.9 if crowded else 4.5) * len(panels), 3.4), dpi=110)
-    for index, panel in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), index + 1)
-        for c in (c for c in curves if panel_of(c) == panel):
-            colour = colours[colour_of(c)]
-            axes.plot(c.steps, c.mean, color=colour, label=f"{colour_of(c)} ({c.seeds} seeds)")
-            axes.fill_between(c.steps, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
-        axes.set_title(panel)
-        axes.set_xlabel("environment steps")
-        if index == 0:
-            axes.set_ylabel(tag)
-        axes.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if crowded else {}))
+    figure = Figure(figsize=((6.9 if crowded else 4.5) * len(panels), 3.4 * len(metrics)), dpi=110)
+    for row, metric in enumerate(metrics):
+        for column, panel in enumerate(panels):
+            axes = figure.add_subplot(len(metrics), len(panels), row * len(panels) + column + 1)
+            for c in (c for c in curves if c.metric == metric and panel_of(c) == panel):
+                colour = colours[colour_of(c)]
+                axes.plot(c.steps, c.mean, color=colour, label=f"{colour_of(c)} ({c.seeds} seeds)")
+                axes.fill_between(c.steps, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
+            if row == 0:
+                axes.set_title(panel)
+                axes.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if crowded else {}))
+            if row == len(metrics) - 1:
+                axes.set_xlabel("environment steps")
+            if column == 0:
+                axes.set_ylabel(metric)
     figure.tight_layout()
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)

@@ -71,6 +71,32 @@ def test_plot_command_writes_png_and_csv_that_read_back(tmp_path, clipzoo):
     assert code == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
 
 
+def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipzoo):
+    truth = make_sweep(tmp_path / "sweep")
+    for (env, variant, seed), (offset, slope) in truth.items():  # a second metric: the return doubled
+        with SummaryWriter(str(tmp_path / "sweep" / env / variant / f"seed_{seed}")) as writer:
+            for step in range(0, 1001, 100):
+                writer.add_scalar("diagnostics/weight_norm", 2 * (offset + slope * step / 100), step)
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    assert clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--out", str(one))[0] == 0
+    code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return",
+                           "--metric", "diagnostics/weight_norm", "--out", str(two), "--profile")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(two.with_suffix(".csv").read_text())))
+    by_metric = {m: [r for r in rows if r["metric"] == m] for m in ("charts/episodic_return", "diagnostics/weight_norm")}
+    assert all(len(r) == 4 * plots.GRID_POINTS for r in by_metric.values())
+    assert by_metric["charts/episodic_return"] == list(csv.DictReader(io.StringIO(one.with_suffix(".csv").read_text())))
+    for ret, norm in zip(*by_metric.values()):
+        assert float(norm["mean"]) == pytest.approx(2 * float(ret["mean"]), rel=1e-5)
+    png_height = lambda path: int.from_bytes(path.read_bytes()[20:24], "big")  # IHDR
+    assert png_height(two) == pytest.approx(2 * png_height(one), rel=0.05)
+    for slug in ("charts_episodic_return", "diagnostics_weight_norm"):
+        assert (tmp_path / f"two_{slug}_profile.png").stat().st_size > 1000
+    code, out, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--metric", "diagnostics/weight_norm")
+    assert code == 0, err
+    assert out.count("| env | variant |") == 2 and "final diagnostics/weight_norm (mean)" in out
+
+
 def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
     truth = make_sweep(tmp_path)
     table = plots.final_table(plots.find_runs(tmp_path), "charts/episodic_return", last_fraction=0.1)
