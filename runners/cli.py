@@ -90,6 +90,7 @@ def figures(command: str, argv: list[str]) -> None:
     if command == "table":
         parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's last points averaged as its final value, in (0, 1]")
         args = parser.parse_args(argv)
+        args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
         plots.check_last_fraction(args.last_fraction)
         runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
         tables = []
@@ -108,6 +109,7 @@ def figures(command: str, argv: list[str]) -> None:
                              "when several; --last-fraction as in table)")
     parser.add_argument("--last-fraction", type=float, default=0.1, help="with --profile: share of each run's last points averaged as its final value")
     args = parser.parse_args(argv)
+    args.metric = list(dict.fromkeys(args.metric))
     plots.check_last_fraction(args.last_fraction)
     slugs = [metric.replace("/", "_") for metric in args.metric]
     out = Path(args.out or Path(args.sweep) / ("+".join(slugs) + ".png"))
