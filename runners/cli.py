@@ -87,39 +87,32 @@ def figures(command: str, argv: list[str]) -> None:
                         help="scalar tag, e.g. charts/episodic_return; repeat it for several metrics")
     parser.add_argument("--include-partial", action="store_true",
                         help="include unfinished runs, each group cut at its common last step (default: complete runs only)")
-    if command == "table":
-        parser.add_argument("--last-fraction", type=float, default=0.1, help="share of each run's last points averaged as its final value, in (0, 1]")
-        args = parser.parse_args(argv)
-        args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
-        plots.check_last_fraction(args.last_fraction)
-        runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
-        tables = []
-        for metric in args.metric:
-            logging_runs, absent = plots.groups_logging(runs, metric)
-            notes += absent
-            tables.append(plots.final_table(logging_runs, metric, args.last_fraction))
-        print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
-        return
-    parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
-                        help="variant: a panel per env, a colour per variant; env: the other way round")
-    parser.add_argument("--out", default=None,
-                        help="PNG path (default: <sweep>/<metric>.png, the metrics joined by '+'); the CSV goes beside it")
-    parser.add_argument("--profile", action="store_true",
-                        help="also draw performance profiles of the final values (<out>_profile.png, one per metric "
-                             "when several; --last-fraction as in table)")
-    parser.add_argument("--last-fraction", type=float, default=0.1, help="with --profile: share of each run's last points averaged as its final value")
+    parser.add_argument("--last-fraction", type=float, default=0.1,
+                        help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)")
+    if command == "plot":
+        parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
+                            help="variant: a panel per env, a colour per variant; env: the other way round")
+        parser.add_argument("--out", default=None,
+                            help="PNG path (default: <sweep>/<metric>.png, the metrics joined by '+'); the CSV goes beside it")
+        parser.add_argument("--profile", action="store_true",
+                            help="also draw performance profiles of the final values (<out>_profile.png, one per metric "
+                                 "when several)")
     args = parser.parse_args(argv)
-    args.metric = list(dict.fromkeys(args.metric))
+    args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
     plots.check_last_fraction(args.last_fraction)
-    slugs = [metric.replace("/", "_") for metric in args.metric]
-    out = Path(args.out or Path(args.sweep) / ("+".join(slugs) + ".png"))
     runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
     runs_of = {}
     for metric in args.metric:
         runs_of[metric], absent = plots.groups_logging(runs, metric)
         notes += absent
+    if command == "table":
+        tables = [plots.final_table(runs_of[metric], metric, args.last_fraction) for metric in args.metric]
+        print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
+        return
     for note in notes:
         print(note)
+    slugs = [metric.replace("/", "_") for metric in args.metric]
+    out = Path(args.out or Path(args.sweep) / ("+".join(slugs) + ".png"))
     curves = [curve for metric in args.metric for curve in plots.aggregate(runs_of[metric], metric)]
     plots.plot_curves(curves, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
