@@ -45,6 +45,11 @@ def check_env_id(env_id: str) -> None:
     importlib.import_module("envs.registry").check_env_id(env_id)
 
 
+def gradient_covariance_module() -> ModuleType:
+    """The gradient covariance diagnostics (``covariance_summary`` and the rest)."""
+    return importlib.import_module("agents.diagnostics.gradcov")
+
+
 def heatmap_drawing() -> ModuleType:
     """The gradient covariance heatmap's colour map and cluster ordering (``COLORMAP``, ``reorder``)."""
     return importlib.import_module("agents.diagnostics.heatmap")

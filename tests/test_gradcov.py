@@ -110,6 +110,7 @@ def test_summary_scalars_count_off_diagonal_entries_only():
     covariance = torch.tensor([[1.0, -0.5, 0.25], [-0.5, 1.0, 0.0], [0.25, 0.0, 1.0]])
     summary = covariance_summary(covariance)
     assert summary["gradcov/mean_offdiag"] == pytest.approx((-0.5 - 0.5 + 0.25 + 0.25 + 0 + 0) / 6)
+    assert summary["gradcov/mean_abs_offdiag"] == pytest.approx((0.5 + 0.5 + 0.25 + 0.25 + 0 + 0) / 6)
     assert summary["gradcov/negative_offdiag_frac"] == pytest.approx(2 / 6)
 
 

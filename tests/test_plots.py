@@ -177,3 +177,22 @@ def test_a_variant_that_does_not_log_the_metric_is_left_out_with_a_note(tmp_path
         writer.add_scalar("wc/clipped_fraction", 0.5, 1000)
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "wc/clipped_fraction")
     assert code == 2 and f"run {tmp_path / 'Hopper-v5' / 'adam' / 'seed_1'} has no scalar 'wc/clipped_fraction'" in err
+
+
+def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matrices(tmp_path, clipzoo):
+    make_sweep(tmp_path)
+    # two blocks of +0.5 and one cross block of -0.5 (4 x 4): signed off-diagonal mean
+    # (4 x 0.5 - 8 x 0.5) / 12 = -1/6, absolute mean 0.5 at step 500; all entries +-0.25 at 1000
+    blocks = np.array([[1, 0.5, -0.5, -0.5], [0.5, 1, -0.5, -0.5], [-0.5, -0.5, 1, 0.5], [-0.5, -0.5, 0.5, 1]], dtype=np.float32)
+    for run in (tmp_path / "Hopper-v5").glob("*/seed_*"):
+        (run / "gradcov").mkdir()
+        for step, matrix in ((500, blocks), (1000, np.where(np.eye(4) > 0, 1, np.sign(blocks) / 4).astype(np.float32))):
+            np.savez(run / "gradcov" / f"step_{step:010d}.npz", covariance=matrix, order=np.arange(4), step=step)
+    steps, values = plots.read_scalar(tmp_path / "Hopper-v5" / "adam" / "seed_0", "gradcov/mean_abs_offdiag")
+    assert steps.tolist() == [500, 1000] and values == pytest.approx([0.5, 0.25])
+    assert plots.read_scalar(tmp_path / "Hopper-v5" / "adam" / "seed_0", "gradcov/mean_offdiag")[1] == pytest.approx([-1 / 6, -1 / 12])
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "gradcov/mean_abs_offdiag", "--last-fraction", "0.5")
+    assert code == 0, err
+    assert "| Hopper-v5 | adam | 0.25 |" in out and "left out Walker2d-v5/adam: none of its 3 runs logs" in out
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "gradcov/no_such_summary")
+    assert code == 2 and "has no scalar 'gradcov/no_such_summary'" in err

@@ -238,12 +238,15 @@ def gradient_covariance(model: nn.Module, per_sample_loss_fn: PerSampleLoss, bat
 
 
 def covariance_summary(covariance: torch.Tensor) -> dict[str, float]:
-    """Mean off-diagonal entry and fraction of negative off-diagonal entries (interference)."""
+    """Mean off-diagonal entry, mean absolute off-diagonal entry, and fraction of negative
+    off-diagonal entries (interference). The signed mean of a matrix made of positive and
+    negative blocks can sit near 0; the absolute mean is the size of the blocks."""
     k = covariance.shape[0]
     off_diagonal = covariance[~torch.eye(k, dtype=torch.bool, device=covariance.device)]
     if off_diagonal.numel() == 0:
-        return {"gradcov/mean_offdiag": 0.0, "gradcov/negative_offdiag_frac": 0.0}
+        return {"gradcov/mean_offdiag": 0.0, "gradcov/mean_abs_offdiag": 0.0, "gradcov/negative_offdiag_frac": 0.0}
     return {
         "gradcov/mean_offdiag": float(off_diagonal.mean()),
+        "gradcov/mean_abs_offdiag": float(off_diagonal.abs().mean()),
         "gradcov/negative_offdiag_frac": float((off_diagonal < 0).float().mean()),
     }
