@@ -157,6 +157,9 @@ def sweep_command(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
     parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
     parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
+    parser.add_argument("--env", action="append", default=None,
+                        help="run only this env of the spec (repeatable); the manifest still lists every run")
+    parser.add_argument("--variant", action="append", default=None, help="run only this variant of the spec (repeatable)")
     parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
     parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
     for key in sweep.RESOURCE_KEYS:
@@ -167,18 +170,19 @@ def sweep_command(argv: list[str]) -> None:
     if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
         raise UsageError(f"--dir {args.dir} exists and is not a directory")
     loaded = sweep.load_spec(args.spec, args.dir)
+    chosen = sweep.choose_runs(loaded, args.env, args.variant)
     if args.backend == "slurm":
         flags = sweep.check_resources({k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None},
                                       lambda key: f"--{key.replace('_', '-')}")
         resources = {**loaded.resources, **flags}
-        submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed)
+        submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed, chosen)
         return
     if args.dry_run:
         sweep.write_manifest(loaded)
-        for run in loaded.runs:
+        for run in chosen:
             print(" ".join(sweep.run_command(loaded.agent, run)))
         return
-    if sweep.run_local(loaded, args.workers):
+    if sweep.run_local(loaded, args.workers, chosen=chosen):
         raise SystemExit(1)
 
 

@@ -68,13 +68,16 @@ def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources
     return "\n".join(lines)
 
 
-def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool) -> str | None:
-    """Write the array script for the runs that need it and submit it; returns the job id.
+def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool,
+           chosen: list[SweepRun] | None = None) -> str | None:
+    """Write the array script for the runs (of ``chosen`` where given) that need it and submit
+    it; returns the job id.
 
     Runs that are running or queued are left out; ``only_failed``: failed and interrupted
     runs only (a killed run counts as interrupted)."""
     write_manifest(sweep)
-    states = run_states(sweep)
+    chosen = set(sweep.runs if chosen is None else chosen)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
     wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted")
     runs = [run for run, state in states.items() if state["state"] in wanted]
     busy = [run for run, state in states.items() if state["state"] in BUSY]

@@ -201,6 +201,17 @@ def write_manifest(sweep: Sweep) -> Path:
     return atomic_write_text(sweep.directory / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def choose_runs(sweep: Sweep, envs: list[str] | None = None, variants: list[str] | None = None) -> list[SweepRun]:
+    """The sweep's runs of ``envs`` and ``variants`` (every one where None), in spec order; a
+    name the spec does not have is refused. The manifest still lists every run."""
+    for names, known, flag in ((envs, [r.env for r in sweep.runs], "--env"), (variants, [r.variant for r in sweep.runs], "--variant")):
+        known = list(dict.fromkeys(known))
+        for name in names or []:
+            if name not in known:
+                raise UsageError(f"{flag} {name}: sweep {sweep.name} has no such {flag[2:]}{_suggest(name, known)}")
+    return [run for run in sweep.runs if (not envs or run.env in envs) and (not variants or run.variant in variants)]
+
+
 def run_command(agent: str, run: SweepRun) -> list[str]:
     return [sys.executable, "-m", "runners.cli", "train", agent, "--config", str(run.path / "run.yaml"), "--run-dir", str(run.path)]
 
@@ -225,14 +236,16 @@ def run_states(sweep: Sweep) -> dict[SweepRun, dict]:
 BUSY = ("running", "queued")
 
 
-def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[SweepRun]:
-    """Run every incomplete run, ``workers`` at a time, one thread each; returns the runs not complete.
+def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: list[SweepRun] | None = None) -> list[SweepRun]:
+    """Run every incomplete run (of ``chosen`` where given), ``workers`` at a time, one thread
+    each; returns the runs (of ``chosen``) not complete.
 
     The first Ctrl-C (SIGINT) or SIGTERM stops launching runs and passes the signal to the
     runs in flight, which checkpoint and mark themselves interrupted.
     """
     write_manifest(sweep)
-    states = run_states(sweep)
+    chosen = set(sweep.runs if chosen is None else chosen)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
     busy = [run for run, state in states.items() if state["state"] in BUSY]
     todo = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
     skipped = sum(state["state"] == "complete" for state in states.values())
@@ -270,7 +283,8 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
 
     for run in busy:
         print(f"not started: {run.path} is {states[run]['state']} elsewhere ({_who(states[run])})")
-    print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} already complete, {len(todo)} to run on {workers} workers")
+    part = "" if len(chosen) == len(sweep.runs) else f" ({len(chosen)} of its {len(sweep.runs)} chosen)"
+    print(f"sweep {sweep.name}: {len(states)} runs{part}, {skipped} already complete, {len(todo)} to run on {workers} workers")
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -283,11 +297,11 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0) -> list[Swe
         for number, handler in previous.items():
             signal.signal(number, handler)
     _print_progress(sweep, "")
-    states = run_states(sweep)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
     unfinished = [run for run, state in states.items() if state["state"] != "complete"]
     for run in unfinished:
         print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
-    print(f"sweep {sweep.name}: {len(sweep.runs) - len(unfinished)}/{len(sweep.runs)} complete")
+    print(f"sweep {sweep.name}: {len(states) - len(unfinished)}/{len(states)}{part} complete")
     if stopping.is_set():
         raise SystemExit(128 + received[0])
     return unfinished

@@ -97,6 +97,30 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
     assert status_report.strip().endswith("4 complete")
 
 
+def test_env_and_variant_flags_run_only_those_runs_and_keep_the_full_manifest(tmp_path, clipzoo):
+    path = spec(tmp_path, envs=["CartPole-v1", "Acrobot-v1"], seeds=1, budget=300)
+    directory = tmp_path / "sweep"
+    code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--env", "Acrobot-v1", "--variant", "adam+wc", "--dry-run")
+    assert code == 0, err
+    assert [line.split("--run-dir ")[1] for line in out.splitlines()] == [str(directory / "Acrobot-v1" / "adam+wc" / "seed_1")]
+    assert len(json.loads((directory / "manifest.json").read_text())["runs"]) == 4
+    code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--variant", "adam", "--workers", "2")
+    assert code == 0, err
+    assert "2 runs (2 of its 4 chosen), 0 already complete, 2 to run" in out and "2/2 (2 of its 4 chosen) complete" in out
+    for env in ("CartPole-v1", "Acrobot-v1"):
+        assert json.loads((directory / env / "adam" / "seed_1" / "status.json").read_text())["state"] == "complete"
+        assert not (directory / env / "adam+wc" / "seed_1" / "status.json").exists()
+    assert len(json.loads((directory / "manifest.json").read_text())["runs"]) == 4
+    code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--backend", "slurm", "--dry-run", "--env", "CartPole-v1")
+    assert code == 0, err
+    tasks = (directory / "slurm" / "tasks_0.txt").read_text().split()
+    assert tasks == [str((directory / "CartPole-v1" / "adam+wc" / "seed_1").resolve())]  # adam's run is complete
+    code, _, err = clipzoo("sweep", str(path), "--dir", str(directory), "--env", "Acrobot-v2")
+    assert code == 2 and "--env Acrobot-v2: sweep tiny has no such env; did you mean Acrobot-v1" in err
+    code, _, err = clipzoo("sweep", str(path), "--dir", str(directory), "--variant", "sgd")
+    assert code == 2 and "--variant sgd: sweep tiny has no such variant; known: adam, adam+wc" in err
+
+
 SHIPPED = sorted(path.stem for path in (REPO / "configs" / "sweeps").glob("*.yaml"))
 
 
