@@ -158,8 +158,9 @@ def sweep_command(argv: list[str]) -> None:
     parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
     parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
     parser.add_argument("--env", action="append", default=None,
-                        help="run only this env of the spec (repeatable); the manifest still lists every run")
-    parser.add_argument("--variant", action="append", default=None, help="run only this variant of the spec (repeatable)")
+                        help="run only this env id of the spec, e.g. MinAtar/Seaquest-v1 (repeatable); the manifest still lists every run")
+    parser.add_argument("--variant", action="append", default=None,
+                        help="run only this variant, named as its run directory (with a grid: adam+wc_wc_kappa2.0) (repeatable)")
     parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
     parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
     for key in sweep.RESOURCE_KEYS:

@@ -97,7 +97,7 @@ def groups_logging(runs: list[Run], tag: str) -> tuple[list[Run], list[str]]:
         groups[(run.env, run.variant)].append(run)
     kept, notes = [], []
     for (env, variant), members in groups.items():
-        if any(_logs(run.path, tag) for run in members):
+        if any(_has_scalar(run.path, tag) for run in members):
             kept.extend(members)
         else:
             notes.append(f"left out {env}/{variant}: none of its {len(members)} runs logs {tag}")
@@ -120,41 +120,50 @@ def _read_events(run: str, stamp: tuple) -> EventAccumulator:
         return EventAccumulator(run, size_guidance={"scalars": 0}).Reload()
 
 
-def _logs(run: Path, tag: str) -> bool:
+def _has_scalar(run: Path, tag: str) -> bool:
     return tag in _events(run).Tags()["scalars"] or _saved_covariance_summary(run, tag) is not None
 
 
 def _saved_covariance_summary(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, values) of a ``gradcov/*`` summary recomputed from the matrices the run saved,
-    for event files written before that summary existed; None where it cannot be."""
-    files = sorted((Path(run) / "gradcov").glob("step_*.npz")) if tag.startswith("gradcov/") else []
+    """(steps, values) of a ``gradcov/*`` summary recomputed from the matrices the run saved
+    up to its last recorded step (a resumed run may have left later ones from before its
+    checkpoint); None where it cannot be."""
+    if not tag.startswith("gradcov/"):
+        return None
+    last_step = (read_status(Path(run)) or {}).get("global_step")
+    files = [f for f in sorted((Path(run) / "gradcov").glob("step_*.npz"))
+             if last_step is None or int(f.stem.split("_")[1]) <= last_step]
+    return _summaries_of(tuple((str(f), f.stat().st_mtime_ns) for f in files), tag)
+
+
+@functools.lru_cache(maxsize=512)
+def _summaries_of(files: tuple[tuple[str, int], ...], tag: str) -> tuple[np.ndarray, np.ndarray] | None:
     if not files:
         return None
     import torch  # the summaries are torch code; plotting loads torch only when it needs them
 
     summary = gradient_covariance_module().covariance_summary
     points = []
-    for file in files:
+    for file, _ in files:
         with np.load(file) as saved:
             values = summary(torch.from_numpy(saved["covariance"]))
             if tag not in values:
                 return None
             points.append((int(saved["step"]), values[tag]))
-    if not points:
-        return None
     steps, values = zip(*points)
     return np.array(steps, dtype=float), np.array(values, dtype=float)
 
 
 def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one tag; a missing tag is refused with the list of tags that exist.
-    A ``gradcov/*`` summary the event files lack is recomputed from the saved matrices."""
+    A ``gradcov/*`` summary is recomputed from the saved matrices where the event files lack
+    it or hold fewer of its points (a run resumed after the summary was added)."""
     events = _events(run)
     tags = events.Tags()["scalars"]
+    recomputed = _saved_covariance_summary(run, tag)
+    if recomputed is not None and (tag not in tags or len(events.Scalars(tag)) < len(recomputed[0])):
+        return recomputed
     if tag not in tags:
-        recomputed = _saved_covariance_summary(run, tag)
-        if recomputed is not None:
-            return recomputed
         listed = ", ".join(sorted(t for t in tags if not t.startswith("layers/")))
         raise UsageError(f"run {run} has no scalar {tag!r}; it has: {listed}")
     scalars = events.Scalars(tag)

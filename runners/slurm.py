@@ -76,8 +76,8 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
     Runs that are running or queued are left out; ``only_failed``: failed and interrupted
     runs only (a killed run counts as interrupted)."""
     write_manifest(sweep)
-    chosen = set(sweep.runs if chosen is None else chosen)
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
+    chosen_runs = set(sweep.runs if chosen is None else chosen)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
     wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted")
     runs = [run for run, state in states.items() if state["state"] in wanted]
     busy = [run for run, state in states.items() if state["state"] in BUSY]
@@ -85,7 +85,8 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
         print(f"sweep {sweep.name}: leaving out {len(busy)} runs that are running or queued "
               f"({', '.join(f'{run.env}/{run.variant}/seed_{run.seed}' for run in busy[:5])}{', ...' if len(busy) > 5 else ''})")
     if not runs:
-        reason = "no failed or interrupted runs" if only_failed else "every run is complete, running or queued"
+        which = "run" if len(chosen_runs) == len(sweep.runs) else "chosen run"
+        reason = f"no failed or interrupted {which}s" if only_failed else f"every {which} is complete, running or queued"
         print(f"sweep {sweep.name}: nothing to submit ({reason})")
         return None
     slurm_dir = sweep.directory / "slurm"

@@ -244,8 +244,8 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
     runs in flight, which checkpoint and mark themselves interrupted.
     """
     write_manifest(sweep)
-    chosen = set(sweep.runs if chosen is None else chosen)
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
+    chosen_runs = set(sweep.runs if chosen is None else chosen)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
     busy = [run for run, state in states.items() if state["state"] in BUSY]
     todo = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
     skipped = sum(state["state"] == "complete" for state in states.values())
@@ -283,7 +283,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
 
     for run in busy:
         print(f"not started: {run.path} is {states[run]['state']} elsewhere ({_who(states[run])})")
-    part = "" if len(chosen) == len(sweep.runs) else f" ({len(chosen)} of its {len(sweep.runs)} chosen)"
+    part = "" if len(chosen_runs) == len(sweep.runs) else f" ({len(chosen_runs)} of its {len(sweep.runs)} chosen)"
     print(f"sweep {sweep.name}: {len(states)} runs{part}, {skipped} already complete, {len(todo)} to run on {workers} workers")
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -291,13 +291,13 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
             futures = [pool.submit(execute, run) for run in todo]
             shown = ""
             while not all(f.done() for f in futures):
-                shown = _print_progress(sweep, shown)
+                shown = _print_progress(sweep, shown, chosen_runs)
                 time.sleep(poll_seconds)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    _print_progress(sweep, "")
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen}
+    _print_progress(sweep, "", chosen_runs)
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
     unfinished = [run for run, state in states.items() if state["state"] != "complete"]
     for run in unfinished:
         print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
@@ -314,13 +314,14 @@ def _who(state: dict) -> str:
     return f"pid {state.get('pid')} on {state.get('host')}{job}"
 
 
-def _print_progress(sweep: Sweep, shown: str) -> str:
-    """Print runs done and the steps of the runs in flight, when that changed; returns the line."""
-    states = run_states(sweep)
+def _print_progress(sweep: Sweep, shown: str, chosen_runs: set[SweepRun]) -> str:
+    """Print runs done (of those chosen) and the steps of the runs in flight, when that changed;
+    returns the line."""
+    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
     done = sum(s["state"] == "complete" for s in states.values())
     running = [f"{run.env}/{run.variant}/seed_{run.seed} {s.get('global_step', 0):,}/{s.get('total_timesteps', 0):,}"
                for run, s in states.items() if s["state"] == "running"]
-    line = f"{done}/{len(sweep.runs)} runs done" + (f"; running: {', '.join(running)}" if running else "")
+    line = f"{done}/{len(states)} runs done" + (f"; running: {', '.join(running)}" if running else "")
     if line != shown:
         print(line, flush=True)
     return line

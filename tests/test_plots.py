@@ -196,3 +196,10 @@ def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matri
     assert "| Hopper-v5 | adam | 0.25 |" in out and "left out Walker2d-v5/adam: none of its 3 runs logs" in out
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "gradcov/no_such_summary")
     assert code == 2 and "has no scalar 'gradcov/no_such_summary'" in err
+    # resumed with the summary logged from step 1000 on, and a stale matrix from beyond its last step
+    run = tmp_path / "Hopper-v5" / "adam" / "seed_1"
+    with SummaryWriter(str(run)) as writer:
+        writer.add_scalar("gradcov/mean_abs_offdiag", 0.25, 1000)
+    np.savez(run / "gradcov" / f"step_{1500:010d}.npz", covariance=np.eye(4, dtype=np.float32), order=np.arange(4), step=1500)
+    steps, values = plots.read_scalar(run, "gradcov/mean_abs_offdiag")
+    assert steps.tolist() == [500, 1000] and values == pytest.approx([0.5, 0.25])
