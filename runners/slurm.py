@@ -76,8 +76,8 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
     Runs that are running or queued are left out; ``only_failed``: failed and interrupted
     runs only (a killed run counts as interrupted)."""
     write_manifest(sweep)
-    chosen_runs = set(sweep.runs if chosen is None else chosen)
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
+    chosen_runs = sweep.runs if chosen is None else chosen
+    states = run_states(sweep, chosen_runs)
     wanted = ("failed", "interrupted") if only_failed else ("pending", "failed", "interrupted")
     runs = [run for run, state in states.items() if state["state"] in wanted]
     busy = [run for run, state in states.items() if state["state"] in BUSY]

@@ -216,14 +216,15 @@ def run_command(agent: str, run: SweepRun) -> list[str]:
     return [sys.executable, "-m", "runners.cli", "train", agent, "--config", str(run.path / "run.yaml"), "--run-dir", str(run.path)]
 
 
-def run_states(sweep: Sweep) -> dict[SweepRun, dict]:
-    """Each run's state as it really is: ``pending``, ``queued`` (a SLURM task waits for it),
-    ``running`` (a live process trains it), ``complete``, ``failed``, or ``interrupted`` (this
-    includes a ``running`` marker whose process or SLURM job is gone)."""
+def run_states(sweep: Sweep, runs: list[SweepRun] | None = None) -> dict[SweepRun, dict]:
+    """Each run's state (of ``runs``, by default every run) as it really is: ``pending``,
+    ``queued`` (a SLURM task waits for it), ``running`` (a live process trains it),
+    ``complete``, ``failed``, or ``interrupted`` (this includes a ``running`` marker whose
+    process or SLURM job is gone)."""
     queue = sweep_queue(sweep)  # None: no SLURM jobs, or squeue cannot be asked
     in_queue = queue.tasks if queue else {}
     states = {}
-    for run in sweep.runs:
+    for run in sweep.runs if runs is None else runs:
         state = effective_state(run.path, read_status(run.path), queue.job_alive if queue else lambda job: None)
         state = state or {"state": "pending"}
         # a complete run stays complete while its task's shell finishes; a requeued one is queued
@@ -244,8 +245,8 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
     runs in flight, which checkpoint and mark themselves interrupted.
     """
     write_manifest(sweep)
-    chosen_runs = set(sweep.runs if chosen is None else chosen)
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
+    chosen_runs = sweep.runs if chosen is None else chosen
+    states = run_states(sweep, chosen_runs)
     busy = [run for run, state in states.items() if state["state"] in BUSY]
     todo = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
     skipped = sum(state["state"] == "complete" for state in states.values())
@@ -297,7 +298,7 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
         for number, handler in previous.items():
             signal.signal(number, handler)
     _print_progress(sweep, "", chosen_runs)
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
+    states = run_states(sweep, chosen_runs)
     unfinished = [run for run, state in states.items() if state["state"] != "complete"]
     for run in unfinished:
         print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
@@ -314,10 +315,10 @@ def _who(state: dict) -> str:
     return f"pid {state.get('pid')} on {state.get('host')}{job}"
 
 
-def _print_progress(sweep: Sweep, shown: str, chosen_runs: set[SweepRun]) -> str:
+def _print_progress(sweep: Sweep, shown: str, chosen_runs: list[SweepRun]) -> str:
     """Print runs done (of those chosen) and the steps of the runs in flight, when that changed;
     returns the line."""
-    states = {run: state for run, state in run_states(sweep).items() if run in chosen_runs}
+    states = run_states(sweep, chosen_runs)
     done = sum(s["state"] == "complete" for s in states.values())
     running = [f"{run.env}/{run.variant}/seed_{run.seed} {s.get('global_step', 0):,}/{s.get('total_timesteps', 0):,}"
                for run, s in states.items() if s["state"] == "running"]
