@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,7 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
             print(f"{run.path} is already complete; nothing to do")
             return run.path
         checkpoint = run.load_checkpoint()
+        wait_for_a_later_second_than_the_newest_event_file(run.path)
         try:
             with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer:
                 train(run, writer, checkpoint)
@@ -329,6 +331,24 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
             _record_outcome(run, "failed", error=f"{type(error).__name__}: {error}")
             raise
     return run.path
+
+
+def wait_for_a_later_second_than_the_newest_event_file(run_dir: Path) -> None:
+    """Keep event file names in the order they were written.
+
+    TensorBoard reads a directory's event files in name order, and a name is the second it
+    was opened in followed by host, pid and a per-process counter compared as text ("10"
+    sorts before "9"). An attempt opened in the same second as the one before it can sort
+    first; the older file, read last, then looks like a restart and purges the new points.
+    """
+    opened_at = [int(name.split(".")[3]) for name in (f.name for f in run_dir.glob("events.out.tfevents.*"))
+                 if name.split(".")[3].isdigit()]
+    wait = max(opened_at, default=0) + 1 - time.time()
+    if wait > 2:  # a file from another host's clock; waiting for it could take hours
+        print(f"warning: an event file in {run_dir} is {wait:.0f} s ahead of this host's clock; "
+              "TensorBoard may read this attempt's points out of order", file=sys.stderr)
+    elif wait > 0:
+        time.sleep(wait)
 
 
 def _record_outcome(run: RunDirectory, state: str, **details: Any) -> None:

@@ -1,6 +1,8 @@
-"""Shared test fixtures: small reference networks and deterministic seeds."""
+"""Shared test fixtures and helpers: small reference networks, deterministic seeds, writers."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +111,14 @@ def kill_after_first_checkpoint(script: str, args: list[str], run_dir, after_sec
     process.send_signal(signal.SIGKILL)
     process.wait()
     return torch.load(checkpoint, weights_only=False)
+
+
+def another_writer(run_dir):
+    """A TensorBoard writer for a directory that already holds event files, whose file sorts
+    after them, as execute_run's writer does on a resume (runners.rundir explains why)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from runners.rundir import wait_for_a_later_second_than_the_newest_event_file
+
+    wait_for_a_later_second_than_the_newest_event_file(Path(run_dir))
+    return SummaryWriter(str(run_dir))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
+from conftest import another_writer
 from runners import plots
 from runners.errors import UsageError
 
@@ -163,7 +164,7 @@ def test_heatmaps_side_by_side_pick_the_nearest_saved_step(tmp_path):
 def test_a_variant_that_does_not_log_the_metric_is_left_out_with_a_note(tmp_path, clipzoo):
     make_sweep(tmp_path)
     for seed in range(3):  # only adam_wc logs the clipping plug-in's metric, as in a real sweep
-        with SummaryWriter(str(tmp_path / "Hopper-v5" / "adam_wc" / f"seed_{seed}")) as writer:
+        with another_writer(tmp_path / "Hopper-v5" / "adam_wc" / f"seed_{seed}") as writer:
             writer.add_scalar("wc/clipped_fraction", 0.1 * (seed + 1), 1000)
     code, out, err = clipzoo("table", str(tmp_path), "--metric", "wc/clipped_fraction")
     assert code == 0, err
@@ -173,7 +174,7 @@ def test_a_variant_that_does_not_log_the_metric_is_left_out_with_a_note(tmp_path
     code, out, err = clipzoo("plot", str(tmp_path), "--metric", "wc/clipped_fraction", "--out", str(tmp_path / "wc.png"))
     assert code == 0 and "left out Hopper-v5/adam: none of its 3 runs logs" in out
     # a run that lacks it where its group's other runs have it is a broken run, not a baseline
-    with SummaryWriter(str(tmp_path / "Hopper-v5" / "adam" / "seed_0")) as writer:
+    with another_writer(tmp_path / "Hopper-v5" / "adam" / "seed_0") as writer:
         writer.add_scalar("wc/clipped_fraction", 0.5, 1000)
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "wc/clipped_fraction")
     assert code == 2 and f"run {tmp_path / 'Hopper-v5' / 'adam' / 'seed_1'} has no scalar 'wc/clipped_fraction'" in err
@@ -198,7 +199,7 @@ def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matri
     assert code == 2 and "has no scalar 'gradcov/no_such_summary'" in err
     # resumed with the summary logged from step 1000 on, and a stale matrix from beyond its last step
     run = tmp_path / "Hopper-v5" / "adam" / "seed_1"
-    with SummaryWriter(str(run)) as writer:
+    with another_writer(run) as writer:
         writer.add_scalar("gradcov/mean_abs_offdiag", 0.25, 1000)
     np.savez(run / "gradcov" / f"step_{1500:010d}.npz", covariance=np.eye(4, dtype=np.float32), order=np.arange(4), step=1500)
     steps, values = plots.read_scalar(run, "gradcov/mean_abs_offdiag")

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import dqn, rainbow
 from runners import cli, plots
-from runners.rundir import RunDirectory, effective_state, read_status
+from runners.rundir import RunDirectory, effective_state, read_status, wait_for_a_later_second_than_the_newest_event_file
 
 REPO = Path(__file__).resolve().parent.parent
 CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
@@ -339,6 +339,7 @@ def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_pa
     with SummaryWriter(str(tmp_path)) as writer:  # the first attempt, killed after its checkpoint at 300
         for step in range(100, 501, 100):
             writer.add_scalar("losses/td_loss", 1.0, step)
+    wait_for_a_later_second_than_the_newest_event_file(tmp_path)  # as execute_run does
     with SummaryWriter(str(tmp_path), purge_step=301) as writer:  # the resume
         for step in range(400, 701, 100):
             writer.add_scalar("losses/td_loss", 2.0, step)
@@ -346,6 +347,31 @@ def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_pa
         steps, values = plots.read_scalar(tmp_path, "losses/td_loss")
     assert list(steps) == [100, 200, 300, 400, 500, 600, 700] and list(values) == [1, 1, 1, 2, 2, 2, 2]
     assert not [r for r in caplog.records if "out of order" in r.getMessage()]
+
+
+def test_a_rerun_within_the_same_second_still_sorts_after_the_attempt_before_it(tmp_path):
+    """Event files are read in name order, and the name starts with the second the file was
+    opened in: a rerun that shared its predecessor's second could sort first and be purged."""
+    from runners.rundir import execute_run
+
+    def attempt(steps, dies: bool):
+        def train(run, writer, checkpoint):
+            for step in steps:
+                writer.add_scalar("losses/td_loss", float(step), step)
+            if dies:
+                raise RuntimeError("killed before its first checkpoint")
+        return train
+
+    with pytest.raises(RuntimeError):
+        execute_run(tmp_path, {"seed": 1}, set(), attempt([300], dies=True))
+    (first,) = tmp_path.glob("events.out.tfevents.*")
+    parts = first.name.split(".")
+    parts[3] = "%010d" % (int(time.time()) + 1)  # as if the rerun opened its file in an earlier second
+    first.rename(tmp_path / ".".join(parts))
+    execute_run(tmp_path, {"seed": 1}, set(), attempt([300, 400, 500, 600], dies=False))
+    assert steps_by_tag(tmp_path)["losses/td_loss"] == [300, 400, 500, 600]
+    names = sorted(f.name for f in tmp_path.glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[0] == ".".join(parts)
 
 
 def test_a_rerun_of_an_attempt_that_died_before_its_first_checkpoint_logs_each_step_once(tmp_path):
