@@ -349,26 +349,29 @@ def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_pa
     assert not [r for r in caplog.records if "out of order" in r.getMessage()]
 
 
+def attempt_without_checkpoints(steps: list[int], dies: bool):
+    """A train function for execute_run that logs a loss at ``steps`` and never checkpoints."""
+    def train(run, writer, checkpoint):
+        assert checkpoint is None
+        for step in steps:
+            writer.add_scalar("losses/td_loss", float(step), step)
+        if dies:
+            raise RuntimeError("killed before its first checkpoint")
+    return train
+
+
 def test_a_rerun_within_the_same_second_still_sorts_after_the_attempt_before_it(tmp_path):
     """Event files are read in name order, and the name starts with the second the file was
     opened in: a rerun that shared its predecessor's second could sort first and be purged."""
     from runners.rundir import execute_run
 
-    def attempt(steps, dies: bool):
-        def train(run, writer, checkpoint):
-            for step in steps:
-                writer.add_scalar("losses/td_loss", float(step), step)
-            if dies:
-                raise RuntimeError("killed before its first checkpoint")
-        return train
-
     with pytest.raises(RuntimeError):
-        execute_run(tmp_path, {"seed": 1}, set(), attempt([300], dies=True))
+        execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300], dies=True))
     (first,) = tmp_path.glob("events.out.tfevents.*")
     parts = first.name.split(".")
     parts[3] = "%010d" % (int(time.time()) + 1)  # as if the rerun opened its file in an earlier second
     first.rename(tmp_path / ".".join(parts))
-    execute_run(tmp_path, {"seed": 1}, set(), attempt([300, 400, 500, 600], dies=False))
+    execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300, 400, 500, 600], dies=False))
     assert steps_by_tag(tmp_path)["losses/td_loss"] == [300, 400, 500, 600]
     names = sorted(f.name for f in tmp_path.glob("events.out.tfevents.*"))
     assert len(names) == 2 and names[0] == ".".join(parts)
@@ -377,18 +380,9 @@ def test_a_rerun_within_the_same_second_still_sorts_after_the_attempt_before_it(
 def test_a_rerun_of_an_attempt_that_died_before_its_first_checkpoint_logs_each_step_once(tmp_path):
     from runners.rundir import execute_run
 
-    def attempt(steps, dies: bool):
-        def train(run, writer, checkpoint):
-            assert checkpoint is None
-            for step in steps:
-                writer.add_scalar("losses/td_loss", float(step), step)
-            if dies:
-                raise RuntimeError("killed before its first checkpoint")
-        return train
-
     with pytest.raises(RuntimeError):
-        execute_run(tmp_path, {"seed": 1}, set(), attempt([300], dies=True))
-    execute_run(tmp_path, {"seed": 1}, set(), attempt([300, 400, 500, 600], dies=False))
+        execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300], dies=True))
+    execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300, 400, 500, 600], dies=False))
     assert steps_by_tag(tmp_path)["losses/td_loss"] == [300, 400, 500, 600]
     steps, values = plots.read_scalar(tmp_path, "losses/td_loss")
     assert list(steps) == [300, 400, 500, 600] and list(values) == [300, 400, 500, 600]
