@@ -341,8 +341,8 @@ def wait_for_a_later_second_than_the_newest_event_file(run_dir: Path) -> None:
     sorts before "9"). An attempt opened in the same second as the one before it can sort
     first; the older file, read last, then looks like a restart and purges the new points.
     """
-    opened_at = [int(name.split(".")[3]) for name in (f.name for f in run_dir.glob("events.out.tfevents.*"))
-                 if name.split(".")[3].isdigit()]
+    stamps = (f.name.split(".")[3] for f in run_dir.glob("events.out.tfevents.*"))
+    opened_at = [int(stamp) for stamp in stamps if stamp.isdigit()]
     wait = max(opened_at, default=0) + 1 - time.time()
     if wait > 2:  # a file from another host's clock; waiting for it could take hours
         print(f"warning: an event file in {run_dir} is {wait:.0f} s ahead of this host's clock; "
