@@ -18,7 +18,8 @@ commands:
   plot DIR --metric TAG     mean and 95% bootstrap band across seeds, a panel per env, a colour per variant (+ CSV; --group-by);
                             repeat --metric for a row per metric
   table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown;
-                            repeat --metric for a table per metric
+                            repeat --metric for a table per metric; --windows N adds the mean per window of env steps,
+                            --csv FILE writes each run's values
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
@@ -89,6 +90,13 @@ def figures(command: str, argv: list[str]) -> None:
                         help="include unfinished runs, each group cut at its common last step (default: complete runs only)")
     parser.add_argument("--last-fraction", type=float, default=0.1,
                         help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)")
+    if command == "table":
+        parser.add_argument("--windows", type=int, default=None,
+                            help="also a table of each metric's mean in this many equal windows of env steps, from 0 to the "
+                                 "runs' budget (sample efficiency), with each seed's whole-run mean and drop from its best window")
+        parser.add_argument("--csv", default=None,
+                            help="also write each run's final value (and window means, with --windows) to this CSV, a row "
+                                 "per run and metric")
     if command == "plot":
         parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
                             help="variant: a panel per env, a colour per variant; env: the other way round")
@@ -107,7 +115,11 @@ def figures(command: str, argv: list[str]) -> None:
         notes += absent
     if command == "table":
         tables = [plots.final_table(runs_of[metric], metric, args.last_fraction) for metric in args.metric]
+        if args.windows is not None:
+            tables += [plots.window_table(runs_of[metric], metric, args.windows) for metric in args.metric]
         print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
+        if args.csv:
+            print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, args.windows)}")
         return
     for note in notes:
         print(note)

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import functools
 import io
+import itertools
 import json
 import logging
 from collections import defaultdict
@@ -266,21 +267,110 @@ def check_last_fraction(last_fraction: float) -> None:
         raise UsageError(f"--last-fraction must be in (0, 1], got {last_fraction}")
 
 
-def final_scores(runs: list[Run], tag: str, last_fraction: float = 0.1) -> dict[tuple[str, str], list[float]]:
-    """Per (env, variant), each run's average over its last ``last_fraction`` of logged points,
-    every run of a group cut at the group's common last step."""
+def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, np.ndarray]]:
+    """Each run's (steps, values) of ``tag`` up to its env x variant group's common last step,
+    so that no group statistic mixes steps some of its seeds lack."""
+    series = {run: read_scalar(run.path, tag) for run in runs}
+    end_of: dict[tuple[str, str], float] = {}
+    for run, (steps, _) in series.items():
+        end_of[(run.env, run.variant)] = min(end_of.get((run.env, run.variant), np.inf), steps[-1])
+    cut = {}
+    for run, (steps, values) in series.items():
+        kept = steps <= end_of[(run.env, run.variant)]
+        cut[run] = (steps[kept], values[kept])
+    return cut
+
+
+def run_finals(runs: list[Run], tag: str, last_fraction: float = 0.1) -> list[tuple[Run, float]]:
+    """Each run's average over its last ``last_fraction`` of logged points (``_cut_at_group_end``)."""
     check_last_fraction(last_fraction)
-    series: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for run in runs:
-        series[(run.env, run.variant)].append(read_scalar(run.path, tag))
+    finals = []
+    for run, (_, values) in _cut_at_group_end(runs, tag).items():
+        tail = max(1, int(np.ceil(len(values) * last_fraction)))
+        finals.append((run, float(values[-tail:].mean())))
+    return finals
+
+
+def final_scores(runs: list[Run], tag: str, last_fraction: float = 0.1) -> dict[tuple[str, str], list[float]]:
+    """Per (env, variant), the final values of its runs (``run_finals``)."""
     finals: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for group, runs_series in series.items():
-        end = min(steps[-1] for steps, _ in runs_series)
-        for steps, values in runs_series:
-            values = values[steps <= end]
-            tail = max(1, int(np.ceil(len(values) * last_fraction)))
-            finals[group].append(float(values[-tail:].mean()))
+    for run, value in run_finals(runs, tag, last_fraction):
+        finals[(run.env, run.variant)].append(value)
     return dict(finals)
+
+
+def window_edges(runs_of: dict[str, list[Run]], windows: int) -> np.ndarray:
+    """``windows`` equal windows of env steps from 0 to the runs' budget: the largest
+    ``total_timesteps`` of their configs (a run without one: the last step it logged a metric)."""
+    if windows < 1:
+        raise UsageError(f"--windows must be a positive number of windows, got {windows}")
+    budget = 0.0
+    for tag, runs in runs_of.items():
+        for run in runs:
+            total = json.loads((run.path / "config.json").read_text()).get("total_timesteps")
+            budget = max(budget, total if total else read_scalar(run.path, tag)[0][-1])
+    return np.linspace(0, budget, windows + 1)
+
+
+def run_windows(runs: list[Run], tag: str, edges: np.ndarray) -> list[tuple[Run, np.ndarray]]:
+    """Each run's mean of the points it logged in each window (lo, hi] of ``edges`` (the first
+    also holds step 0), nan in a window without one (``_cut_at_group_end``)."""
+    result = []
+    for run, (steps, values) in _cut_at_group_end(runs, tag).items():
+        window = np.digitize(steps, edges[1:-1], right=True)  # step 0 in the first, steps past the budget in the last
+        result.append((run, np.array([values[window == i].mean() if np.any(window == i) else np.nan for i in range(len(edges) - 1)])))
+    return result
+
+
+def _seed_order(run: Run) -> tuple[int, str]:
+    return len(run.seed), run.seed  # seed_2 before seed_10
+
+
+def steps_label(steps: float) -> str:
+    """1500000 -> 1.5M, 10000 -> 10k."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if steps >= scale:
+            return f"{steps / scale:.4g}{suffix}"
+    return f"{steps:.4g}"
+
+
+def window_table(runs: list[Run], tag: str, windows: int) -> str:
+    """Markdown, the sample-efficiency view: per env x variant, the mean over seeds of each
+    window's mean (``run_windows``; "-" where a seed logged nothing in it), then per seed the
+    mean of its window means (the whole run, each window weighted alike) and the drop from its
+    best window to its last (a collapse shows as a large drop)."""
+    edges = window_edges({tag: runs}, windows)
+    labels = ", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(edges))
+    groups: dict[tuple[str, str], list[tuple[Run, np.ndarray]]] = defaultdict(list)
+    for run, means in run_windows(runs, tag, edges):
+        groups[(run.env, run.variant)].append((run, means))
+    lines = [f"| env | variant | mean {tag} per window ({labels}) | whole-run mean per seed | best window minus last, per seed | seeds |",
+             "|---|---|---|---|---|---|"]
+    for (env, variant), members in sorted(groups.items()):
+        members.sort(key=lambda member: _seed_order(member[0]))
+        table = np.stack([means for _, means in members])
+        per_window = ", ".join("-" if np.isnan(column).any() else f"{column.mean():.4g}" for column in table.T)
+        whole = ", ".join(f"{np.nanmean(means):.4g}" for _, means in members)
+        drops = ", ".join(f"{np.nanmax(means) - means[-1]:.4g}" for _, means in members)
+        seeds = ", ".join(run.seed for run, _ in members)
+        lines.append(f"| {env} | {variant} | {per_window} | {whole} | {drops} | {len(members)} ({seeds}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction: float = 0.1, windows: int | None = None) -> Path:
+    """One row per run and metric: its final value (``run_finals``) and, with ``windows``, its
+    window means (``run_windows``), so others can recompute any statistic over seeds."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    edges = window_edges(runs_of, windows) if windows else np.array([])
+    writer.writerow(["metric", "env", "variant", "seed", f"final_last_{last_fraction:g}",
+                     *(f"window_{int(lo)}_{int(hi)}" for lo, hi in itertools.pairwise(edges))])
+    for metric, runs in runs_of.items():
+        window_of = dict(run_windows(runs, metric, edges)) if windows else {}
+        for run, final in sorted(run_finals(runs, metric, last_fraction), key=lambda item: (item[0].env, item[0].variant, _seed_order(item[0]))):
+            writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}",
+                             *(f"{value:.6g}" for value in window_of.get(run, []))])
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import another_writer
 from torch.utils.tensorboard import SummaryWriter
 
-from conftest import another_writer
 from runners import plots
 from runners.errors import UsageError
-
 
 
 def make_sweep(root: Path, seeds: int = 3) -> dict:
@@ -123,6 +122,48 @@ def test_table_adds_the_interquartile_mean_from_five_seeds(tmp_path):
     assert float(cells[4]) == pytest.approx(np.mean(finals[1:5]), rel=1e-3)  # 6 runs: the lowest and highest dropped
     low, high = (float(v) for v in cells[5].strip("[]").split(","))
     assert low <= float(cells[4]) <= high and cells[6] == "6"
+
+
+def test_window_table_gives_each_windows_mean_over_seeds_and_each_seeds_whole_run_mean(tmp_path, clipzoo):
+    make_sweep(tmp_path)  # no total_timesteps in the configs: the budget is the last logged step, 1000
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2")
+    assert code == 0, err
+    assert "per window (0-500, 500-1k)" in out
+    # Hopper adam_wc: offset = seed (0, 1, 2), slope 2; steps 0-500 hold values offset + 2 x (0..5),
+    # mean offset + 5; steps 600-1000 offset + 2 x (6..10), mean offset + 16; whole run offset + 10.5
+    assert "| Hopper-v5 | adam_wc | 6, 17 | 10.5, 11.5, 12.5 | 0, 0, 0 | 3 (seed_0, seed_1, seed_2) |" in out
+
+
+def test_window_table_takes_the_budget_from_the_config_and_shows_a_collapse_as_a_drop(tmp_path):
+    run = tmp_path / "Hopper-v5" / "adam" / "seed_1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_timesteps": 900}))
+    with SummaryWriter(str(run)) as writer:  # rises to 30, falls to 5; the last point is at 800, not 900
+        for step, value in zip(range(100, 801, 100), (1, 2, 3, 10, 20, 30, 5, 5)):
+            writer.add_scalar("charts/episodic_return", value, step)
+    table = plots.window_table(plots.find_runs(tmp_path), "charts/episodic_return", windows=3)
+    # windows (0, 300], (300, 600], (600, 900]: means 2, 20, 5; whole run 9; best minus last 15
+    assert "per window (0-300, 300-600, 600-900)" in table
+    assert "| Hopper-v5 | adam | 2, 20, 5 | 9 | 15 | 1 (seed_1) |" in table
+
+
+def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzoo):
+    truth = make_sweep(tmp_path / "sweep")
+    out = tmp_path / "runs.csv"
+    code, printed, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "2",
+                                 "--csv", str(out))
+    assert code == 0, err
+    assert f"wrote {out}" in printed
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == len(truth) and list(rows[0]) == ["metric", "env", "variant", "seed", "final_last_0.1",
+                                                         "window_0_500", "window_500_1000"]
+    for row in rows:
+        offset, slope = truth[(row["env"], row["variant"], int(row["seed"].removeprefix("seed_")))]
+        assert float(row["final_last_0.1"]) == pytest.approx(offset + 9.5 * slope)  # steps 900 and 1000
+        assert float(row["window_0_500"]) == pytest.approx(offset + 2.5 * slope)
+        assert float(row["window_500_1000"]) == pytest.approx(offset + 8 * slope)
+    code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "0")
+    assert code == 2 and "--windows must be a positive number of windows, got 0" in err
 
 
 def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, clipzoo):
