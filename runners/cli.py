@@ -114,12 +114,13 @@ def figures(command: str, argv: list[str]) -> None:
         runs_of[metric], absent = plots.groups_logging(runs, metric)
         notes += absent
     if command == "table":
+        edges_of = None if args.windows is None else plots.window_edges(runs_of, args.windows)
         tables = [plots.final_table(runs_of[metric], metric, args.last_fraction) for metric in args.metric]
-        if args.windows is not None:
-            tables += [plots.window_table(runs_of[metric], metric, args.windows) for metric in args.metric]
+        if edges_of:
+            tables += [plots.window_table(runs_of[metric], metric, edges_of) for metric in args.metric]
         print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         if args.csv:
-            print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, args.windows)}")
+            print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, edges_of)}")
         return
     for note in notes:
         print(note)

@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,31 +300,38 @@ def final_scores(runs: list[Run], tag: str, last_fraction: float = 0.1) -> dict[
     return dict(finals)
 
 
-def window_edges(runs_of: dict[str, list[Run]], windows: int) -> np.ndarray:
-    """``windows`` equal windows of env steps from 0 to the runs' budget: the largest
-    ``total_timesteps`` of their configs (a run without one: the last step it logged a metric)."""
+def window_edges(runs_of: dict[str, list[Run]], windows: int) -> dict[str, np.ndarray]:
+    """Per env, ``windows`` equal windows of env steps from 0 to its budget: the largest
+    ``total_timesteps`` of its runs' configs (a run without one: the last step it logged a
+    metric). One set of edges per env, shared by every metric, so tables and CSV agree."""
     if windows < 1:
         raise UsageError(f"--windows must be a positive number of windows, got {windows}")
-    budget = 0.0
+    budget_of: dict[str, float] = defaultdict(float)
     for tag, runs in runs_of.items():
         for run in runs:
             total = json.loads((run.path / "config.json").read_text()).get("total_timesteps")
-            budget = max(budget, total if total else read_scalar(run.path, tag)[0][-1])
-    return np.linspace(0, budget, windows + 1)
+            budget_of[run.env] = max(budget_of[run.env], total if total else read_scalar(run.path, tag)[0][-1])
+    for env, budget in budget_of.items():
+        if budget < windows:
+            raise UsageError(f"--windows {windows} asks for more windows than {env}'s budget of {budget:,.0f} env steps")
+    return {env: np.linspace(0, budget, windows + 1) for env, budget in budget_of.items()}
 
 
-def run_windows(runs: list[Run], tag: str, edges: np.ndarray) -> list[tuple[Run, np.ndarray]]:
-    """Each run's mean of the points it logged in each window (lo, hi] of ``edges`` (the first
-    also holds step 0), nan in a window without one (``_cut_at_group_end``)."""
+def run_windows(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> list[tuple[Run, np.ndarray]]:
+    """Each run's mean of the points it logged in each window (lo, hi] of its env's edges (the
+    first also holds step 0, the last any step past the budget), nan in a window without one;
+    runs cut at their group's common last step (``_cut_at_group_end``)."""
     result = []
     for run, (steps, values) in _cut_at_group_end(runs, tag).items():
-        window = np.digitize(steps, edges[1:-1], right=True)  # step 0 in the first, steps past the budget in the last
-        result.append((run, np.array([values[window == i].mean() if np.any(window == i) else np.nan for i in range(len(edges) - 1)])))
+        edges = edges_of[run.env]
+        window = np.digitize(steps, edges[1:-1], right=True)
+        means = [values[window == i].mean() if np.any(window == i) else np.nan for i in range(len(edges) - 1)]
+        result.append((run, np.array(means)))
     return result
 
 
-def _seed_order(run: Run) -> tuple[int, str]:
-    return len(run.seed), run.seed  # seed_2 before seed_10
+def _seed_order(run: Run) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", run.seed)]  # seed_2 before seed_10
 
 
 def steps_label(steps: float) -> str:
@@ -334,42 +342,55 @@ def steps_label(steps: float) -> str:
     return f"{steps:.4g}"
 
 
-def window_table(runs: list[Run], tag: str, windows: int) -> str:
+def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> str:
     """Markdown, the sample-efficiency view: per env x variant, the mean over seeds of each
-    window's mean (``run_windows``; "-" where a seed logged nothing in it), then per seed the
-    mean of its window means (the whole run, each window weighted alike) and the drop from its
-    best window to its last (a collapse shows as a large drop)."""
-    edges = window_edges({tag: runs}, windows)
-    labels = ", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(edges))
+    window's mean (``run_windows``), then per seed the mean of its window means (the whole run,
+    each window weighted alike) and its best window minus its last (a collapse shows as a
+    large drop). Only windows in which every seed of the group logged a point count ("-" for
+    the others), so that no seed's figure covers steps another's lacks; a note names a group
+    that has such gaps."""
     groups: dict[tuple[str, str], list[tuple[Run, np.ndarray]]] = defaultdict(list)
-    for run, means in run_windows(runs, tag, edges):
+    for run, means in run_windows(runs, tag, edges_of):
         groups[(run.env, run.variant)].append((run, means))
+    shared = len({tuple(edges) for edges in edges_of.values()}) == 1
+    labels = (", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(next(iter(edges_of.values()))))
+              if shared else f"{len(next(iter(edges_of.values()))) - 1} equal windows of each env's budget")
     lines = [f"| env | variant | mean {tag} per window ({labels}) | whole-run mean per seed | best window minus last, per seed | seeds |",
              "|---|---|---|---|---|---|"]
+    notes = []
     for (env, variant), members in sorted(groups.items()):
         members.sort(key=lambda member: _seed_order(member[0]))
         table = np.stack([means for _, means in members])
-        per_window = ", ".join("-" if np.isnan(column).any() else f"{column.mean():.4g}" for column in table.T)
-        whole = ", ".join(f"{np.nanmean(means):.4g}" for _, means in members)
-        drops = ", ".join(f"{np.nanmax(means) - means[-1]:.4g}" for _, means in members)
+        covered = ~np.isnan(table).any(axis=0)
+        per_window = ", ".join(f"{column.mean():.4g}" if kept else "-" for column, kept in zip(table.T, covered))
+        if covered.any():
+            whole = ", ".join(f"{means[covered].mean():.4g}" for _, means in members)
+            drops = ", ".join(f"{means[covered].max() - means[covered][-1]:.4g}" for _, means in members)
+        else:
+            whole = drops = "-"
+        if not covered.all():
+            notes.append(f"{env}/{variant}: {tag} has points from every seed in {covered.sum()} of {len(covered)} windows; "
+                         "the whole-run means and drops cover those")
         seeds = ", ".join(run.seed for run, _ in members)
         lines.append(f"| {env} | {variant} | {per_window} | {whole} | {drops} | {len(members)} ({seeds}) |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
-def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction: float = 0.1, windows: int | None = None) -> Path:
-    """One row per run and metric: its final value (``run_finals``) and, with ``windows``, its
-    window means (``run_windows``), so others can recompute any statistic over seeds."""
+def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction: float = 0.1,
+                  edges_of: dict[str, np.ndarray] | None = None) -> Path:
+    """One row per run and metric: its final value (``run_finals``) and, with ``edges_of``, its
+    env's budget and its window means (``run_windows``; empty where it logged nothing), so
+    others can recompute any statistic over seeds."""
+    windows = len(next(iter(edges_of.values()))) - 1 if edges_of else 0
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    edges = window_edges(runs_of, windows) if windows else np.array([])
     writer.writerow(["metric", "env", "variant", "seed", f"final_last_{last_fraction:g}",
-                     *(f"window_{int(lo)}_{int(hi)}" for lo, hi in itertools.pairwise(edges))])
+                     *(["budget", *(f"window_{i + 1}_of_{windows}" for i in range(windows))] if windows else [])])
     for metric, runs in runs_of.items():
-        window_of = dict(run_windows(runs, metric, edges)) if windows else {}
+        window_of = dict(run_windows(runs, metric, edges_of)) if windows else {}
         for run, final in sorted(run_finals(runs, metric, last_fraction), key=lambda item: (item[0].env, item[0].variant, _seed_order(item[0]))):
-            writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}",
-                             *(f"{value:.6g}" for value in window_of.get(run, []))])
+            extra = [f"{edges_of[run.env][-1]:.0f}", *("" if np.isnan(v) else f"{v:.6g}" for v in window_of[run])] if windows else []
+            writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}", *extra])
     return atomic_write_text(path, buffer.getvalue())
 
 

@@ -134,17 +134,53 @@ def test_window_table_gives_each_windows_mean_over_seeds_and_each_seeds_whole_ru
     assert "| Hopper-v5 | adam_wc | 6, 17 | 10.5, 11.5, 12.5 | 0, 0, 0 | 3 (seed_0, seed_1, seed_2) |" in out
 
 
-def test_window_table_takes_the_budget_from_the_config_and_shows_a_collapse_as_a_drop(tmp_path):
-    run = tmp_path / "Hopper-v5" / "adam" / "seed_1"
+def write_run(root: Path, env: str, variant: str, seed: str, points: list[tuple[int, float]], budget: int | None = None,
+              state: str = "complete") -> None:
+    run = root / env / variant / seed
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_timesteps": 900}))
-    with SummaryWriter(str(run)) as writer:  # rises to 30, falls to 5; the last point is at 800, not 900
-        for step, value in zip(range(100, 801, 100), (1, 2, 3, 10, 20, 30, 5, 5)):
+    (run / "config.json").write_text(json.dumps({"env_id": env, **({"total_timesteps": budget} if budget else {})}))
+    (run / "status.json").write_text(json.dumps({"state": state, "global_step": points[-1][0]}))
+    with SummaryWriter(str(run)) as writer:
+        for step, value in points:
             writer.add_scalar("charts/episodic_return", value, step)
-    table = plots.window_table(plots.find_runs(tmp_path), "charts/episodic_return", windows=3)
+
+
+def test_window_table_takes_the_budget_from_the_config_and_shows_a_collapse_as_a_drop(tmp_path):
+    # rises to 30, falls to 5; the last point is at 800, not at the budget of 900
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", list(zip(range(100, 801, 100), (1, 2, 3, 10, 20, 30, 5, 5))), budget=900)
+    runs = plots.find_runs(tmp_path)
+    table = plots.window_table(runs, "charts/episodic_return", plots.window_edges({"charts/episodic_return": runs}, 3))
     # windows (0, 300], (300, 600], (600, 900]: means 2, 20, 5; whole run 9; best minus last 15
     assert "per window (0-300, 300-600, 600-900)" in table
     assert "| Hopper-v5 | adam | 2, 20, 5 | 9 | 15 | 1 (seed_1) |" in table
+
+
+def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_drop(tmp_path, clipzoo):
+    points = list(zip(range(100, 1001, 100), (1, 1, 1, 1, 1, 4, 4, 4, 4, 4)))
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", points, budget=1000)
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", [(s, v + 1) for s, v in points[:4]], budget=1000, state="interrupted")
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "4", "--include-partial")
+    assert code == 0, err
+    # cut at the common last step, 400: windows (0, 250] and (250, 500] have points from both
+    # seeds (seed 1: 1 and 1; seed 2: 2 and 2); the last two have none
+    assert "| Hopper-v5 | adam | 1.5, 1.5, -, - | 1, 2 | 0, 0 | 2 (seed_1, seed_2) |" in out
+    assert "Hopper-v5/adam: charts/episodic_return has points from every seed in 2 of 4 windows" in out
+
+
+def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_path, clipzoo):
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", [(100, 1.0), (600, 3.0), (1200, 5.0)], budget=1000)  # 1200: past the budget
+    write_run(tmp_path, "Walker2d-v5", "adam", "seed_1", [(1000, 2.0), (2000, 6.0), (3000, 8.0)], budget=3000)
+    out_csv = tmp_path / "runs.csv"
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(out_csv))
+    assert code == 0, err
+    assert "per window (2 equal windows of each env's budget)" in out
+    assert "| Hopper-v5 | adam | 1, 4 | 2.5 | 0 | 1 (seed_1) |" in out  # 600 and 1200 share the window (500, 1000]
+    assert "| Walker2d-v5 | adam | 2, 7 | 4.5 | 0 | 1 (seed_1) |" in out
+    rows = {r["env"]: r for r in csv.DictReader(io.StringIO(out_csv.read_text()))}
+    assert (rows["Hopper-v5"]["budget"], rows["Hopper-v5"]["window_1_of_2"], rows["Hopper-v5"]["window_2_of_2"]) == ("1000", "1", "4")
+    assert (rows["Walker2d-v5"]["budget"], rows["Walker2d-v5"]["window_1_of_2"], rows["Walker2d-v5"]["window_2_of_2"]) == ("3000", "2", "7")
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2000")
+    assert code == 2 and "--windows 2000 asks for more windows than Hopper-v5's budget of 1,000 env steps" in err
 
 
 def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzoo):
@@ -156,12 +192,16 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
     assert f"wrote {out}" in printed
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == len(truth) and list(rows[0]) == ["metric", "env", "variant", "seed", "final_last_0.1",
-                                                         "window_0_500", "window_500_1000"]
+                                                         "budget", "window_1_of_2", "window_2_of_2"]
     for row in rows:
         offset, slope = truth[(row["env"], row["variant"], int(row["seed"].removeprefix("seed_")))]
         assert float(row["final_last_0.1"]) == pytest.approx(offset + 9.5 * slope)  # steps 900 and 1000
-        assert float(row["window_0_500"]) == pytest.approx(offset + 2.5 * slope)
-        assert float(row["window_500_1000"]) == pytest.approx(offset + 8 * slope)
+        assert row["budget"] == "1000"
+        assert float(row["window_1_of_2"]) == pytest.approx(offset + 2.5 * slope)  # steps 0-500
+        assert float(row["window_2_of_2"]) == pytest.approx(offset + 8 * slope)  # steps 600-1000
+    code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--csv", str(out))
+    assert code == 0, err
+    assert list(csv.DictReader(io.StringIO(out.read_text())))[0].keys() == {"metric", "env", "variant", "seed", "final_last_0.1"}
     code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "0")
     assert code == 2 and "--windows must be a positive number of windows, got 0" in err
 
