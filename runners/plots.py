@@ -373,7 +373,7 @@ def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> 
                          "the whole-run means and drops cover those")
         seeds = ", ".join(run.seed for run, _ in members)
         lines.append(f"| {env} | {variant} | {per_window} | {whole} | {drops} | {len(members)} ({seeds}) |")
-    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction: float = 0.1,
