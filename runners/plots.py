@@ -231,6 +231,10 @@ def write_csv(curves: list[Curve], path: str | Path) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
+def seeds_label(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
 def plot_curves(curves: list[Curve], path: str | Path, group_by: str = "variant") -> Path:
     """A row per metric; in a row, a panel per env and a colour per variant (``group_by="variant"``),
     or the other way round. Several metrics of one sweep side by side, as the papers' figures."""
@@ -248,7 +252,7 @@ def plot_curves(curves: list[Curve], path: str | Path, group_by: str = "variant"
             axes = figure.add_subplot(len(metrics), len(panels), row * len(panels) + column + 1)
             for c in (c for c in curves if c.metric == metric and panel_of(c) == panel):
                 colour = colours[colour_of(c)]
-                axes.plot(c.steps, c.mean, color=colour, label=f"{colour_of(c)} ({c.seeds} seeds)")
+                axes.plot(c.steps, c.mean, color=colour, label=f"{colour_of(c)} ({seeds_label(c.seeds)})")
                 axes.fill_between(c.steps, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
             if row == 0:
                 axes.set_title(panel)
@@ -422,7 +426,7 @@ def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: st
         thresholds = np.linspace(everything.min(), everything.max(), points)
         axes = figure.add_subplot(1, len(envs), index + 1)
         for variant, (fraction, low, high) in sorted(performance_profiles(scores, thresholds).items()):
-            axes.plot(thresholds, fraction, color=colours[variant], label=f"{variant} ({len(scores[variant])} seeds)")
+            axes.plot(thresholds, fraction, color=colours[variant], label=f"{variant} ({seeds_label(len(scores[variant]))})")
             axes.fill_between(thresholds, low, high, color=colours[variant], alpha=0.2, linewidth=0)
         axes.set_title(env)
         axes.set_xlabel(f"final {tag} > tau")
