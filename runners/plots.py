@@ -329,8 +329,10 @@ def run_windows(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> l
     for run, (steps, values) in _cut_at_group_end(runs, tag).items():
         edges = edges_of[run.env]
         window = np.digitize(steps, edges[1:-1], right=True)
-        means = [values[window == i].mean() if np.any(window == i) else np.nan for i in range(len(edges) - 1)]
-        result.append((run, np.array(means)))
+        sums = np.bincount(window, weights=values, minlength=len(edges) - 1)
+        counts = np.bincount(window, minlength=len(edges) - 1)
+        with np.errstate(invalid="ignore"):  # 0 / 0: a window without a point is nan
+            result.append((run, sums / counts))
     return result
 
 
@@ -356,9 +358,10 @@ def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> 
     groups: dict[tuple[str, str], list[tuple[Run, np.ndarray]]] = defaultdict(list)
     for run, means in run_windows(runs, tag, edges_of):
         groups[(run.env, run.variant)].append((run, means))
-    shared = len({tuple(edges) for edges in edges_of.values()}) == 1
-    labels = (", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(next(iter(edges_of.values()))))
-              if shared else f"{len(next(iter(edges_of.values()))) - 1} equal windows of each env's budget")
+    edges = next(iter(edges_of.values()))
+    shared = all(np.array_equal(edges, other) for other in edges_of.values())
+    labels = (", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(edges))
+              if shared else f"{len(edges) - 1} equal windows of each env's budget")
     lines = [f"| env | variant | mean {tag} per window ({labels}) | whole-run mean per seed | best window minus last, per seed | seeds |",
              "|---|---|---|---|---|---|"]
     notes = []
