@@ -56,6 +56,11 @@ def test_bootstrap_interval_matches_an_explicit_resampling_loop():
         assert high[column] == pytest.approx(np.quantile(means, 0.975))
 
 
+def test_legends_count_seeds_in_the_singular_for_one_run():
+    assert plots.seeds_label(1) == "1 seed"
+    assert plots.seeds_label(3) == "3 seeds"
+
+
 def test_plot_command_writes_png_and_csv_that_read_back(tmp_path, clipzoo):
     make_sweep(tmp_path / "sweep")
     out = tmp_path / "returns.png"
