@@ -10,6 +10,8 @@ advises: below that it trims nothing or almost nothing and equals the mean.
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,10 +59,15 @@ def interval_estimates(scores: dict[str, np.ndarray], level: float = 0.95, reps:
             point = aggregate(matrix)
             estimates[variant] = {n: Estimate(p, p, p) for n, p in zip(names, point)}
             continue
-        with _quiet_arch():
-            points, intervals = rly.get_interval_estimates(
-                {variant: matrix}, aggregate, reps=reps, confidence_interval_size=level,
-                random_state=np.random.RandomState(seed))
+        state = np.random.get_state()  # rliable's bootstrap draws from numpy's global generator, whatever random_state says
+        np.random.seed(seed)
+        try:
+            with _quiet_arch():
+                points, intervals = rly.get_interval_estimates(
+                    {variant: matrix}, aggregate, reps=reps, confidence_interval_size=level,
+                    random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(state)
         estimates[variant] = {n: Estimate(float(points[variant][i]), float(intervals[variant][0, i]),
                                           float(intervals[variant][1, i])) for i, n in enumerate(names)}
     return estimates
@@ -78,3 +85,120 @@ def performance_profiles(scores: dict[str, np.ndarray], thresholds: np.ndarray, 
     finally:
         np.random.set_state(state)
     return {k: (profiles[k], bands[k][0], bands[k][1]) for k in profiles}
+
+
+# Two variants compared on one env: B - A over seeds. The interval resamples each variant's
+# seeds independently (a stratified bootstrap, strata = variants) with a seeded numpy
+# Generator, so a rerun prints the same numbers; the p-value enumerates every relabeling of
+# the pooled seeds (Fisher's exact permutation test of the difference of means); Holm's step-down
+# correction adjusts p over every comparison a command asks; the probability of improvement
+# is rliable's (Mann-Whitney U / (n_A n_B), ties counting 1/2).
+
+EXACT_PERMUTATION_LIMIT = 3_000_000  # relabelings enumerated exactly: 12 v 12 seeds is 2,704,156
+RANDOM_RELABELINGS = 200_000  # beyond the limit: this many random relabelings, seeded
+_CHUNK = 100_000
+
+
+@dataclass(frozen=True)
+class Difference:
+    """B - A of the mean over seeds, its stratified-bootstrap interval, the two-sided
+    permutation p-value (``exact``: over all ``relabelings``; else estimated from that many
+    random ones) and P(B > A)."""
+    point: float
+    low: float
+    high: float
+    p: float
+    relabelings: int
+    exact: bool
+    improvement: float
+    seeds_a: int
+    seeds_b: int
+
+
+def _seeds(values, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=float).ravel()
+    if len(values) < 1 or not np.isfinite(values).all():
+        raise ValueError(f"{name} needs at least one finite value per seed, got {values}")
+    return values
+
+
+def bootstrap_difference(a, b, level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> Estimate:
+    """mean(B) - mean(A) with a percentile interval from resampling A's seeds and B's seeds,
+    each within its own variant, independently (``reps`` draws of a ``default_rng(seed)``)."""
+    a, b = _seeds(a, "A"), _seeds(b, "B")
+    rng = np.random.default_rng(seed)
+    picks_a = rng.integers(0, len(a), size=(reps, len(a)))
+    picks_b = rng.integers(0, len(b), size=(reps, len(b)))
+    draws = b[picks_b].mean(axis=1) - a[picks_a].mean(axis=1)
+    tail = (1 - level) / 2
+    return Estimate(float(b.mean() - a.mean()), float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
+
+
+def relabelings(seeds_a: int, seeds_b: int) -> int:
+    """C(n_A + n_B, n_A): the ways to split the pooled seeds into groups of n_A and n_B."""
+    return math.comb(seeds_a + seeds_b, seeds_a)
+
+
+def smallest_p(seeds_a: int, seeds_b: int) -> float:
+    """The smallest two-sided exact permutation p-value these seed counts allow: the observed split
+    alone (1 / C), or with equal counts it and its mirror image, the labels swapped (2 / C)."""
+    return (2 if seeds_a == seeds_b else 1) / relabelings(seeds_a, seeds_b)
+
+
+def permutation_p_value(a, b, limit: int = EXACT_PERMUTATION_LIMIT, random_relabelings: int = RANDOM_RELABELINGS,
+                        seed: int = 0) -> tuple[float, int, bool]:
+    """(two-sided p, relabelings counted, exact): the share of the splits of the pooled seeds into
+    n_A and n_B whose |mean(B) - mean(A)| is at least the observed one, over all
+    C(n_A + n_B, n_A) splits (itertools.combinations) up to ``limit``; beyond it, over
+    ``random_relabelings`` random ones, (hits + 1) / (draws + 1)."""
+    a, b = _seeds(a, "A"), _seeds(b, "B")
+    pooled = np.concatenate([a, b])
+    total, n_a, n_b = pooled.sum(), len(a), len(b)
+    observed = abs(b.mean() - a.mean())
+    tolerance = 1e-9 * float(np.abs(pooled).max())  # a split as extreme up to rounding counts
+
+    def extreme(sum_a: np.ndarray) -> int:
+        return int(np.count_nonzero(np.abs((total - sum_a) / n_b - sum_a / n_a) >= observed - tolerance))
+
+    count = relabelings(n_a, n_b)
+    if count <= limit:
+        hits = 0
+        splits = itertools.combinations(range(n_a + n_b), n_a)
+        while len(chunk := np.fromiter(itertools.islice(splits, _CHUNK), dtype=np.dtype((np.intp, n_a)))):
+            hits += extreme(pooled[chunk].sum(axis=1))
+        return hits / count, count, True
+    rng = np.random.default_rng(seed)
+    hits, left = 0, random_relabelings
+    while left:
+        size = min(left, _CHUNK)
+        order = rng.permuted(np.tile(np.arange(n_a + n_b), (size, 1)), axis=1)
+        hits += extreme(pooled[order[:, :n_a]].sum(axis=1))
+        left -= size
+    return (hits + 1) / (random_relabelings + 1), random_relabelings, False
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment: the i-th smallest of m p-values becomes the running maximum of
+    min(1, (m - j + 1) p_(j)) over j <= i. NaN entries (no test) stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return adjusted
+
+
+def probability_of_improvement(a, b) -> float:
+    """P(B > A) over a random seed of each (rliable): ties count 1/2."""
+    a, b = _seeds(a, "A"), _seeds(b, "B")
+    return float(metrics.probability_of_improvement(b[:, None], a[:, None]))
+
+
+def compare(a, b, level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> Difference:
+    """B - A over seeds: ``bootstrap_difference``, ``permutation_p_value``, ``probability_of_improvement``."""
+    a, b = _seeds(a, "A"), _seeds(b, "B")
+    estimate = bootstrap_difference(a, b, level, reps, seed)
+    p, count, exact = permutation_p_value(a, b, seed=seed)
+    return Difference(estimate.point, estimate.low, estimate.high, p, count, exact,
+                      probability_of_improvement(a, b), len(a), len(b))

@@ -19,7 +19,7 @@ commands:
                             repeat --metric for a row per metric
   table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown;
                             repeat --metric for a table per metric; --windows N adds the mean per window of env steps,
-                            --csv FILE writes each run's values
+                            --csv FILE writes each run's values; --compare A B: B - A per env (CI, exact permutation p, Holm)
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
@@ -96,7 +96,13 @@ def figures(command: str, argv: list[str]) -> None:
                                  "runs' budget (sample efficiency), with each seed's whole-run mean and drop from its best window")
         parser.add_argument("--csv", default=None,
                             help="also write each run's final value (and window means, with --windows) to this CSV, a row "
-                                 "per run and metric")
+                                 "per run and metric; with --compare, the comparisons beside it, a row each (runs.csv: runs_compare.csv)")
+        parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=None,
+                            help="also compare two variants (named as in the table), per env and metric: B - A of the final "
+                                 "value and of the whole-run mean (the mean of the --windows window means, "
+                                 f"{plots.DEFAULT_COMPARE_WINDOWS} without it), each with a stratified bootstrap 95%% CI, the "
+                                 "exact two-sided permutation p, Holm's p over every comparison asked, P(B > A) and the seed "
+                                 "counts; repeat it for several pairs")
     if command == "plot":
         parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
                             help="variant: a panel per env, a colour per variant; env: the other way round")
@@ -108,7 +114,9 @@ def figures(command: str, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
     plots.check_last_fraction(args.last_fraction)
-    runs, notes = plots.select_runs(plots.find_runs(args.sweep), args.include_partial)
+    found = plots.find_runs(args.sweep)
+    runs, notes = plots.select_runs(found, args.include_partial)
+    pairs = plots.check_compare_pairs(args.compare, found, runs) if command == "table" else []
     runs_of = {}
     for metric in args.metric:
         runs_of[metric], absent = plots.groups_logging(runs, metric)
@@ -118,9 +126,16 @@ def figures(command: str, argv: list[str]) -> None:
         tables = [plots.final_table(runs_of[metric], metric, args.last_fraction) for metric in args.metric]
         if edges_of:
             tables += [plots.window_table(runs_of[metric], metric, edges_of) for metric in args.metric]
+        if pairs:
+            windows = args.windows or plots.DEFAULT_COMPARE_WINDOWS
+            rows, compare_notes = plots.comparisons(runs_of, pairs, args.last_fraction,
+                                                    edges_of or plots.window_edges(runs_of, windows))
+            tables.append(plots.compare_table(rows, compare_notes, args.last_fraction, windows))
         print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         if args.csv:
             print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, edges_of)}")
+            if pairs:
+                print(f"wrote {plots.write_compare_csv(rows, plots.compare_csv_path(args.csv), args.last_fraction, windows)}")
         return
     for note in notes:
         print(note)

@@ -11,6 +11,10 @@ Only complete runs count by default; every run left out gets a line saying why
 a group is cut at the group's common last step, so no mean mixes steps some seeds lack.
 A group none of whose runs logs the metric (the baseline of a plug-in's own metric) is
 left out with a line too (``groups_logging``).
+
+``table --compare A B`` (``comparisons``, ``compare_table``) sets two variants side by side per
+env: B - A of the final value and of the whole-run mean, with the statistics of
+``runners.aggregates.compare`` and Holm's correction over every comparison asked.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,8 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runners.agents import gradient_covariance_module, heatmap_drawing
-from runners.aggregates import IQM_MIN_SEEDS, interval_estimates, performance_profiles
+from runners.aggregates import (BOOTSTRAP_REPS, EXACT_PERMUTATION_LIMIT, IQM_MIN_SEEDS, RANDOM_RELABELINGS, Difference,
+                                 compare, holm, interval_estimates, performance_profiles, relabelings, smallest_p)
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
 from runners.rundir import effective_state, read_status
@@ -336,6 +341,20 @@ def run_windows(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> l
     return result
 
 
+def covered_windows(window_means: np.ndarray) -> np.ndarray:
+    """Which windows of a (seeds, windows) table of window means (``run_windows``) every seed
+    logged a point in: the only ones a whole-run mean may cover, so that no seed's figure
+    covers steps another's lacks."""
+    return ~np.isnan(window_means).any(axis=0)
+
+
+def whole_run_mean(window_means: np.ndarray, covered: np.ndarray) -> float:
+    """A run's whole-run mean (the area under its curve over env steps, divided by the steps):
+    the mean of its window means over the ``covered`` windows, each window weighted alike.
+    ``window_table`` and ``comparisons`` both use it."""
+    return float(window_means[covered].mean())
+
+
 def _seed_order(run: Run) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", run.seed)]  # seed_2 before seed_10
 
@@ -368,10 +387,10 @@ def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> 
     for (env, variant), members in sorted(groups.items()):
         members.sort(key=lambda member: _seed_order(member[0]))
         table = np.stack([means for _, means in members])
-        covered = ~np.isnan(table).any(axis=0)
+        covered = covered_windows(table)
         per_window = ", ".join(f"{column.mean():.4g}" if kept else "-" for column, kept in zip(table.T, covered))
         if covered.any():
-            whole = ", ".join(f"{means[covered].mean():.4g}" for _, means in members)
+            whole = ", ".join(f"{whole_run_mean(means, covered):.4g}" for _, means in members)
             drops = ", ".join(f"{means[covered].max() - means[covered][-1]:.4g}" for _, means in members)
         else:
             whole = drops = "-"
@@ -414,6 +433,148 @@ def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int
                if "iqm" in estimate else f"- | (needs {IQM_MIN_SEEDS} seeds)")
         lines.append(f"| {env} | {variant} | {mean.point:.4g} | [{mean.low:.4g}, {mean.high:.4g}] | {iqm} | {len(values)} |")
     return "\n".join(lines) + "\n"
+
+
+DEFAULT_COMPARE_WINDOWS = 10  # the whole-run mean's windows when --compare comes without --windows
+MIN_SEEDS_FOR_INTERVALS = 5
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """B - A on one env and metric, of the final value (``measure="final"``) or of the whole-run
+    mean (``"whole-run mean"``); ``difference`` None where it cannot be computed (no window every
+    seed of both logged), ``p_holm`` Holm-adjusted over every comparison of the command."""
+    metric: str
+    env: str
+    a: str
+    b: str
+    measure: str
+    difference: Difference | None
+    p_holm: float = float("nan")
+
+
+def check_compare_pairs(pairs: list[list[str]] | None, found: list[Run], kept: list[Run]) -> list[tuple[str, str]]:
+    """The ``--compare A B`` pairs, each once; a name no run directory has is refused in one line
+    with the closest variant name, as is a variant left with no runs by ``select_runs``."""
+    import difflib
+
+    known = sorted({run.variant for run in found})
+    selected = {run.variant for run in kept}
+    chosen = []
+    for a, b in pairs or []:
+        for name in (a, b):
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise UsageError(f"--compare: no variant {name!r} in the sweep; {hint}variants: {', '.join(known)}")
+            if name not in selected:
+                raise UsageError(f"--compare: variant {name!r} has no complete runs; --include-partial includes unfinished ones")
+        if a == b:
+            raise UsageError(f"--compare {a} {b}: name two different variants")
+        chosen.append((a, b))
+    return list(dict.fromkeys(chosen))
+
+
+def comparisons(runs_of: dict[str, list[Run]], pairs: list[tuple[str, str]], last_fraction: float,
+                edges_of: dict[str, np.ndarray], seed: int = 0) -> tuple[list[Comparison], list[str]]:
+    """(rows, notes): for each metric, pair and env with runs of both, B - A of each run's final value
+    (``run_finals``, as in ``final_table``) and of its whole-run mean (``whole_run_mean`` over the
+    windows of ``edges_of`` that every seed of A and B logged a point in), each by
+    ``aggregates.compare``; p Holm-adjusted over every row."""
+    rows, notes = [], []
+    for tag, runs in runs_of.items():
+        finals: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for run, value in run_finals(runs, tag, last_fraction):
+            finals[(run.env, run.variant)].append(value)
+        windows: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+        for run, means in run_windows(runs, tag, edges_of):
+            windows[(run.env, run.variant)].append(means)
+        envs = sorted({run.env for run in runs})
+        for a, b in pairs:
+            for env in envs:
+                missing = [name for name in (a, b) if (env, name) not in finals]
+                if missing:
+                    notes.append(f"{env}: no runs of {' or '.join(missing)} with {tag}; {a} v {b} not compared there")
+                    continue
+                rows.append(Comparison(tag, env, a, b, "final", compare(finals[(env, a)], finals[(env, b)], seed=seed)))
+                table_a, table_b = np.stack(windows[(env, a)]), np.stack(windows[(env, b)])
+                covered = covered_windows(np.concatenate([table_a, table_b]))
+                difference = None
+                if covered.any():
+                    difference = compare([whole_run_mean(m, covered) for m in table_a],
+                                         [whole_run_mean(m, covered) for m in table_b], seed=seed)
+                if not covered.all():
+                    notes.append(f"{env}: {a} v {b}: {tag} has points from every seed of both in {covered.sum()} of "
+                                 f"{len(covered)} windows; the whole-run means cover those")
+                rows.append(Comparison(tag, env, a, b, "whole-run mean", difference))
+    adjusted = holm([row.difference.p if row.difference else np.nan for row in rows])
+    rows = [replace(row, p_holm=float(p)) for row, p in zip(rows, adjusted)]
+    return rows, notes
+
+
+def _few_seeds_notes(rows: list[Comparison]) -> list[str]:
+    envs_of: dict[tuple[str, str, int, int], list[str]] = defaultdict(list)
+    for row in rows:
+        d = row.difference
+        if d and min(d.seeds_a, d.seeds_b) < MIN_SEEDS_FOR_INTERVALS and row.env not in envs_of[(row.a, row.b, d.seeds_a, d.seeds_b)]:
+            envs_of[(row.a, row.b, d.seeds_a, d.seeds_b)].append(row.env)
+    notes = []
+    for (a, b, n_a, n_b), envs in envs_of.items():
+        count, smallest = relabelings(n_a, n_b), smallest_p(n_a, n_b)
+        notes.append(f"{a} v {b} on {', '.join(envs)}: {n_a} v {n_b} seeds, under {MIN_SEEDS_FOR_INTERVALS} per variant: the 95% "
+                     f"intervals are little more than the range of the seeds, and the smallest p the exact permutation test "
+                     f"can give is {2 if n_a == n_b else 1}/C({n_a + n_b},{n_a}) = {2 if n_a == n_b else 1}/{count:,} = "
+                     f"{smallest:.4g}, before Holm's correction, which can only raise it")
+    return notes
+
+
+def compare_table(rows: list[Comparison], notes: list[str], last_fraction: float, windows: int) -> str:
+    """Markdown, a table per metric: per env and pair, B - A of the final value and of the whole-run
+    mean, with the stratified-bootstrap 95% interval, the exact permutation p, Holm's p, P(B > A)
+    and the seed counts; then a legend and the notes (few seeds, windows left out, pairs not compared)."""
+    lines = []
+    for tag in dict.fromkeys(row.metric for row in rows):
+        lines += [f"| env | A | B | {tag} | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in (row for row in rows if row.metric == tag):
+            d = row.difference
+            if d is None:
+                lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | - | - | - | - | - | - |")
+                continue
+            p = f"{'' if d.exact else '~'}{d.p:.4g}"
+            lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | {d.point:.4g} | [{d.low:.4g}, {d.high:.4g}] | "
+                         f"{p} | {row.p_holm:.4g} | {d.improvement:.3g} | {d.seeds_a}, {d.seeds_b} |")
+        lines.append("")
+    tested = sum(row.difference is not None for row in rows)
+    legend = [f"B − A: final = mean of each run's last {last_fraction:.0%} of points (as above); whole-run mean = mean of its "
+              f"{windows} window means of env steps (the area under its curve); 95% CI: stratified bootstrap, each variant's "
+              f"seeds resampled apart ({BOOTSTRAP_REPS:,} draws, seed 0); p: two-sided exact permutation test of the "
+              f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
+              f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"] if rows else []
+    if any(row.difference and not row.difference.exact for row in rows):
+        legend.append(f"~p: more than {EXACT_PERMUTATION_LIMIT:,} relabelings; estimated from {RANDOM_RELABELINGS:,} random ones")
+    return "\n".join(lines + legend + _few_seeds_notes(rows) + notes) + "\n"
+
+
+def compare_csv_path(path: str | Path) -> Path:
+    """Where ``--csv PATH`` puts the comparisons: ``runs.csv`` -> ``runs_compare.csv``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_compare{path.suffix or '.csv'}")
+
+
+def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: float, windows: int) -> Path:
+    """A row per comparison (``comparisons``); empty cells where one could not be computed."""
+    measure_of = {"final": f"final_last_{last_fraction:g}", "whole-run mean": f"whole_run_mean_{windows}_windows"}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", "env", "a", "b", "measure", "mean_b_minus_a", "ci_low", "ci_high", "p", "p_holm",
+                     "p_exact", "relabelings", "probability_of_improvement", "seeds_a", "seeds_b"])
+    for row in rows:
+        d = row.difference
+        values = ([f"{d.point:.6g}", f"{d.low:.6g}", f"{d.high:.6g}", f"{d.p:.6g}", f"{row.p_holm:.6g}", str(d.exact).lower(),
+                   d.relabelings, f"{d.improvement:.6g}", d.seeds_a, d.seeds_b] if d else [""] * 10)
+        writer.writerow([row.metric, row.env, row.a, row.b, measure_of[row.measure], *values])
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: str | Path, points: int = 101) -> Path:

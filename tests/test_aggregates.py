@@ -1,8 +1,20 @@
-"""rliable-based aggregates against hand-computed numbers and a slow bootstrap written here."""
+"""rliable-based aggregates against hand-computed numbers and a slow bootstrap written here;
+``table --compare``'s statistics against hand computations and slow references written here."""
+
+import csv
+import io
+import itertools
+import json
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
 
-from runners.aggregates import interval_estimates, performance_profiles
+from runners import plots
+from runners.aggregates import (bootstrap_difference, compare, holm, interval_estimates, performance_profiles,
+                                permutation_p_value, probability_of_improvement, smallest_p)
 
 
 def slow_percentile_bootstrap(values: np.ndarray, statistic, reps: int = 20000, seed: int = 1):
@@ -59,3 +71,163 @@ def test_profiles_leave_numpys_global_generator_untouched():
     np.random.seed(123)
     performance_profiles({"a": np.array([[1.0], [2.0]])}, np.array([1.5]))
     assert np.random.rand() == expected
+
+
+def slow_permutation_p(a: list[int], b: list[int]) -> Fraction:
+    """Every split of the pooled seeds into len(a) and len(b), in exact arithmetic."""
+    pooled, n_a = a + b, len(a)
+    observed = abs(Fraction(sum(b), len(b)) - Fraction(sum(a), n_a))
+    splits = list(itertools.combinations(range(len(pooled)), n_a))
+    extreme = 0
+    for chosen in splits:
+        group_a = [pooled[i] for i in chosen]
+        group_b = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        if abs(Fraction(sum(group_b), len(group_b)) - Fraction(sum(group_a), n_a)) >= observed:
+            extreme += 1
+    return Fraction(extreme, len(splits))
+
+
+def test_permutation_p_of_three_against_three_fully_separated_is_two_of_twenty():
+    # of the C(6, 3) = 20 splits only the observed one and its mirror image are as extreme
+    assert permutation_p_value([1, 2, 3], [4, 5, 6]) == (pytest.approx(0.1), 20, True)
+    # in floating point the mirror split of these comes out a rounding error short of the observed
+    # difference; it ties in exact arithmetic, so it counts
+    assert permutation_p_value([0.8, 0.6, 0.5], [0.3, 0.3, 0.1])[0] == pytest.approx(float(slow_permutation_p([8, 6, 5], [3, 3, 1])))
+    assert permutation_p_value([4, 5, 6], [1, 2, 3])[0] == pytest.approx(0.1)  # two-sided
+    assert permutation_p_value([1, 2], [1, 2])[0] == 1.0
+    assert smallest_p(3, 3) == pytest.approx(0.1) and smallest_p(2, 3) == pytest.approx(0.1)  # 2/20; 1/10
+
+
+def test_permutation_p_of_five_against_five_matches_a_slow_exact_loop():
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        a, b = rng.integers(0, 6, 5).tolist(), rng.integers(2, 8, 5).tolist()  # small integers: many ties
+        p, count, exact = permutation_p_value(a, b)
+        assert count == 252 and exact
+        assert p == pytest.approx(float(slow_permutation_p(a, b)), abs=1e-12), (a, b)
+    a, b = [3, 1, 4, 1, 5, 9], [2, 6, 5, 3]  # unequal counts: C(10, 6) = 210
+    assert permutation_p_value(a, b)[:2] == (pytest.approx(float(slow_permutation_p(a, b))), 210)
+
+
+def test_permutation_p_beyond_the_exact_limit_is_estimated_from_seeded_random_relabelings():
+    a, b = np.arange(8.0), np.arange(8.0) + 3
+    exact, count, _ = permutation_p_value(a, b)
+    assert count == 12870
+    estimated, draws, is_exact = permutation_p_value(a, b, limit=100, random_relabelings=50_000)
+    assert (draws, is_exact) == (50_000, False)
+    assert estimated == pytest.approx(exact, abs=0.005)
+    assert permutation_p_value(a, b, limit=100, random_relabelings=50_000) == (estimated, draws, is_exact)
+
+
+def test_holm_matches_a_hand_computation():
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04 -> running maximum 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # 0.4 x 2, then 0.5 x 1 raised to the running maximum
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 0.6 x 2 capped at 1
+    adjusted = holm([0.01, np.nan, 0.04])  # an untested comparison does not count in m
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2]] == pytest.approx([0.02, 0.04])
+
+
+def test_probability_of_improvement_counts_ties_as_half():
+    # B = 2: beats 1, ties 2 -> 1.5; B = 3: beats 1, 2, ties 3 -> 2.5; B = 4: beats all -> 3; (1.5 + 2.5 + 3) / 9
+    assert probability_of_improvement([1, 2, 3], [2, 3, 4]) == pytest.approx(7 / 9)
+    assert probability_of_improvement([2, 3, 4], [1, 2, 3]) == pytest.approx(2 / 9)
+    assert probability_of_improvement([5, 5], [5, 5]) == 0.5
+
+
+def test_bootstrap_difference_resamples_each_variants_seeds_apart_and_is_reproducible():
+    a, b = np.array([1.0, 2.0, 4.0, 8.0]), np.array([3.0, 5.0, 6.0, 9.0, 12.0])
+    estimate = bootstrap_difference(a, b, reps=5000, seed=4)
+    assert estimate.point == pytest.approx(b.mean() - a.mean())
+    assert estimate.low < estimate.point < estimate.high
+    assert bootstrap_difference(a, b, reps=5000, seed=4) == estimate
+    assert bootstrap_difference(a, b, reps=5000, seed=5) != estimate
+    rng = np.random.default_rng(4)  # the same draws, by a loop: A's resamples, then B's
+    picks_a, picks_b = rng.integers(0, 4, size=(5000, 4)), rng.integers(0, 5, size=(5000, 5))
+    draws = [sum(b[j] for j in pick_b) / 5 - sum(a[i] for i in pick_a) / 4 for pick_a, pick_b in zip(picks_a, picks_b)]
+    assert (estimate.low, estimate.high) == pytest.approx((np.quantile(draws, 0.025), np.quantile(draws, 0.975)))
+    # stratified: with A constant, B - A only moves with B's own resampled means (0, 5 or 10 here)
+    constant = bootstrap_difference([1.0, 1.0, 1.0], [1.0, 11.0], reps=2000)
+    assert (constant.low, constant.high) == (0.0, 10.0)
+
+
+def test_compare_gathers_the_statistics_with_seed_counts():
+    d = compare([1, 2, 3], [4, 5, 6])
+    assert (d.point, d.p, d.relabelings, d.exact, d.improvement, d.seeds_a, d.seeds_b) == (3.0, pytest.approx(0.1), 20, True, 1.0, 3, 3)
+
+
+def write_constant_run(root: Path, env: str, variant: str, seed: int, first_half: float, second_half: float,
+                       last_step: int = 1000) -> None:
+    """Points at steps 100, 200, ..., ``last_step`` (budget 1000; interrupted before it):
+    ``first_half`` up to 500, ``second_half`` after."""
+    run = root / env / variant / f"seed_{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env_id": env, "total_timesteps": 1000}))
+    state = "complete" if last_step == 1000 else "interrupted"
+    (run / "status.json").write_text(json.dumps({"state": state, "global_step": last_step}))
+    with SummaryWriter(str(run)) as writer:
+        for step in range(100, last_step + 1, 100):
+            writer.add_scalar("charts/episodic_return", first_half if step <= 500 else second_half, step)
+
+
+def test_table_compare_prints_b_minus_a_with_exact_p_holm_and_a_few_seeds_note(tmp_path, clipzoo):
+    for seed in range(3):
+        write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 1 + seed)  # 1, 2, 3 throughout
+        write_constant_run(tmp_path, "Hopper-v5", "wc", seed, 4 + seed, 10 + seed)  # 4, 5, 6 then 10, 11, 12
+        write_constant_run(tmp_path, "Walker2d-v5", "adam", seed, 1, 1)  # no wc runs on Walker2d
+    out_csv = tmp_path / "out" / "runs.csv"
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
+                             "--csv", str(out_csv))
+    assert code == 0, err
+    # final: 10, 11, 12 against 1, 2, 3 -> 9; whole run (10 windows, a point each): 7, 8, 9 against 1, 2, 3 -> 6;
+    # exact p 2/20 for each, Holm over the 2 comparisons 0.2; every wc seed beats every adam seed
+    assert "| env | A | B | charts/episodic_return | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |" in out
+    assert "| Hopper-v5 | adam | wc | final | 9 | [" in out and "| Hopper-v5 | adam | wc | whole-run mean | 6 | [" in out
+    rows = [line for line in out.splitlines() if line.startswith("| Hopper-v5 | adam | wc |")]
+    assert len(rows) == 2 and all(line.endswith("| 0.1 | 0.2 | 1 | 3, 3 |") for line in rows)
+    assert "3 v 3 seeds, under 5 per variant" in out and "2/C(6,3) = 2/20 = 0.1" in out
+    assert "Walker2d-v5: no runs of wc with charts/episodic_return; adam v wc not compared there" in out
+    written = list(csv.DictReader(io.StringIO(plots.compare_csv_path(out_csv).read_text())))
+    assert plots.compare_csv_path(out_csv) == tmp_path / "out" / "runs_compare.csv" and out_csv.exists()
+    assert [(r["measure"], float(r["mean_b_minus_a"]), float(r["p"]), float(r["p_holm"]), r["seeds_a"]) for r in written] == [
+        ("final_last_0.1", 9.0, 0.1, 0.2, "3"), ("whole_run_mean_10_windows", 6.0, 0.1, 0.2, "3")]
+    for r in written:
+        assert float(r["ci_low"]) <= float(r["mean_b_minus_a"]) <= float(r["ci_high"])
+    code, again, _ = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
+                             "--compare", "adam", "wc")  # the same pair twice counts once; the same numbers on a rerun
+    assert code == 0 and again == out.split("wrote")[0]
+
+
+def test_table_compare_refuses_an_unknown_variant_in_one_line_with_the_closest_name(tmp_path, clipzoo):
+    for seed in range(2):
+        write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1, 1)
+        write_constant_run(tmp_path, "Hopper-v5", "adam_wc", seed, 2, 2)
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adma", "adam_wc")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["error: --compare: no variant 'adma' in the sweep; did you mean 'adam'? variants: adam, adam_wc"]
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "adam")
+    assert code == 2 and "name two different variants" in err
+
+
+def test_compared_whole_run_means_cover_only_the_windows_every_seed_of_both_logged(tmp_path, clipzoo):
+    for seed in range(3):
+        write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 100)  # 1, 2, 3 up to 500, then 100
+        write_constant_run(tmp_path, "Hopper-v5", "wc", seed, 4 + seed, 0, last_step=500)  # 4, 5, 6, stopped at 500
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
+                             "--include-partial")
+    assert code == 0, err
+    # 10 windows of 100 steps, a point each; wc logged the first 5, where adam's runs hold 1, 2, 3 and wc's 4, 5, 6
+    # (over all 10 windows adam's would be 50.5, 51, 51.5); each group's final value is at its own last step
+    assert "| Hopper-v5 | adam | wc | whole-run mean | 3 | [" in out
+    assert "| Hopper-v5 | adam | wc | final | -95 | [" in out
+    assert "Hopper-v5: adam v wc: charts/episodic_return has points from every seed of both in 5 of 10 windows" in out
+
+
+def test_interval_estimates_repeat_whatever_numpys_global_state():
+    from runners.aggregates import interval_estimates
+
+    scores = {"a": np.array([[1.0], [2.0], [4.0], [7.0], [3.0]])}
+    np.random.seed(1)
+    first = interval_estimates(scores)
+    np.random.seed(2)
+    assert interval_estimates(scores) == first
