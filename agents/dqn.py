@@ -21,10 +21,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tianshou.algorithm import DQN
-from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy, SimpleLossTrainingStats
 
-from agents.lean_update import LeanDQN
+from agents.lean_update import LeanUpdateMixin, Transitions, evaluation_module, nstep_returns, read_transitions
 from agents.networks import QNetwork
+from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
 
@@ -39,38 +40,78 @@ class Args(QLearningArgs):
     """Huber loss threshold for the TD error (unset: squared error, as Tianshou's example)"""
 
 
+def q_of_actions(network: torch.nn.Module, obs, actions: torch.Tensor) -> torch.Tensor:
+    """Q(s, a) of the actions taken."""
+    return network(obs)[0].gather(1, actions[:, None]).squeeze(1)
+
+
+def bootstrap_returns(algorithm: DQN, batch: Transitions) -> torch.Tensor:
+    """The n-step (double-)Q targets of a batch: ``sum_k gamma^k r + gamma^m max_a' Q'(s_{t+m}, a')``,
+    the greedy action chosen by the online network when double-Q, evaluated by the target network."""
+    online = algorithm.policy.model
+    with torch.no_grad():
+        target_network = evaluation_module(algorithm.model_old) if algorithm.use_target_network else online
+        next_q = target_network(batch.obs_next)[0]
+        if algorithm.is_double:
+            greedy = (online(batch.obs_next)[0] if algorithm.use_target_network else next_q).argmax(1)
+            bootstrap = next_q.gather(1, greedy[:, None])
+        else:
+            bootstrap = next_q.max(1, keepdim=True)[0]
+        return nstep_returns(batch, bootstrap, algorithm.gamma).squeeze(1)
+
+
+def td_loss(q: torch.Tensor, returns: torch.Tensor, huber_delta: float | None) -> torch.Tensor:
+    """Per-sample TD loss: squared error, or Huber with threshold ``huber_delta``."""
+    if huber_delta is not None:
+        return torch.nn.functional.huber_loss(q, returns, delta=huber_delta, reduction="none")
+    return (returns - q) ** 2
+
+
+class LeanDQN(LeanUpdateMixin, DQN):
+    """Tianshou's DQN (double-Q, n-step, Huber or squared loss) with the lean update (agents/lean_update.py)."""
+
+    def _lean_step(self, batch: Transitions):
+        returns = bootstrap_returns(self, batch)
+        # as DQN._update_with_batch, after the n-step targets (Tianshou computes them in preprocessing)
+        self._periodically_update_lagged_network_weights()
+        q = q_of_actions(self.policy.model, batch.obs, batch.act)
+        losses = td_loss(q, returns, self.huber_loss_delta)
+        # Tianshou weights the squared error by prioritized replay's importance weights, not the Huber loss
+        loss = losses.mean() if self.huber_loss_delta is not None else (losses * batch.weight).mean()
+        self.optim.step(loss)
+        return SimpleLossTrainingStats(loss=loss.item()), (returns - q).detach()
+
+
 def network(args: Args, obs_shape, actions: int) -> QNetwork:
     return QNetwork(obs_shape, actions, layer_norm=args.layer_norm)
 
 
-def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
-    network = SPEC.network(args, obs_shape, actions).to(device)
-    policy = DiscreteQLearningPolicy(model=network, action_space=gym.spaces.Discrete(actions), eps_training=args.eps_start)
+def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int,
+          streams: RandomStreams | None = None):
+    streams = streams or RandomStreams(args.seed)
+    with streams.network_init.active():
+        network = SPEC.network(args, obs_shape, actions).to(device)
+    policy = EpsilonGreedyPolicy(model=network, action_space=gym.spaces.Discrete(actions), eps_training=args.eps_start,
+                                 exploration_stream=streams.exploration)
     algorithm = (LeanDQN if args.lean_update else DQN)(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
                                                        target_update_freq=target_period, is_double=args.double_q, huber_loss_delta=args.huber_delta)
     return algorithm, network
 
 
+class EpsilonGreedyPolicy(OwnExplorationStream, DiscreteQLearningPolicy):
+    """Tianshou's Q-learning policy, its epsilon-greedy draws on the run's exploration stream."""
+
+
 def td_batch(algorithm: DQN, buffer, k: int) -> dict:
-    """k replay samples with their n-step double-Q targets, as the update computes them."""
-    batch, indices = buffer.sample(k)
-    with torch.no_grad():
-        batch = algorithm._preprocess_batch(batch, buffer, indices)
+    """k replay samples with their n-step targets, computed as the update computes them."""
     network = algorithm.policy.model
-    device = next(network.parameters()).device
-    return {
-        "obs": torch.as_tensor(np.asarray(batch.obs), device=device),
-        "act": torch.as_tensor(batch.act, device=device).long(),
-        "returns": torch.as_tensor(batch.returns, device=device, dtype=torch.float32).flatten(),
-        "huber_delta": algorithm.huber_loss_delta,
-    }
+    batch = read_transitions(buffer, buffer.sample_indices(k), algorithm.n_step, next(network.parameters()).device)
+    return {"obs": torch.as_tensor(np.asarray(batch.obs), device=batch.act.device), "act": batch.act,
+            "returns": bootstrap_returns(algorithm, batch), "huber_delta": algorithm.huber_loss_delta}
 
 
 def per_sample_td_loss(network: QNetwork, batch: dict) -> torch.Tensor:
-    q = network(batch["obs"])[0].gather(1, batch["act"][:, None]).squeeze(1)
-    if batch["huber_delta"] is not None:
-        return torch.nn.functional.huber_loss(q, batch["returns"], delta=batch["huber_delta"], reduction="none")
-    return (batch["returns"] - q) ** 2
+    return td_loss(q_of_actions(network, batch["obs"], batch["act"]), batch["returns"], batch["huber_delta"])
 
 
 SPEC = AgentSpec(

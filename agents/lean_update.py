@@ -8,8 +8,8 @@ array and ``unfinished_index()`` for every step, even at n = 1), switches every 
 train mode and back (twice per update, each a walk over all modules), walks the target
 network into eval mode on every forward, and computes argmax actions on the host.
 
-``LeanDQN`` and ``LeanRainbowDQN`` are Tianshou's ``DQN`` and ``RainbowDQN`` with one method
-replaced, ``update``: the same sampling call (so the replay buffer's random stream is the
+``LeanUpdateMixin`` gives Tianshou's ``DQN`` and ``RainbowDQN`` (``agents.dqn.LeanDQN``,
+``agents.rainbow.LeanRainbowDQN``) a new ``update``: the same sampling call (so the replay buffer's random stream is the
 same), the same target-network schedule, noise sampling, optimizer wrapper and priority
 updates, computed from the sampled indices directly:
 
@@ -23,7 +23,8 @@ updates, computed from the sampled indices directly:
 
 ``LeanOffPolicyTrainer`` hands each update's loss to the logger directly instead of through
 Tianshou's per-update moving averages and ``dataclasses.asdict`` (only our logger reads it).
-The diagnostics (``td_batch``) keep using Tianshou's own methods. ``tests/test_lean_update.py``
+The loss and target of each agent are written once, in its own file, and both its lean update and
+its diagnostics (``td_batch``) call them. ``tests/test_lean_update.py``
 checks that losses and parameters after N updates match the stock path on the same batches
 (DQN, double DQN, n-step, Rainbow with prioritized replay).
 """
@@ -35,9 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tianshou.algorithm import DQN, RainbowDQN
-from tianshou.algorithm.modelfree.dqn import SimpleLossTrainingStats
-from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
 
@@ -170,62 +168,6 @@ class LeanUpdateMixin:
             scheduler.step()
         stats.train_time = time.time() - start
         return stats
-
-
-class LeanDQN(LeanUpdateMixin, DQN):
-    """Tianshou's DQN (double-Q, n-step, Huber or squared loss) with the lean update."""
-
-    def _lean_step(self, batch: Transitions):
-        online = self.policy.model
-        with torch.no_grad():
-            target_network = evaluation_module(self.model_old) if self.use_target_network else online
-            next_q = target_network(batch.obs_next)[0]
-            if self.is_double:
-                greedy = (online(batch.obs_next)[0] if self.use_target_network else next_q).argmax(1)
-                bootstrap = next_q.gather(1, greedy[:, None])
-            else:
-                bootstrap = next_q.max(1, keepdim=True)[0]
-            returns = nstep_returns(batch, bootstrap, self.gamma).squeeze(1)
-        # as DQN._update_with_batch, after the n-step targets (Tianshou computes them in preprocessing)
-        self._periodically_update_lagged_network_weights()
-        q = online(batch.obs)[0].gather(1, batch.act[:, None]).squeeze(1)
-        td_error = returns - q
-        if self.huber_loss_delta is not None:
-            loss = torch.nn.functional.huber_loss(q, returns, delta=self.huber_loss_delta)
-        else:
-            loss = (td_error.pow(2) * batch.weight).mean()
-        self.optim.step(loss)
-        return SimpleLossTrainingStats(loss=loss.item()), td_error.detach()
-
-
-class LeanRainbowDQN(LeanUpdateMixin, RainbowDQN):
-    """Tianshou's Rainbow (C51 on noisy dueling networks, n-step, prioritized replay) with the lean update."""
-
-
-    def _lean_step(self, batch: Transitions):
-        support = self.policy.support
-        online = self.policy.model
-        with torch.no_grad():
-            atoms = nstep_returns(batch, support.expand(len(batch.indices), -1), self.gamma)
-        # as RainbowDQN._update_with_batch: fresh noise, target sync, then C51's loss
-        self._sample_noise(online)
-        if self.use_target_network:
-            self._sample_noise(self.model_old)
-        self._periodically_update_lagged_network_weights()
-        with torch.no_grad():
-            next_online = online(batch.obs_next)[0]
-            greedy = (next_online * support).sum(2).argmax(1)
-            next_dist = self.model_old(batch.obs_next)[0] if self.use_target_network else next_online
-            next_dist = next_dist[torch.arange(len(greedy), device=greedy.device), greedy]
-            target_atoms = atoms.clamp(self.policy.v_min, self.policy.v_max)
-            target_dist = ((1 - (target_atoms.unsqueeze(1) - support.view(1, -1, 1)).abs() / self.delta_z).clamp(0, 1)
-                           * next_dist.unsqueeze(1)).sum(-1)
-        dist = online(batch.obs)[0]
-        taken = dist[torch.arange(len(batch.act), device=dist.device), batch.act]
-        cross_entropy = -(target_dist * torch.log(taken + 1e-8)).sum(1)
-        loss = (cross_entropy * batch.weight).mean()
-        self.optim.step(loss)
-        return LossSequenceTrainingStats(loss=loss.item()), cross_entropy.detach()
 
 
 class LeanOffPolicyTrainer(ExactBudgetTrainer):

@@ -24,6 +24,11 @@
     numba's on-disk cache on for them (it lives beside Tianshou's own ``.pyc`` files).
   (Its Atari wrapper's crash under numpy >= 2.3 is avoided in ``envs.discrete``.)
 * ``RunLogger``: Tianshou's logger interface, writing our tags and checkpoints.
+* ``RandomStreams``, ``OwnExplorationStream``, ``seed_replay_buffer``: Tianshou draws
+  epsilon-greedy actions and prioritized samples from numpy's global generator, noisy-layer
+  noise and network initialisation from torch's, and every uniform replay buffer starts
+  from ``RandomState(42)``; each of these gets a stream of its own, derived from ``--seed``
+  (``runners.rng``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from agents.diagnostics.weights import gradient_norm
 from agents.plugins import PlasticityPlugins
 from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
+from runners.rng import GlobalStream, random_state
 
 def keep_numba_machine_code() -> None:
     from tianshou.algorithm import algorithm_base
@@ -246,48 +252,90 @@ class StoredSuccessorsOnly:
         return batch
 
 
+class PrioritizedSamplesOnOwnStream:
+    """Prioritized buffer mixin: Tianshou's ``PrioritizedReplayBuffer.sample_indices`` draws its
+    uniform numbers from numpy's global generator; these come from the buffer's own
+    ``_random_state``, as uniform replay's do."""
+
+    def sample_indices(self, batch_size: int | None) -> np.ndarray:
+        if batch_size is not None and batch_size > 0 and len(self) > 0:
+            scalar = self._random_state.rand(batch_size) * self.weight.reduce()
+            return self.weight.get_prefix_sum_idx(scalar)
+        return super().sample_indices(batch_size)
+
+
 class CheckedReplayBuffer(StoredSuccessorsOnly, NewDataNaNCheck, VectorReplayBuffer):
     pass
 
 
-class CheckedPrioritizedReplayBuffer(StoredSuccessorsOnly, NewDataNaNCheck, PrioritizedVectorReplayBuffer):
+class CheckedPrioritizedReplayBuffer(StoredSuccessorsOnly, PrioritizedSamplesOnOwnStream, NewDataNaNCheck,
+                                     PrioritizedVectorReplayBuffer):
     def set_beta(self, beta: float) -> None:
         super().set_beta(beta)  # Tianshou's: the sub-buffers only
         self._beta = beta  # the one sampling reads
 
 
-def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None, n_step: int = 1):
-    """A vector replay buffer; with ``frame_stack > 1`` it stores each frame once and
-    rebuilds the stacks when sampling (Tianshou's ``save_only_last_obs``); ``n_step`` is
-    the return horizon of the learner's targets."""
+def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None, n_step: int = 1,
+                       seed: int = 0):
+    """A vector replay buffer sampling from streams of its own derived from ``seed``; with
+    ``frame_stack > 1`` it stores each frame once and rebuilds the stacks when sampling
+    (Tianshou's ``save_only_last_obs``); ``n_step`` is the return horizon of the learner's targets."""
     options = dict(total_size=size, buffer_num=num_envs, n_step=n_step)
     if frame_stack > 1:
         options.update(stack_num=frame_stack, ignore_obs_next=True, save_only_last_obs=True)
     if prioritized is not None:
-        return CheckedPrioritizedReplayBuffer(**options, **prioritized)
-    return CheckedReplayBuffer(**options)
+        buffer = CheckedPrioritizedReplayBuffer(**options, **prioritized)
+    else:
+        buffer = CheckedReplayBuffer(**options)
+    seed_replay_buffer(buffer, seed)
+    return buffer
+
+
+def seed_replay_buffer(buffer, seed: int) -> None:
+    """Every generator a vector buffer samples from (its own, which picks the sub-buffers, and
+    each sub-buffer's), on streams of ``seed``: Tianshou starts each from ``RandomState(42)``."""
+    buffer._random_state = random_state(seed, "replay")
+    for index, sub_buffer in enumerate(getattr(buffer, "buffers", [])):
+        sub_buffer._random_state = random_state(seed, f"replay/{index}")
+
+
+class RandomStreams:
+    """The streams of a Q-learning run that Tianshou and torch draw from globally: network
+    initialisation (and the fresh networks of resets and probes), epsilon-greedy exploration,
+    noisy-layer noise (acting and learning). ``state_dict`` carries them in checkpoints."""
+
+    NAMES = ("network_init", "exploration", "noise")
+
+    def __init__(self, seed: int) -> None:
+        self.network_init, self.exploration, self.noise = (GlobalStream(seed, name) for name in self.NAMES)
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in self.NAMES}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.NAMES:
+            getattr(self, name).load_state_dict(state[name])
+
+
+class OwnExplorationStream:
+    """Policy mixin: Tianshou's epsilon-greedy ``add_exploration_noise`` draws from numpy's
+    global generator; here it draws from the run's exploration stream."""
+
+    def __init__(self, *args, exploration_stream: GlobalStream, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.exploration_stream = exploration_stream
+
+    def add_exploration_noise(self, act, batch):
+        with self.exploration_stream.active():
+            return super().add_exploration_noise(act, batch)
 
 
 class QuietOffPolicyTrainer(OffPolicyTrainer):
-    """OffPolicyTrainer whose progress bars stay off when ``show_progress`` is False, and whose
-    update block ends early once ``stop_requested()`` (a signal), so a stop is honoured within
-    a gradient step even at a huge replay ratio; ``skipped_gradient_steps`` counts what it left out."""
+    """OffPolicyTrainer whose progress bars stay off when ``show_progress`` is False.
 
-    def __init__(self, *args, stop_requested: Callable[[], bool] = lambda: False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.stop_requested = stop_requested
-        self.skipped_gradient_steps = 0
-
-    def _update_step(self, collect_stats):
-        gradient_steps = round(self.params.update_step_num_gradient_steps_per_sample * collect_stats.n_collected_steps)
-        update_stat = None
-        for done in range(gradient_steps):
-            if done and self.stop_requested():
-                self.skipped_gradient_steps += gradient_steps - done
-                break
-            update_stat = self._sample_and_update(self.params.training_collector.buffer)
-            self._policy_update_time += update_stat.train_time
-        return update_stat
+    A stop signal is honoured between collects, after the update block it arrives in: the
+    run's state is whole only there, so its checkpoint resumes exactly (a block is
+    steps-per-collect x replay-ratio gradient steps: 80 at the MinAtar RR 8 presets)."""
 
     @property
     def _pbar(self):

@@ -3,12 +3,15 @@ plasticity diagnostics: the WC paper's policy-collapse experiment (Elsayed et al
 
     python agents/ppo_continuous.py --env-id Hopper-v5 --wc-kappa 2
     clipzoo train ppo --config ppo_hopper --wc-kappa 2 --run-dir runs/hopper_wc
+
+A run stopped (kill -9, SIGTERM, Ctrl-C) and rerun with the same command resumes from its
+last checkpoint and ends bitwise as the run never interrupted: checkpoints carry the
+simulators mid-episode (envs/state.py) and every random stream (runners/rng.py).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,11 +29,12 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
-from envs.continuous import finished_episodes, load_normalization_state, make_vector_env, normalization_state
+from envs.continuous import finished_episodes, load_vector_env_state, make_vector_env, normalization_state, vector_env_state
 from runners.cli import tensorboard_command
 from runners.config import parse_args
 from runners.errors import RunInterrupted, UsageError
-from runners.rundir import RunDirectory, StopRequest, execute_run, restore_rng_state, rng_state
+from runners.rng import GlobalStream, numpy_generator, stream_seed
+from runners.rundir import RunDirectory, StopRequest, execute_run
 
 
 @dataclass
@@ -104,6 +108,8 @@ class Args(PlasticityArgs):
 # Options that may change when a run is resumed: they do not change what is learned.
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "compile", "diagnostics_every", "heatmap_every", "checkpoint_every",
                      "plasticity_probe_every", "sharpness_every", "sharpness_density"}
+# Checkpoints of this format resume exactly: simulators mid-episode and every random stream.
+CHECKPOINT_FORMAT = 2
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -279,10 +285,17 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 
-    # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # Seeding: every random stream has its own generator, derived from --seed and its name
+    # (runners/rng.py), so seeds share no stream and one more consumer shifts no other.
+    # Nothing here draws from numpy's or torch's global generators, which are left unseeded.
+    #   network_init  the agent's initial weights (torch.nn.init draws globally: GlobalStream)
+    #   envs          the seed of the first reset (sub-env i gets it + i); autoresets then draw
+    #                 from each env's own np_random, which the checkpoint carries
+    #   actions       the rollout's Gaussian noise
+    #   minibatches   the shuffles of the update epochs
+    #   interventions Shrink & Perturb's and last-layer reset's fresh draws (keyed by event count)
+    #   diagnostics   samples, probes and Lanczos starts (keyed by global step: what a diagnostic
+    #                 draws does not depend on which others ran, nor on a resume)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if args.device == "cuda" else "cpu")  # auto: the CPU, see Args.device
@@ -292,10 +305,11 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     def fresh_agent() -> Agent:
         return Agent(obs_dim, action_dim, layer_norm=args.layer_norm).to(device)
 
-    agent = fresh_agent()
+    with GlobalStream(args.seed, "network_init").active():
+        agent = fresh_agent()
     # fused: the same Adam update in one kernel per tensor, several times faster on CPU
     optimizer = agent_optimizer(args, agent.parameters(), fused=True)
-    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=args.seed).attach(optimizer)
+    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=stream_seed(args.seed, "interventions")).attach(optimizer)
     if args.compile:
         # Compiled graphs are cached per function and do not guard on module hooks; a run
         # compiles its own, with the plug-ins' hooks in place (matters when runs share a process).
@@ -305,23 +319,36 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     if args.wc_kappa is not None:
         clipping = WeightClipping(agent, args.wc_kappa, bound_mode=args.wc_bound_mode, skip_last_layer=args.wc_skip_last_layer).attach(optimizer)
 
-    # Resume from the run directory's checkpoint, if there is one
+    action_rng = numpy_generator(args.seed, "actions")
+    minibatch_rng = numpy_generator(args.seed, "minibatches")
+    diagnostics_seed = stream_seed(args.seed, "diagnostics")
+
+    # Resume from the run directory's checkpoint, if there is one: it holds everything that
+    # decides what comes next, so the resumed run is bitwise the run never interrupted.
     iteration_done, global_step = 0, 0
     diagnostics = DiagnosticsLogger(writer, agent, run_dir=run.path)
     if checkpoint:
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise UsageError(f"{run.path / 'checkpoint.pt'} is from an older ClipZoo PPO that did not save its simulators and random "
+                             f"streams, so it cannot resume exactly; move it away to start the run over, or use a new --run-dir")
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if clipping is not None:
             clipping.load_state_dict(checkpoint["clipping"])
         plugins.load_state_dict(checkpoint.get("plugins"))
         diagnostics.load_state_dict(checkpoint["diagnostics"])
-        load_normalization_state(envs, checkpoint["normalization"])
-        restore_rng_state(checkpoint["rng"])
+        # the simulators mid-episode, wrappers (normalisation, time limits, episode stats) and the loop's view of them
+        load_vector_env_state(envs, checkpoint["envs"])
+        next_obs, next_done = checkpoint["next_obs"].copy(), checkpoint["next_done"].copy()
+        action_rng.bit_generator.state = checkpoint["rng"]["actions"]
+        minibatch_rng.bit_generator.state = checkpoint["rng"]["minibatches"]
         iteration_done, global_step = checkpoint["iteration"], checkpoint["global_step"]
         last_rollout = tuple(t.to(device) for t in checkpoint["last_rollout"])
         print(f"resuming {run.path} from step {global_step}")
     else:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+        next_obs, _ = envs.reset(seed=stream_seed(args.seed, "envs"))
+        next_done = np.zeros(args.num_envs, dtype=np.float32)
     run.set_status("running", global_step=global_step, total_timesteps=num_iterations * batch_size)
 
     # ALGO Logic: Storage setup (numpy on the env side, one transfer per rollout)
@@ -331,13 +358,6 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
-    # Episodes in flight restart on resume (simulator state is not checkpointed); the seed
-    # still depends only on the checkpoint, so resumed runs are reproducible.
-    next_obs, _ = envs.reset(seed=args.seed + global_step)
-    next_done = np.zeros(args.num_envs, dtype=np.float32)
-    action_rng = np.random.default_rng(args.seed)
-    if checkpoint:
-        action_rng.bit_generator.state = checkpoint["action_rng"]
     print(f"PPO on {args.env_id}, {num_iterations * batch_size:,} steps, weight clipping "
           f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
           f"TensorBoard: {tensorboard_command(run.path)}", flush=True)
@@ -345,7 +365,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
     def rollout_sample(rollout: tuple, k: int, step: int) -> tuple:
         """k rollout samples drawn by their own generator; advantages normalised as in the update."""
-        picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(step))[:k]
+        picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(diagnostics_seed + step))[:k]
         obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k = (t[picks.to(t.device)] for t in rollout)
         if args.norm_adv:
             advantages_k = (advantages_k - advantages_k.mean()) / (advantages_k.std() + 1e-8)
@@ -353,7 +373,8 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
     def log_diagnostics(step: int, rollout: tuple, heatmap: bool, grad_norm: float | None = None) -> None:
         """Unit health, ranks and weights on the rollout; the heatmap of the PPO loss on k rollout samples."""
-        diagnostics.log_representation(lambda: agent.get_action_and_value(rollout[0]), step)
+        # the rollout's own actions: sampling new ones would draw from torch's global generator
+        diagnostics.log_representation(lambda: agent.get_action_and_value(rollout[0], rollout[1]), step)
         diagnostics.log_weights(step, gradient_norm=grad_norm)
         if heatmap:
             batch = rollout_sample(rollout, args.gradcov_samples, step)
@@ -365,11 +386,11 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             inputs = rollout_sample(rollout, args.plasticity_probe_samples, step)[0]
             diagnostics.log_plasticity(fresh_agent, lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1), inputs,
                                        lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
-                                       targets=args.plasticity_probe_targets, seed=args.seed * 1_000_003 + step)
+                                       targets=args.plasticity_probe_targets, seed=diagnostics_seed + step)
         if args.sharpness_every and (final or iteration % args.sharpness_every == 0):
             batch = rollout_sample(rollout, args.sharpness_samples, step)
             diagnostics.log_sharpness(lambda: ppo_losses(agent, args, *batch)["total"].mean(), step,
-                                      iterations=args.sharpness_iterations, seed=step, save_density=args.sharpness_density)
+                                      iterations=args.sharpness_iterations, seed=diagnostics_seed + step, save_density=args.sharpness_density)
 
     with StopRequest() as stop:
         for iteration in range(iteration_done + 1, num_iterations + 1):
@@ -415,7 +436,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             b_inds = np.arange(batch_size)
             minibatch_stats = []
             for epoch in range(args.update_epochs):
-                np.random.shuffle(b_inds)
+                minibatch_rng.shuffle(b_inds)
                 # one gather per epoch; each minibatch is then a slice (a view, no copy)
                 permutation = torch.as_tensor(b_inds, device=device)
                 shuffled = [t[permutation] for t in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)]
@@ -465,14 +486,19 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
                   f"approx_kl {last['approx_kl']:.4f}  SPS {sps}", flush=True)
 
+            # A signal that arrived during the iteration is honoured here, at its end: the
+            # checkpoint is then of a whole iteration, like any other.
             if iteration % args.checkpoint_every == 0 or iteration == num_iterations or stop.requested:
                 writer.flush()  # every event up to this step is on disk before the checkpoint says so
                 run.save_checkpoint({
+                    "format": CHECKPOINT_FORMAT,
                     "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
                     "clipping": clipping.state_dict() if clipping else None, "plugins": plugins.state_dict(),
-                    "diagnostics": diagnostics.state_dict(), "normalization": normalization_state(envs),
-                    "rng": rng_state(), "iteration": iteration, "global_step": global_step,
-                    "last_rollout": last_rollout, "action_rng": action_rng.bit_generator.state,
+                    "diagnostics": diagnostics.state_dict(), "envs": vector_env_state(envs),
+                    "next_obs": next_obs.copy(), "next_done": next_done.copy(),
+                    # the stateful streams; network_init is spent, interventions and diagnostics are keyed
+                    "rng": {"actions": action_rng.bit_generator.state, "minibatches": minibatch_rng.bit_generator.state},
+                    "iteration": iteration, "global_step": global_step, "last_rollout": last_rollout,
                 })
                 run.set_status("running", global_step=global_step, total_timesteps=num_iterations * batch_size)
             if stop.requested:

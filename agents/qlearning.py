@@ -31,13 +31,16 @@ from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, c
 from agents.offpolicy import (
     PluginOptimizerFactory,
     ExactBudgetTrainer,
+    RandomStreams,
     RunLogger,
     collection_plan,
     make_replay_buffer,
 )
-from envs.discrete import FRAME_STACK, check_discrete_env, is_atari, make_env
+from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
+from envs.state import capture_env_state, restore_env_state
 from runners.cli import plural, tensorboard_command
 from runners.errors import RunInterrupted, UsageError
+from runners.rng import stream_seed
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 
 
@@ -77,7 +80,8 @@ class QLearningArgs(PlasticityArgs):
     n_step: int = 3
     """n-step return horizon"""
     target_update_period: int = 500
-    """gradient steps between target-network updates (Tianshou's target_update_freq and Atari examples' 500), so independent of the replay ratio"""
+    """gradient steps between target-network updates (Tianshou's target_update_freq and Atari examples' 500), so independent
+    of the replay ratio; Dopamine's target_update_period counts agent steps instead (1,000 at update period 4: 250 updates)"""
     eps_start: float = 1.0
     """epsilon-greedy exploration at the start of training"""
     eps_end: float = 0.05
@@ -98,9 +102,10 @@ class QLearningArgs(PlasticityArgs):
     probe_samples: int = 512
     """replay samples in the unit-health and feature-rank probe batch"""
     checkpoint_every: int = 50_000
-    """env steps between checkpoints"""
-    checkpoint_buffer: Literal["auto", "always", "never"] = "auto"
-    """save the replay buffer in checkpoints (auto: unless observations are images); without it a resume refills it with random actions"""
+    """env steps between checkpoints, counted from 0 (a checkpoint falls at the first log step at or after each multiple)"""
+    checkpoint_buffer: Literal["always", "never"] = "always"
+    """save the replay buffer in checkpoints, so a resume is exact; never: smaller checkpoints, and a resume refills
+    the buffer with random actions (not exact: status.json and TensorBoard say so)"""
 
 
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
@@ -114,7 +119,7 @@ class AgentSpec:
 
     name: str
     network: Callable[..., torch.nn.Module]  # (args, obs_shape, actions) -> a freshly initialised network
-    build: Callable[..., tuple[Any, torch.nn.Module]]  # (args, obs_shape, actions, optimizer factory, device, target period) -> (algorithm, network)
+    build: Callable[..., tuple[Any, torch.nn.Module]]  # (args, obs_shape, actions, optimizer factory, device, target period, streams) -> (algorithm, network)
     td_batch: Callable[..., dict]  # (algorithm, buffer, k) -> tensors of k replay samples with their TD targets
     per_sample_td_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # (network, td batch) -> k losses
     q_values: Callable[[Any, torch.nn.Module, Any], torch.Tensor]  # (algorithm, network, obs) -> (batch, actions) expected Q
@@ -196,31 +201,37 @@ class _Preempted(Exception):
 def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], actions: int, run: RunDirectory,
           writer: SummaryWriter, checkpoint: dict | None) -> None:
     steps_per_collect, gradient_steps_per_collect, target_period = plan
+    # Every stream is its own, derived from --seed (runners/rng.py); the global generators are
+    # seeded too, for any library draw not yet given a stream of its own.
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    streams = RandomStreams(args.seed)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
     envs = DummyVectorEnv([make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)])
-    envs.seed(args.seed)
+    envs.seed([stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)])  # not seed + index: seeds share no env
     obs_shape = envs.workers[0].env.observation_space.shape  # Tianshou's venv attribute reads the innermost env
     clipping = None if args.wc_kappa is None else dict(kappa=args.wc_kappa, bound_mode=args.wc_bound_mode,
                                                        skip_last_layer=args.wc_skip_last_layer, include=spec.clipping_include(args))
 
-    def fresh_network() -> torch.nn.Module:
+    def fresh_network() -> torch.nn.Module:  # resets and probes draw it on streams of their own (isolated_rng)
         return spec.network(args, obs_shape, actions).to(device)
 
     factory = PluginOptimizerFactory(
         lambda params: agent_optimizer(args, params, fused=args.lean_update), clipping,
-        lambda network: PlasticityPlugins(network, args, fresh_network, seed=args.seed, target_period=target_period))
-    algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period)
+        lambda network: PlasticityPlugins(network, args, fresh_network, seed=stream_seed(args.seed, "interventions"),
+                                          target_period=target_period))
+    algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period, streams)
     plugins = factory.plugins
     frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
-    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step)
+    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step,
+                                seed=args.seed)
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
     diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
-    save_buffer = args.checkpoint_buffer == "always" or (args.checkpoint_buffer == "auto" and len(obs_shape) != 3)
+    diagnostics_seed = stream_seed(args.seed, "diagnostics")
+    save_buffer = args.checkpoint_buffer == "always"
 
     warmup_steps = warmup_length(args)
     epoch_steps = epoch_length(args, steps_per_collect)
@@ -238,19 +249,29 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         diagnostics.load_state_dict(checkpoint["diagnostics"])
         restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
         factory._measure_gradient_norm = checkpoint.get("measure_gradient_norm", False)
+        streams.load_state_dict(checkpoint["streams"])
         if checkpoint.get("buffer") is not None:
             buffer = checkpoint["buffer"]
             collector = Collector(algorithm, envs, buffer, exploration_noise=True)
         print(f"resuming {run.path} from step {checkpoint['global_step']}")
     else:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    collector.reset(reset_buffer=False)
-    if len(buffer) == 0:  # fresh start, or a resume without a saved buffer: fill it with random actions
+    if checkpoint and checkpoint.get("buffer") is not None:
+        # exact resume: the buffer, every env mid-episode and the collector's last observations
+        restore_collection_state(collector, checkpoint["collection"])
+        print(f"replay buffer restored from the checkpoint ({len(buffer):,} transitions); envs continue their episodes")
+    else:
+        collector.reset(reset_buffer=False)
+        if checkpoint:
+            reason = ("this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never), "
+                      "so it is refilled with random actions and the episodes in flight restart")
+            print(reason, flush=True)
+            writer.add_text("resume", f"step {checkpoint['global_step']}: {reason}", checkpoint["global_step"])
+            run.record_inexact_resume(checkpoint["global_step"], reason)
         print(f"warm-up: filling the replay buffer with {plural(warmup_steps, 'random env step')}", flush=True)
         collector.collect(n_step=warmup_steps, random=True)
         collector.reset_stat()
-    elif checkpoint:
-        print(f"replay buffer restored from the checkpoint ({len(buffer):,} transitions)")
+        drain_finished_episodes(envs)  # random-policy games are not the agent's: they are not logged
     if checkpoint:
         restore_rng_state(checkpoint["rng"])
     print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
@@ -265,7 +286,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         state.update(checkpoint["schedule"])
 
     def log_diagnostics(step: int, heatmap: bool) -> None:
-        with probe_randomness(args.seed * 1_000_003 + step + 1):  # its own draws: training's stay as without diagnostics
+        with probe_randomness(diagnostics_seed * 1_000_003 + step + 1):  # its own draws: training's stay as without diagnostics
             diagnostic_batches(step, heatmap)
 
     def diagnostic_batches(step: int, heatmap: bool) -> None:
@@ -297,7 +318,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
 
     def run_probes(step: int, plasticity: bool = False, sharpness: bool = False) -> None:
         """Plasticity probe on replay observations (predictions: Q-values); Hessian of the TD loss."""
-        seed = args.seed * 1_000_003 + step
+        seed = diagnostics_seed * 1_000_003 + step
         if plasticity:
             with probe_randomness(seed):
                 inputs = buffer.sample(args.plasticity_probe_samples)[0].obs
@@ -355,14 +376,14 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         """Called by the trainer at the end of every epoch (``epoch`` epochs done), and on a stop request."""
         trainer.params.epoch_num_steps = epoch_steps  # a resumed first epoch may have been shorter
         final = epoch >= max_epochs and not mid_epoch
-        if not (final or stop.requested or env_step >= state["next_checkpoint"]):
+        global_step = warmup_steps + env_step
+        if not (final or stop.requested or global_step >= state["next_checkpoint"]):
             return
         if not final and env_step > state["logged_through"]:
             set_schedules(env_step)  # what the next collect's call would set first
             log_step(env_step)
-        while state["next_checkpoint"] <= env_step:
+        while state["next_checkpoint"] <= global_step:
             state["next_checkpoint"] += args.checkpoint_every
-        global_step = warmup_steps + env_step
         writer.flush()  # every event up to this step is on disk before the checkpoint says so
         run.save_checkpoint({
             "algorithm": algorithm.state_dict(), "optimizer": algorithm.optim.state_dict(),
@@ -371,13 +392,12 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             "diagnostics": diagnostics.state_dict(), "rng": rng_state(), "schedule": dict(state),
             "epoch": epoch, "env_step": env_step, "update_step": update_step, "global_step": global_step,
             "buffer": buffer if save_buffer else None, "logger": logger.state_dict(),
+            "collection": collection_state(collector) if save_buffer else None, "streams": streams.state_dict(),
             "measure_gradient_norm": factory._measure_gradient_norm,
         })
         run.set_status("running", global_step=global_step, total_timesteps=total_steps)
         if stop.requested and not final:
-            skipped = trainer.skipped_gradient_steps
-            run.set_status("interrupted", global_step=global_step, total_timesteps=total_steps, signal=stop.signal_name,
-                           **({"skipped_gradient_steps": skipped} if skipped else {}))
+            run.set_status("interrupted", global_step=global_step, total_timesteps=total_steps, signal=stop.signal_name)
             raise _Preempted
 
     logger = RunLogger(writer, envs, factory, interval=epoch_steps, warmup_steps=warmup_steps,
@@ -396,14 +416,11 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
         trainer_class = LeanOffPolicyTrainer if args.lean_update else ExactBudgetTrainer
-        trainer = trainer_class(algorithm, params, training_env_steps=total_steps - warmup_steps,
-                                stop_requested=lambda: stop.requested)
+        trainer = trainer_class(algorithm, params, training_env_steps=total_steps - warmup_steps)
         try:
             trainer.run(reset_collectors=False)
         except _Preempted:
             envs.close()
-            if trainer.skipped_gradient_steps:
-                print(f"{stop.signal_name} arrived in an update block: its last {trainer.skipped_gradient_steps} gradient steps were skipped")
             raise RunInterrupted(stop.signal_name, run.path) from None
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
@@ -418,6 +435,31 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     run.save_model({"network": network.state_dict(), "args": asdict(args),
                     "clipping_bounds": factory.clipping.bounds() if factory.clipping else None})
     run.set_status("complete", global_step=total_steps, total_timesteps=total_steps,
-                   replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1))
+                   replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1),
+                   **run.resume_record())
     envs.close()
     print(f"done: {run.path} ({tensorboard_command(run.path)})")
+
+
+def collection_state(collector: Collector) -> dict:
+    """What collecting continues from, besides the replay buffer: every env's full state
+    mid-episode (envs/state.py), its action space's sampler, and the collector's last
+    observations and infos."""
+    workers = collector.env.workers
+    return {
+        "envs": [capture_env_state(worker.env) for worker in workers],
+        "action_spaces": [worker.action_space.np_random.bit_generator.state for worker in workers],
+        "last_obs": collector._pre_collect_obs_RO, "last_info": collector._pre_collect_info_R,
+        "last_hidden_state": collector._pre_collect_hidden_state_RH,
+        "counts": (collector.collect_step, collector.collect_episode),
+    }
+
+
+def restore_collection_state(collector: Collector, state: dict) -> None:
+    workers = collector.env.workers
+    for worker, env_state, sampler_state in zip(workers, state["envs"], state["action_spaces"], strict=True):
+        restore_env_state(worker.env, env_state)
+        worker.action_space.np_random.bit_generator.state = sampler_state
+    collector._pre_collect_obs_RO, collector._pre_collect_info_R = state["last_obs"], state["last_info"]
+    collector._pre_collect_hidden_state_RH = state["last_hidden_state"]
+    collector.collect_step, collector.collect_episode = state["counts"]

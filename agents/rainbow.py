@@ -31,10 +31,12 @@ import numpy as np
 import torch
 from tianshou.algorithm import RainbowDQN
 from tianshou.algorithm.modelfree.c51 import C51Policy
+from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.net.discrete import NoisyLinear
 
-from agents.lean_update import LeanRainbowDQN, next_observations, nstep_paths
+from agents.lean_update import LeanUpdateMixin, Transitions, next_observations, nstep_paths, nstep_returns, read_transitions
 from agents.networks import RainbowNetwork
+from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
 
@@ -54,8 +56,9 @@ class Args(QLearningArgs):
     """smallest atom"""
     v_max: float = 10.0
     """largest atom"""
-    noisy_std: float = 0.1
-    """initial sigma scale of the noisy layers"""
+    noisy_std: float = 0.5
+    """sigma_0 of the factorised noisy layers, sigma = sigma_0 / sqrt(fan_in) (Hessel et al. 2018 and Fortunato et al.:
+    0.5; Tianshou's Atari example: 0.1). With epsilon 0 it alone sets how much Rainbow explores"""
     dueling: bool = True
     """separate value and advantage streams"""
     noisy: bool = True
@@ -78,23 +81,29 @@ class Args(QLearningArgs):
     """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
 
 
-class NoisyBehaviourPolicy(C51Policy):
+class NoisyBehaviourPolicy(OwnExplorationStream, C51Policy):
     """C51 policy whose behaviour (the collector's calls during training) acts with noisy
     weights, resampled for every action batch.
 
     The collector runs the policy in eval mode, where ``NoisyLinear`` uses its mean
     weights; this samples the noise and switches only the noisy layers to train mode for
     that call. Calls in train mode (the learning update) and outside training steps
-    (evaluation) are Tianshou's.
+    (evaluation) are Tianshou's. The noise comes from the run's noise stream.
     """
+
+    def __init__(self, *args, noise_stream, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.noise_stream = noise_stream
 
     def forward(self, batch, state=None, model=None):
         noisy_layers = [m for m in self.model.modules() if isinstance(m, NoisyLinear)]
         if model is not None or self.training or not self.is_within_training_step or not noisy_layers:
             return super().forward(batch, state, model)
         modes = [layer.training for layer in noisy_layers]
+        with self.noise_stream.active():
+            for layer in noisy_layers:
+                layer.sample()
         for layer in noisy_layers:
-            layer.sample()
             layer.train()
         try:
             return super().forward(batch, state, model)
@@ -103,11 +112,53 @@ class NoisyBehaviourPolicy(C51Policy):
                 layer.train(mode)
 
 
-class NStepBootstrapRainbowDQN(RainbowDQN):
-    """Tianshou 2.0.1's Rainbow with the n-step target distribution taken where the n-step
-    return bootstraps, ``s_{t+n}``. Stock C51 computes ``returns = sum_k gamma^k r_{t+k} +
-    gamma^n z`` but projects the distribution it predicts at ``batch.obs_next = s_{t+1}``;
-    the smallest fix is to hand ``_target_dist`` the right observation."""
+def target_distribution(algorithm: RainbowDQN, batch: Transitions) -> torch.Tensor:
+    """C51's target: the target network's distribution at the n-step bootstrap state ``s_{t+n}``, for
+    the online network's greedy action (double-Q), its atoms moved to ``sum_k gamma^k r + gamma^n z``
+    and projected back onto the support (Bellemare et al. 2017, Alg. 1)."""
+    support, online = algorithm.policy.support, algorithm.policy.model
+    with torch.no_grad():
+        atoms = nstep_returns(batch, support.expand(len(batch.indices), -1), algorithm.gamma)
+        next_online = online(batch.obs_next)[0]
+        greedy = (next_online * support).sum(2).argmax(1)
+        next_dist = algorithm.model_old(batch.obs_next)[0] if algorithm.use_target_network else next_online
+        next_dist = next_dist[torch.arange(len(greedy), device=greedy.device), greedy]
+        target_atoms = atoms.clamp(algorithm.policy.v_min, algorithm.policy.v_max)
+        return ((1 - (target_atoms.unsqueeze(1) - support.view(1, -1, 1)).abs() / algorithm.delta_z).clamp(0, 1)
+                * next_dist.unsqueeze(1)).sum(-1)
+
+
+def cross_entropy(network: torch.nn.Module, obs, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample C51 loss: cross-entropy of the target and the predicted distribution of the taken action."""
+    dist = network(obs)[0]
+    taken = dist[torch.arange(len(actions), device=dist.device), actions]
+    return -(target * torch.log(taken + 1e-8)).sum(1)
+
+
+class IndependentNoise:
+    """Rainbow mixin: the noise of both networks comes from the run's noise stream, and the
+    target network draws its own after each sync. ``NoisyLinear``'s noise is a parameter, so
+    Tianshou's sync copies the online network's into the target; Fortunato et al. use
+    independent noise for the two."""
+
+    noise_stream = None  # set by build()
+
+    def _sample_noise(self, model: torch.nn.Module) -> bool:
+        with self.noise_stream.active():
+            return RainbowDQN._sample_noise(model)
+
+    def _periodically_update_lagged_network_weights(self) -> None:
+        syncing = self.use_target_network and self._iter % self.target_update_freq == 0
+        super()._periodically_update_lagged_network_weights()
+        if syncing:
+            self._sample_noise(self.model_old)
+
+
+class NStepBootstrapRainbowDQN(IndependentNoise, RainbowDQN):
+    """Tianshou 2.0.1's Rainbow (the stock path) with the n-step target distribution taken where
+    the n-step return bootstraps, ``s_{t+n}``. Stock C51 computes ``returns = sum_k gamma^k r_{t+k}
+    + gamma^n z`` but projects the distribution it predicts at ``batch.obs_next = s_{t+1}``; the
+    smallest fix is to hand ``_target_dist`` the right observation."""
 
     def _preprocess_batch(self, batch, buffer, indices):
         batch = super()._preprocess_batch(batch, buffer, indices)
@@ -116,17 +167,37 @@ class NStepBootstrapRainbowDQN(RainbowDQN):
         return batch
 
 
+class LeanRainbowDQN(IndependentNoise, LeanUpdateMixin, RainbowDQN):
+    """Tianshou's Rainbow (C51 on noisy dueling networks, n-step, prioritized replay) with the lean update."""
+
+    def _lean_step(self, batch: Transitions):
+        # as RainbowDQN._update_with_batch: fresh noise, target sync, then C51's loss
+        self._sample_noise(self.policy.model)
+        if self.use_target_network:
+            self._sample_noise(self.model_old)
+        self._periodically_update_lagged_network_weights()
+        losses = cross_entropy(self.policy.model, batch.obs, batch.act, target_distribution(self, batch))
+        loss = (losses * batch.weight).mean()
+        self.optim.step(loss)
+        return LossSequenceTrainingStats(loss=loss.item()), losses.detach()
+
+
 def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
     return RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std, dueling=args.dueling, noisy=args.noisy,
                           layer_norm=args.layer_norm)
 
 
-def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int):
-    network = SPEC.network(args, obs_shape, actions).to(device)
+def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int,
+          streams: RandomStreams | None = None):
+    streams = streams or RandomStreams(args.seed)
+    with streams.network_init.active():
+        network = SPEC.network(args, obs_shape, actions).to(device)
     policy = NoisyBehaviourPolicy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
-                       v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start).to(device)
+                                  v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start,
+                                  exploration_stream=streams.exploration, noise_stream=streams.noise).to(device)
     algorithm = (LeanRainbowDQN if args.lean_update else NStepBootstrapRainbowDQN)(
         policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step, target_update_freq=target_period)
+    algorithm.noise_stream = streams.noise
     return algorithm, network
 
 
@@ -141,21 +212,16 @@ def anneal_beta(args: Args, algorithm, buffer, env_step: int) -> None:
 
 
 def td_batch(algorithm: RainbowDQN, buffer, k: int) -> dict:
-    """k replay samples with their projected n-step target distributions, as the update computes them."""
-    batch, indices = buffer.sample(k)
-    with torch.no_grad():
-        batch = algorithm._preprocess_batch(batch, buffer, indices)
-        target = algorithm._target_dist(batch)
-    device = target.device
-    return {"obs": torch.as_tensor(np.asarray(batch.obs), device=device),
-            "act": torch.as_tensor(batch.act, device=device).long(), "target": target}
+    """k replay samples with their projected n-step target distributions, computed as the update computes them
+    (with the networks' current noise)."""
+    device = algorithm.policy.support.device
+    batch = read_transitions(buffer, buffer.sample_indices(k), algorithm.n_step, device)
+    return {"obs": torch.as_tensor(np.asarray(batch.obs), device=device), "act": batch.act,
+            "target": target_distribution(algorithm, batch)}
 
 
 def per_sample_td_loss(network: RainbowNetwork, batch: dict) -> torch.Tensor:
-    """Cross-entropy between the projected target and the predicted distribution of the taken action."""
-    dist = network(batch["obs"])[0]
-    taken = dist[torch.arange(dist.shape[0], device=dist.device), batch["act"]]
-    return -(batch["target"] * torch.log(taken + 1e-8)).sum(1)
+    return cross_entropy(network, batch["obs"], batch["act"], batch["target"])
 
 
 def expected_q(algorithm: RainbowDQN, network: RainbowNetwork, obs) -> torch.Tensor:

@@ -7,6 +7,7 @@ in ``infos["final_info"]["episode"]`` under the ``infos["final_info"]["_episode"
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from envs.registry import check_env_id, require_continuous_actions
+from envs.state import capture_env_state, restore_env_state
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
@@ -63,8 +65,32 @@ def _find_wrapper(env: gym.Env, kind: type) -> gym.Wrapper:
     return env
 
 
+# What SyncVectorEnv keeps between steps. In SAME_STEP mode step() overwrites all of it
+# before reading it (``_autoreset_envs`` matters in NEXT_STEP mode only); it is saved anyway,
+# so a restored vector env is the saved one in every attribute, not just in what it returns.
+_VECTOR_STATE = ("_env_obs", "_observations", "_rewards", "_terminations", "_truncations", "_autoreset_envs")
+
+
+def vector_env_state(envs: gym.vector.SyncVectorEnv) -> dict:
+    """Every sub-env's full state (envs/state.py) and the vector env's own, for checkpoints
+    that resume episodes in flight exactly."""
+    return {"autoreset_mode": envs.autoreset_mode.value, "envs": [capture_env_state(env) for env in envs.envs],
+            **{name: copy.deepcopy(getattr(envs, name)) for name in _VECTOR_STATE}}
+
+
+def load_vector_env_state(envs: gym.vector.SyncVectorEnv, state: dict) -> None:
+    if len(state["envs"]) != len(envs.envs) or state["autoreset_mode"] != envs.autoreset_mode.value:
+        raise ValueError(f"checkpoint has {len(state['envs'])} envs in {state['autoreset_mode']} autoreset mode, "
+                         f"this run {len(envs.envs)} in {envs.autoreset_mode.value}")
+    for env, env_state in zip(envs.envs, state["envs"]):
+        restore_env_state(env, env_state)
+    for name in _VECTOR_STATE:
+        setattr(envs, name, copy.deepcopy(state[name]))
+
+
 def normalization_state(envs: gym.vector.SyncVectorEnv) -> list[dict]:
-    """Running observation/return statistics of every sub-env, for checkpoints."""
+    """Running observation/return statistics of every sub-env, saved with the final model
+    (evaluation normalises observations as training did)."""
     states = []
     for env in envs.envs:
         obs = _find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms

@@ -60,5 +60,5 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(obj, buffer, pickle_protocol=5)  # protocol 5 writes numpy arrays (replay buffers) without extra copies
     return atomic_write_bytes(path, buffer.getvalue())

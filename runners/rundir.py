@@ -3,9 +3,12 @@
 Layout of ``<run_dir>``: ``config.json`` (the resolved options), TensorBoard event
 files, ``checkpoint.pt`` (periodic, for resuming), ``model.pt`` (final), ``status.json``
 (``running`` / ``complete`` / ``interrupted`` / ``failed`` with the error, and who runs
-it: host, pid, start time, SLURM job), ``run.lock`` (held by the training process),
-``gradcov/`` (matrices, PNGs). Every file is written through a temporary file and a
-rename, so a kill -9 at any moment leaves the previous version intact.
+it: host, pid, start time, SLURM job), ``attempts.json`` (every attempt at the run: the
+command, the code's commit and whether its tree was clean, the step it resumed from,
+whether that resume was exact, and how it ended), ``run.lock`` (held by the training
+process), ``gradcov/`` (matrices, PNGs). Every file is written through a temporary file
+and a rename, so a kill -9 at any moment leaves the previous version intact; the
+temporary file such a kill leaves behind is removed by the next attempt.
 
 One run directory, one trainer: the training process holds an OS lock (``flock``) on
 ``run.lock`` for as long as it runs, and a second one is refused naming the holder. The
@@ -36,7 +39,32 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 STATUS_FILE = "status.json"
+ATTEMPTS_FILE = "attempts.json"
 LOCK_FILE = "run.lock"
+
+
+def code_version() -> dict:
+    """The commit of the code this process runs and whether its tree has uncommitted changes
+    to tracked files (None where the code is not a git checkout)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "clean": None}
+    if commit.returncode or changes.returncode:
+        return {"commit": None, "clean": None}
+    return {"commit": commit.stdout.strip(), "clean": not changes.stdout.strip()}
+
+
+def read_attempts(path: str | Path) -> list[dict]:
+    try:
+        return json.loads((Path(path) / ATTEMPTS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def _jsonable(value: Any) -> Any:
@@ -126,6 +154,7 @@ class RunDirectory:
         self.free_keys: set[str] = set()
         self.started: float | None = None
         self._lock: int | None = None
+        self._attempts: list[dict] | None = None
 
     def check_usable(self) -> None:
         """Refuse a path that cannot be a run directory, in one line naming it."""
@@ -217,6 +246,36 @@ class RunDirectory:
         record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
                   "started": self.started, "slurm_job": slurm_job_of_this_process(), **details}
         atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
+        if self._attempts and state != "running":
+            self._attempts[-1].update(ended=state, ended_at_step=details.get("global_step"), ended_time=record["time"])
+            self._write_attempts()
+
+    def begin_attempt(self, resumed_from: int | None) -> None:
+        """Append this attempt to ``attempts.json``: when, the command, the code's version, the step it resumes from."""
+        self._attempts = read_attempts(self.path)
+        self._attempts.append({"started": time.time(), "host": socket.gethostname(), "slurm_job": slurm_job_of_this_process(),
+                               "command": sys.argv, **code_version(), "resumed_from_step": resumed_from, "exact": True})
+        self._write_attempts()
+
+    def record_inexact_resume(self, step: int, reason: str) -> None:
+        if self._attempts:
+            self._attempts[-1].update(exact=False, inexact_reason=reason)
+            self._write_attempts()
+
+    def resume_record(self) -> dict:
+        """What status.json says of the attempts at a complete run: how many resumes, and whether all were exact."""
+        resumes = [a for a in self._attempts or [] if a.get("resumed_from_step") is not None]
+        return {"resumes": len(resumes), "resumed_exactly": all(a.get("exact", True) for a in resumes)}
+
+    def _write_attempts(self) -> None:
+        atomic_write_text(self.path / ATTEMPTS_FILE, json.dumps(_jsonable(self._attempts), indent=2) + "\n")
+
+    def remove_partial_writes(self) -> list[Path]:
+        """The temporary files of writes a kill -9 cut short (``.<name>.*.tmp``, see runners/files.py)."""
+        leftovers = [file for file in self.path.rglob(".*.tmp") if file.is_file()]
+        for file in leftovers:
+            file.unlink(missing_ok=True)
+        return leftovers
 
     def status(self) -> dict | None:
         return read_status(self.path)
@@ -317,7 +376,9 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
         if resuming and (run.status() or {}).get("state") == "complete":
             print(f"{run.path} is already complete; nothing to do")
             return run.path
+        run.remove_partial_writes()  # we hold the lock: no other writer is mid-write
         checkpoint = run.load_checkpoint()
+        run.begin_attempt(resumed_from=checkpoint["global_step"] if checkpoint else None)
         wait_for_a_later_second_than_the_newest_event_file(run.path)
         try:
             with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer:

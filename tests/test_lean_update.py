@@ -12,7 +12,9 @@ from tianshou.data import Batch
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from agents import dqn, rainbow
-from agents.lean_update import LeanDQN, LeanRainbowDQN, nstep_returns, read_transitions
+from agents.dqn import LeanDQN
+from agents.lean_update import nstep_returns, read_transitions
+from agents.rainbow import LeanRainbowDQN
 from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer
 from agents.plugins import agent_optimizer
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.diagnostics.plasticity import plasticity_probe
-from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer
+from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer, seed_replay_buffer
 from envs.discrete import make_env
 
 CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "1000",
@@ -216,3 +216,153 @@ def test_target_period_is_gradient_steps_whatever_the_replay_ratio():
 
     args = dqn.Args(env_id="CartPole-v1", replay_ratio=4, target_update_period=7, total_timesteps=100_320)
     assert check_args(args)[2] == 7
+
+
+# ---------------------------------------------------------------- 8. every seed its own replay stream
+def filled_buffer(seed: int, prioritized: bool):
+    buffer = make_replay_buffer(400, 2, frame_stack=1, prioritized=dict(alpha=0.6, beta=0.4) if prioritized else None,
+                                seed=seed)
+    for step in range(150):
+        obs = np.full((2, 3), step, np.float32)
+        buffer.add(Batch(obs=obs, act=[0, 1], rew=[0.0, 1.0], terminated=[False, False], truncated=[False, False],
+                         obs_next=obs + 1, info=Batch()), buffer_ids=[0, 1])
+    if prioritized:
+        stored = buffer.sample_indices(0)
+        buffer.update_weight(stored, np.linspace(0.1, 3.0, len(stored)))
+    return buffer
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_seeds_draw_their_own_minibatches_and_a_seed_always_the_same(prioritized):
+    def draws(seed: int, global_noise: bool) -> list[np.ndarray]:
+        buffer, out = filled_buffer(seed, prioritized), []
+        for _ in range(200):
+            if global_noise:  # another consumer of numpy's global generator must not shift replay
+                np.random.rand(3)
+            out.append(buffer.sample_indices(32))
+        return out
+
+    seed_1, seed_2 = draws(1, False), draws(2, False)
+    assert sum(np.array_equal(a, b) for a, b in zip(seed_1, seed_2)) == 0  # before: 200 of 200 (uniform)
+    again = draws(1, True)
+    assert all(np.array_equal(a, b) for a, b in zip(seed_1, again))
+
+
+def test_every_stream_differs_between_seeds_and_repeats_for_a_seed():
+    from agents.offpolicy import RandomStreams
+    from runners.rng import stream_seed
+
+    def draws(seed: int) -> dict[str, tuple]:
+        streams, out = RandomStreams(seed), {}
+        for name in RandomStreams.NAMES:
+            np.random.seed(0), torch.manual_seed(0)  # the global state must not matter
+            with getattr(streams, name).active():
+                out[name] = (tuple(np.random.rand(4)), tuple(torch.rand(4).tolist()))
+        for name in ("envs/0", "envs/1", "interventions", "diagnostics"):
+            out[name] = (stream_seed(seed, name),)
+        return out
+
+    one, two = draws(1), draws(2)
+    assert one == draws(1)
+    assert all(one[name] != two[name] for name in one)
+    assert len({value for name in one for value in one[name]}) == sum(len(v) for v in one.values())  # no two alike
+    assert stream_seed(1, "envs/1") != stream_seed(2, "envs/0")  # before: both were seed 2
+
+
+def test_exploration_and_network_init_ignore_the_global_generators():
+    def build_and_act(global_seed: int):
+        np.random.seed(global_seed), torch.manual_seed(global_seed)
+        algorithm, network = dqn.build(dqn.Args(seed=3, eps_start=0.5), (4,), 2,
+                                       PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), 10)
+        obs = Batch(obs=np.zeros((64, 4), np.float32), info=Batch())
+        with policy_within_training_step(algorithm.policy):
+            act = algorithm.policy.add_exploration_noise(np.zeros(64, int), obs)
+        return [p.detach().clone() for p in network.parameters()], act
+
+    (weights_a, act_a), (weights_b, act_b) = build_and_act(0), build_and_act(1)
+    assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert np.array_equal(act_a, act_b) and 0 < act_a.sum() < 64
+
+
+# ---------------------------------------------------------------- 9. Rainbow's diagnostics on the update's target
+def test_rainbow_diagnostic_targets_are_the_updates_on_both_paths():
+    """The gradient covariance's targets: the distribution at s_{t+n} (before, the lean path's
+    diagnostics took Tianshou's at s_{t+1}); the same on the stock and the lean path, and equal
+    to stock Rainbow's own ``_target_dist`` once its batch bootstraps at s_{t+n}."""
+    args = rainbow.Args(num_atoms=11, n_step=3, prioritized=False)
+    lean = build_rainbow(args, lean=True)
+    stock = build_rainbow(args, lean=False)
+    stock.load_state_dict(lean.state_dict())
+    buffer = filled_cartpole_buffer()
+
+    seed_replay_buffer(buffer, 5)
+    lean_batch = rainbow.td_batch(lean, buffer, 64)
+    seed_replay_buffer(buffer, 5)
+    stock_batch = rainbow.td_batch(stock, buffer, 64)
+    assert torch.equal(lean_batch["target"], stock_batch["target"])
+
+    seed_replay_buffer(buffer, 5)
+    indices = buffer.sample_indices(64)
+    with torch.no_grad():
+        reference = stock._target_dist(stock._preprocess_batch(buffer[indices], buffer, indices))
+    assert torch.allclose(lean_batch["target"], reference, atol=1e-6)
+    seed_replay_buffer(buffer, 5)
+    at_next_state = buffer[buffer.sample_indices(64)]
+    with torch.no_grad():  # what the lean path's diagnostics computed before: Tianshou's batch, bootstrapping at s_{t+1}
+        stale = rainbow.RainbowDQN._preprocess_batch(stock, at_next_state, buffer, indices)
+        assert not torch.allclose(lean_batch["target"], stock._target_dist(stale), atol=1e-3)
+
+
+def build_rainbow(args, lean: bool):
+    args.lean_update = lean
+    algorithm, _ = rainbow.build(args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"),
+                                 target_period=10)
+    return algorithm
+
+
+def filled_cartpole_buffer():
+    envs = DummyVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(2)])
+    envs.seed([0, 1])
+    buffer = make_replay_buffer(500, 2, frame_stack=1, n_step=3, seed=0)
+    collector = Collector(build_rainbow(rainbow.Args(num_atoms=11), lean=True), envs, buffer, exploration_noise=True)
+    collector.reset()
+    collector.collect(n_step=300, random=True)
+    return buffer
+
+
+# ---------------------------------------------------------------- 10. target noise is its own
+def test_after_a_sync_the_target_networks_noise_is_not_the_online_networks():
+    algorithm = build_rainbow(rainbow.Args(num_atoms=11, n_step=1, prioritized=False), lean=True)
+    buffer = filled_cartpole_buffer()
+    noise = lambda module: [p.detach().clone() for n, p in module.named_parameters() if n.endswith(("eps_p", "eps_q"))]  # noqa: E731
+    with policy_within_training_step(algorithm.policy):
+        algorithm.update(buffer, 16)  # update 0 syncs the target network
+    online, target = noise(algorithm.policy.model), noise(algorithm.model_old)
+    assert online and not any(torch.equal(a, b) for a, b in zip(online, target))
+
+
+# ---------------------------------------------------------------- 11. the warm-up is not the agent's
+def test_random_warmup_games_are_not_logged_as_training_episodes(tmp_path):
+    # 600 random steps on one CartPole: about 30 games end in the warm-up
+    dqn.main([*CARTPOLE, "--num-envs", "1", "--learning-starts", "600", "--buffer-size", "2000", "--total-timesteps", "800",
+              "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", str(tmp_path)])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
+    steps = [event.step for event in events.Scalars("charts/episodic_return")]
+    assert steps and max(np.unique(steps, return_counts=True)[1]) == 1  # one env: at most one game ends per step
+    assert min(steps) > 600
+
+
+# ---------------------------------------------------------------- 12. checkpoint interval from step 0
+def test_checkpoints_fall_at_multiples_of_the_interval_counted_from_zero(tmp_path, monkeypatch):
+    from runners.rundir import RunDirectory
+
+    saved = []
+    original = RunDirectory.save_checkpoint
+    monkeypatch.setattr(RunDirectory, "save_checkpoint", lambda self, state: (saved.append(state["global_step"]),
+                                                                             original(self, state)))
+    dqn.main([*CARTPOLE, "--learning-starts", "400", "--buffer-size", "2000", "--checkpoint-every", "800",
+              "--log-every", "200", "--total-timesteps", "2000", "--diagnostics-every", "0", "--heatmap-every", "0",
+              "--run-dir", str(tmp_path)])
+    assert saved == [800, 1600, 2000]  # before: 1200 and 2000 (counted from the end of the warm-up)

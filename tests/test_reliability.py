@@ -28,7 +28,6 @@ CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", 
             "--eps-decay-steps", "500", "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "600",
             "--gradcov-samples", "32", "--probe-samples", "64", "--checkpoint-every", "200"]
 RAINBOW_EXTRA = ["--num-atoms", "11", "--beta-anneal-steps", "1000"]
-EPISODE_TAGS = {"charts/episodic_return", "charts/episodic_length"}  # episodes in flight restart on resume
 
 
 def steps_by_tag(run_dir: Path) -> dict[str, list[int]]:
@@ -53,43 +52,6 @@ def cli_exit(argv: list[str], capsys) -> tuple[int, str, str]:
         cli.main(argv)
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
-
-
-# ---------------------------------------------------------------- resume reproduces the step sequence
-@pytest.mark.parametrize(("agent", "how"), [("dqn", signal.SIGKILL), ("rainbow", signal.SIGTERM)])
-def test_resume_logs_the_uninterrupted_runs_steps(tmp_path, clipzoo, agent, how):
-    extra = RAINBOW_EXTRA if agent == "rainbow" else []
-    budget = 1000
-    options = [*CARTPOLE, *extra, "--total-timesteps", str(budget)]
-    (dqn if agent == "dqn" else rainbow).main([*options, "--run-dir", str(tmp_path / "whole")])
-    reference = steps_by_tag(tmp_path / "whole")
-
-    run = tmp_path / "resumed"
-    process = start(agent, [*options, "--run-dir", str(run)])
-    # SIGKILL once step 500 is logged: the checkpoint (every 200) is behind what TensorBoard holds.
-    # SIGTERM mid-epoch: the trainer checkpoints at the next collect.
-    kill_after = 500 if how == signal.SIGKILL else 300
-    wait_for(lambda: "running" in (read_status(run) or {}).get("state", "") and (read_status(run) or {}).get("global_step", 0) >= kill_after)
-    process.send_signal(how)
-    process.communicate(timeout=120)
-    assert process.returncode == -signal.SIGKILL if how == signal.SIGKILL else process.returncode == 128 + signal.SIGTERM
-    saved = torch.load(run / "checkpoint.pt", weights_only=False)
-    interrupted_at = saved["global_step"]
-    assert interrupted_at < budget, "interrupted before the end"
-    code, out, err = clipzoo("train", agent, *options, "--run-dir", str(run))
-    assert code == 0, err
-    assert f"resuming {run} from step {interrupted_at}" in out
-    assert f"replay buffer restored from the checkpoint ({len(saved['buffer']):,} transitions)" in out
-    assert read_status(run)["state"] == "complete"
-
-    resumed = steps_by_tag(run)
-    assert set(resumed) == set(reference)
-    for tag, steps in resumed.items():
-        if tag in EPISODE_TAGS:  # games end where they end after a resume; before it, nothing may change
-            assert [s for s in steps if s <= interrupted_at] == [s for s in reference[tag] if s <= interrupted_at], tag
-            assert steps == sorted(steps), tag
-        else:
-            assert steps == reference[tag], tag
 
 
 # ---------------------------------------------------------------- one trainer per run directory
@@ -118,7 +80,7 @@ def test_a_running_marker_of_a_finished_slurm_job_reads_as_interrupted(tmp_path)
 
 
 # ---------------------------------------------------------------- signals
-def test_sigterm_inside_a_long_update_block_is_honoured_within_seconds(tmp_path):
+def test_sigterm_inside_a_long_update_block_finishes_the_block_and_is_honoured_within_seconds(tmp_path):
     # replay ratio 128 with one env: each collect is one env step followed by 128 gradient steps
     options = [*CARTPOLE, "--num-envs", "1", "--replay-ratio", "128", "--batch-size", "256", "--learning-starts", "256",
                "--target-update-period", "128", "--total-timesteps", "100000", "--run-dir", str(tmp_path)]
@@ -133,8 +95,10 @@ def test_sigterm_inside_a_long_update_block_is_honoured_within_seconds(tmp_path)
     assert stderr.strip().splitlines()[-1] == f"SIGTERM: checkpointed; rerun with --run-dir {tmp_path} to resume"
     status = read_status(tmp_path)
     assert status["state"] == "interrupted" and status["signal"] == "SIGTERM"
-    assert 0 < status["skipped_gradient_steps"] < 128, "the update block was left between gradient steps"
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["global_step"] == status["global_step"]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["global_step"] == status["global_step"]
+    # whole blocks only: the checkpoint is a state the uninterrupted run passes through (exact resume)
+    assert checkpoint["gradient_steps"] == 128 * (status["global_step"] - 256)
 
 
 def test_ctrl_c_stops_a_local_sweep_and_its_runs_checkpoint(tmp_path):
