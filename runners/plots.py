@@ -41,7 +41,7 @@ from runners.aggregates import (BOOTSTRAP_REPS, EXACT_PERMUTATION_LIMIT, IQM_MIN
                                  compare, holm, interval_estimates, performance_profiles, relabelings, smallest_p)
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
-from runners.rundir import effective_state, read_status
+from runners.rundir import effective_state, read_attempts, read_status
 
 GRID_POINTS = 100
 BOOTSTRAP_SAMPLES = 2000
@@ -406,18 +406,32 @@ def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction
                   edges_of: dict[str, np.ndarray] | None = None) -> Path:
     """One row per run and metric: its final value (``run_finals``) and, with ``edges_of``, its
     env's budget and its window means (``run_windows``; empty where it logged nothing), so
-    others can recompute any statistic over seeds."""
+    others can recompute any statistic over seeds; then where the run came from
+    (``provenance``: commit, clean tree, resumes, whether every resume was exact)."""
     windows = len(next(iter(edges_of.values()))) - 1 if edges_of else 0
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["metric", "env", "variant", "seed", f"final_last_{last_fraction:g}",
-                     *(["budget", *(f"window_{i + 1}_of_{windows}" for i in range(windows))] if windows else [])])
+                     *(["budget", *(f"window_{i + 1}_of_{windows}" for i in range(windows))] if windows else []),
+                     "commit", "clean_tree", "resumes", "resumed_exactly"])
     for metric, runs in runs_of.items():
         window_of = dict(run_windows(runs, metric, edges_of)) if windows else {}
         for run, final in sorted(run_finals(runs, metric, last_fraction), key=lambda item: (item[0].env, item[0].variant, _seed_order(item[0]))):
             extra = [f"{edges_of[run.env][-1]:.0f}", *("" if np.isnan(v) else f"{v:.6g}" for v in window_of[run])] if windows else []
-            writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}", *extra])
+            writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}", *extra, *provenance(run.path)])
     return atomic_write_text(path, buffer.getvalue())
+
+
+def provenance(run_dir: Path) -> list[str]:
+    """(commit, clean tree, resumes, every resume exact) from the run's ``attempts.json``;
+    empty fields for runs made before it was written. Several commits are joined by '+'."""
+    attempts = read_attempts(run_dir)
+    if not attempts:
+        return ["", "", "", ""]
+    commits = list(dict.fromkeys(str(a.get("commit") or "?")[:12] for a in attempts))
+    resumes = [a for a in attempts if a.get("resumed_from_step") is not None]
+    return ["+".join(commits), str(all(a.get("clean") for a in attempts)).lower(), str(len(resumes)),
+            str(all(a.get("exact", True) for a in resumes)).lower()]
 
 
 def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:

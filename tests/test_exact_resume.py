@@ -24,15 +24,15 @@ SMALL = ["--batch-size", "32", "--learning-starts", "200", "--target-update-peri
          "--probe-samples", "32", "--checkpoint-every", "300"]
 RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget)
-    "dqn-cartpole": ("dqn", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", "--n-step", "1"], 1000),
-    "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW], 1000),
+    "dqn-cartpole": ("dqn", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", "--n-step", "1"], 700),
+    "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW], 700),
     "dqn-minatar-rr2": ("dqn", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                "--replay-ratio", "2"], 1000),
+                                "--replay-ratio", "2"], 700),
     "rainbow-minatar": ("rainbow", ["--env-id", "MinAtar/Seaquest-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                    *RAINBOW], 1000),
+                                    *RAINBOW], 700),
     "dqn-atari": ("dqn", ["--env-id", "ALE/Pong-v5", "--num-envs", "1", "--buffer-size", "1000", "--batch-size", "8",
                           "--learning-starts", "32", "--gradcov-samples", "8", "--probe-samples", "8",
-                          "--checkpoint-every", "150"], 420),
+                          "--log-every", "50", "--checkpoint-every", "100"], 232),
 }
 
 

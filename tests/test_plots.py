@@ -197,7 +197,8 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
     assert f"wrote {out}" in printed
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == len(truth) and list(rows[0]) == ["metric", "env", "variant", "seed", "final_last_0.1",
-                                                         "budget", "window_1_of_2", "window_2_of_2"]
+                                                         "budget", "window_1_of_2", "window_2_of_2", "commit",
+                                                         "clean_tree", "resumes", "resumed_exactly"]
     for row in rows:
         offset, slope = truth[(row["env"], row["variant"], int(row["seed"].removeprefix("seed_")))]
         assert float(row["final_last_0.1"]) == pytest.approx(offset + 9.5 * slope)  # steps 900 and 1000
@@ -206,9 +207,21 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
         assert float(row["window_2_of_2"]) == pytest.approx(offset + 8 * slope)  # steps 600-1000
     code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--csv", str(out))
     assert code == 0, err
-    assert list(csv.DictReader(io.StringIO(out.read_text())))[0].keys() == {"metric", "env", "variant", "seed", "final_last_0.1"}
+    assert list(csv.DictReader(io.StringIO(out.read_text())))[0].keys() == {"metric", "env", "variant", "seed", "final_last_0.1",
+                                                                             "commit", "clean_tree", "resumes", "resumed_exactly"}
     code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "0")
     assert code == 2 and "--windows must be a positive number of windows, got 0" in err
+
+
+def test_the_run_csv_names_each_runs_commit_and_its_resumes(tmp_path):
+    from runners.plots import provenance
+
+    (tmp_path / "attempts.json").write_text(json.dumps([
+        {"commit": "a" * 40, "clean": True, "resumed_from_step": None},
+        {"commit": "a" * 40, "clean": True, "resumed_from_step": 3000, "exact": True},
+        {"commit": "b" * 40, "clean": False, "resumed_from_step": 6000, "exact": False}]))
+    assert provenance(tmp_path) == ["a" * 12 + "+" + "b" * 12, "false", "2", "false"]
+    assert provenance(tmp_path / "absent") == ["", "", "", ""]
 
 
 def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, clipzoo):
