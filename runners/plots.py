@@ -88,6 +88,12 @@ def select_runs(runs: list[Run], include_partial: bool = False) -> tuple[list[Ru
             notes.append(f"included partial run {run.path} ({run.state}); its group is cut at the common last step")
         else:
             notes.append(f"left out {run.path}: {run.state} (--include-partial to include it up to the common last step)")
+    for run in kept:
+        inexact = [a for a in read_attempts(run.path) if a.get("exact") is False]
+        if inexact:
+            steps = ", ".join(f"{a.get('resumed_from_step'):,}" for a in inexact)
+            notes.append(f"{run.path} was resumed without its replay buffer at step {steps} (--checkpoint-buffer never): "
+                         f"not the run an uninterrupted one would be")
     if not kept:
         raise UsageError(f"no complete runs among the {len(runs)} found; --include-partial includes unfinished ones")
     return kept, notes

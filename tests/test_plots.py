@@ -303,3 +303,16 @@ def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matri
     np.savez(run / "gradcov" / f"step_{1500:010d}.npz", covariance=np.eye(4, dtype=np.float32), order=np.arange(4), step=1500)
     steps, values = plots.read_scalar(run, "gradcov/mean_abs_offdiag")
     assert steps.tolist() == [500, 1000] and values == pytest.approx([0.5, 0.25])
+
+
+def test_tables_and_plots_name_a_run_resumed_without_its_buffer(tmp_path):
+    from runners.plots import Run, select_runs
+
+    exact, inexact = tmp_path / "seed_1", tmp_path / "seed_2"
+    for run, flag in ((exact, True), (inexact, False)):
+        run.mkdir()
+        (run / "attempts.json").write_text(json.dumps([{"resumed_from_step": None},
+                                                        {"resumed_from_step": 4000, "exact": flag}]))
+    _, notes = select_runs([Run(exact, "env", "v", "seed_1"), Run(inexact, "env", "v", "seed_2")])
+    assert notes == [f"{inexact} was resumed without its replay buffer at step 4,000 (--checkpoint-buffer never): "
+                     "not the run an uninterrupted one would be"]
