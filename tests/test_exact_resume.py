@@ -26,12 +26,12 @@ RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritized: the Rainbow ones
     "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW], 500),
     "dqn-minatar-rr2": ("dqn", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                "--replay-ratio", "2"], 500),
-    "rainbow-minatar": ("rainbow", ["--env-id", "MinAtar/Seaquest-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                    *RAINBOW], 500),
+                                "--replay-ratio", "2"], 400),
+    "rainbow-minatar": ("rainbow", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
+                                    *RAINBOW], 400),
     "dqn-atari": ("dqn", ["--env-id", "ALE/Pong-v5", "--num-envs", "1", "--buffer-size", "1000", "--batch-size", "8",
                           "--learning-starts", "32", "--gradcov-samples", "8", "--probe-samples", "8",
-                          "--log-every", "50", "--checkpoint-every", "100"], 232),
+                          "--log-every", "50", "--checkpoint-every", "100"], 182),
 }
 
 
@@ -64,7 +64,7 @@ def run_interrupted(agent, options, budget, run_dir, how: signal.Signals, capfd)
     while not (run_dir / "checkpoint.pt").exists():
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.02)
-    time.sleep(0.3)  # land somewhere after the checkpoint: mid-collect or mid-update
+    time.sleep(0.2)  # land somewhere after the checkpoint: mid-collect or mid-update
     process.send_signal(how)
     process.communicate(timeout=300)
     status = read_status(run_dir)
