@@ -13,6 +13,10 @@ built on a model, ``attach(optimizer)``, ``state_dict()`` / ``load_state_dict()`
 * ``ShrinkAndPerturb`` (Ash & Adams 2020): ``theta <- (1 - lambda) theta + sigma theta_fresh``.
 * ``LastLayerReset`` (Lyle et al. 2023, after Nikishin et al. 2022): the output layer(s)
   get fresh initial values and fresh optimizer state.
+* ``ReDo`` (Sokar et al. 2023): units whose score ``E|h_i| / mean_j E|h_j|`` is at most tau
+  get fresh incoming weights, zero outgoing weights and zero optimizer moments.
+* ``PlasticityInjection`` (Nikishin et al. 2023): at one step the head is frozen and a new
+  one learns the change, ``h_old(x) + h_new(x) - h_copy(x)``.
 
 The tensors acted on are weight clipping's: weight and bias of every Linear/ConvNd layer
 and the mean parameters of noisy layers; norm gains, log-stds and noisy sigmas are left
@@ -37,6 +41,7 @@ import torch
 from torch import nn
 
 from agents.clipping import DEFAULT_CLIPPED_NAMES, layer_fan_in, output_layer_names
+from agents.diagnostics.units import redo_scores
 from runners.rundir import isolated_rng
 
 REGULARIZERS = ("l2", "l2_init", "singular")
@@ -360,3 +365,343 @@ class LastLayerReset(_IntervalPlugin):
                 self.optimizer.state.pop(value, None)
             for (_, buffer), (_, new_buffer) in zip(layer.named_buffers(recurse=False), new.named_buffers(recurse=False)):
                 buffer.copy_(new_buffer)
+
+
+# ---------------------------------------------------------------- ReDo
+# The modules whose output ReDo scores: the nonlinearity after each hidden layer.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
+                                                 nn.Softplus, nn.Mish)
+
+
+@dataclass(frozen=True)
+class NextLayer:
+    """A layer fed by a hidden layer's units: unit i owns its input columns ``[i * per_unit, (i + 1) * per_unit)``
+    (``per_unit`` > 1 where a conv layer's channels are flattened into a linear layer, channel-major as
+    ``nn.Flatten`` lays out NCHW: channel c is columns ``c * H * W`` to ``(c + 1) * H * W - 1``)."""
+
+    name: str
+    module: nn.Module
+    per_unit: int
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """A layer whose output units (Linear: features, ConvNd: channels) ReDo scores and recycles."""
+
+    name: str
+    module: nn.Module
+    units: int
+    activation: nn.Module  # its output is what is scored
+    norms: tuple[str, ...]  # modules between the layer and the activation with per-unit parameters (LayerNorm, GroupNorm)
+    next_layers: tuple[NextLayer, ...]
+
+
+def _unit_count(name: str, module: nn.Module) -> int:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.transposed or module.groups != 1:
+            raise ValueError(f"ReDo recycles channels of plain convolutions; {name} is transposed or grouped")
+        return module.out_channels
+    units = getattr(module, "out_features", None)
+    if not isinstance(units, int):
+        raise ValueError(f"ReDo cannot tell the units of {name} ({type(module).__name__})")
+    return units
+
+
+def _input_count(name: str, module: nn.Module) -> int:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.transposed or module.groups != 1:
+            raise ValueError(f"ReDo zeroes input channels of plain convolutions; {name} is transposed or grouped")
+        return module.in_channels
+    return module.in_features
+
+
+def redo_layers(model: nn.Module) -> list[HiddenLayer]:
+    """The hidden layers of ``model`` with what ReDo needs of each: its scored activation, its norms and the
+    layers its units feed.
+
+    Every affine layer that is not an output layer (``output_layer_names``) is hidden. The layers it feeds
+    come from ``layer_depths``, the forward path the other interventions use: a layer at depth l feeds the
+    layer at depth l + 1 of its own branch; the last layer of the shared trunk feeds the first layer of every
+    branch in ``model.parallel_branches`` (Rainbow's dueling streams). The scored activation is the first
+    activation module after the layer in its ``nn.Sequential``; per-unit norms (LayerNorm, GroupNorm) between
+    the two are recycled with the layer.
+    """
+    depths = layer_depths(model)
+    outputs = set(output_layer_names(model))
+    branches = tuple(getattr(model, "parallel_branches", ()))
+
+    def branch_of(name: str) -> str | None:
+        return next((b for b in branches if name == b or name.startswith(b + ".")), None)
+
+    layers = []
+    for name, depth in depths.items():
+        if name in outputs:
+            continue
+        module, branch = model.get_submodule(name), branch_of(name)
+        units = _unit_count(name, module)
+        following = [n for n, d in depths.items() if d == depth + 1 and branch_of(n) == branch]
+        if not following and branch is None:  # the trunk's last layer feeds every branch
+            following = [n for n, d in depths.items() if d == depth + 1 and branch_of(n) is not None]
+        if not following:
+            raise ValueError(f"{name} feeds no later layer along the forward path; if it is an output layer, list it in model.output_layers")
+        next_layers = []
+        for next_name in following:
+            next_module = model.get_submodule(next_name)
+            inputs = _input_count(next_name, next_module)
+            flattened = isinstance(module, nn.modules.conv._ConvNd) and not isinstance(next_module, nn.modules.conv._ConvNd)
+            if inputs != units and not (flattened and inputs % units == 0):
+                raise ValueError(f"{name} has {units} units but the layer after it, {next_name}, takes {inputs} inputs")
+            next_layers.append(NextLayer(next_name, next_module, inputs // units))
+        parent_name, _, index = name.rpartition(".")
+        parent = model.get_submodule(parent_name)  # "" is the model itself
+        if not isinstance(parent, nn.Sequential):
+            raise ValueError(f"ReDo finds the activation after {name} in its nn.Sequential; {name} is not in one")
+        activation, norms = None, []
+        for offset, sibling in enumerate(list(parent)[int(index) + 1:], start=int(index) + 1):
+            if layer_fan_in(sibling) is not None:
+                break
+            if isinstance(sibling, ACTIVATION_TYPES):
+                activation = sibling
+                break
+            if any(t.shape == (units,) for t in [*sibling.parameters(recurse=False), *sibling.buffers(recurse=False)]):
+                norms.append(f"{parent_name}.{offset}" if parent_name else str(offset))
+        if activation is None:
+            raise ValueError(f"no activation follows {name} in its nn.Sequential, so ReDo has nothing to score")
+        layers.append(HiddenLayer(name, module, units, activation, tuple(norms), tuple(next_layers)))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no hidden layers for ReDo to recycle")
+    return layers
+
+
+def _trained(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+
+
+class ReDo(_IntervalPlugin):
+    """Recycling dormant units (Sokar et al. 2023, "The dormant neuron phenomenon in deep RL";
+    their code: google/dopamine labs/redo).
+
+    At each event a batch from ``sample_inputs()`` is run through ``forward(model, batch)`` in eval
+    mode (noisy layers use their means, norm statistics are not updated) without gradients. Each
+    hidden unit's score ``s_i = E|h_i| / (mean_j E|h_j| + 1e-9)`` (``units.redo_scores``) is taken
+    over the batch (and positions, for a channel) on the layer's activation output, i.e. after its
+    LayerNorm and nonlinearity, as Sokar et al. score their ``*_act`` outputs. A unit with
+    ``s_i <= tau`` is recycled:
+
+    * incoming: its rows of every trained tensor of the layer (weight, bias; noisy layers: mu and
+      sigma, so sigma returns to its initial value) and its entries of the norms' gains and shifts
+      take the values of ``fresh_model()`` (the agent's own initialiser), drawn on the plug-in's
+      stream (event n always draws the same network);
+    * outgoing: its input columns of every layer it feeds are set to 0 (noisy layers: mu and sigma,
+      so the unit contributes nothing with or without noise);
+    * the optimizer state of the touched entries (Adam's exp_avg and exp_avg_sq, any state tensor
+      shaped like its parameter) is set to 0; step counts are left alone, as in Sokar et al.'s code.
+
+    ``metrics()``: ``redo/recycled_frac`` (recycled / hidden units at the last event) and
+    ``redo/recycled_units``. ``sample_inputs`` may carry a random stream of its own in
+    ``state_dict()`` / ``load_state_dict()``: it is checkpointed with the plug-in.
+    """
+
+    tag = "redo_events"
+
+    def __init__(self, model: nn.Module, fresh_model: Callable[[], nn.Module], interval: Interval, *, tau: float,
+                 sample_inputs: Callable[[], torch.Tensor], forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(model, fresh_model, interval, seed)
+        self.tau = _positive("tau", tau, allow_zero=True)
+        self.sample_inputs = sample_inputs
+        self.forward = forward or (lambda network, inputs: network(inputs))
+        self.layers = redo_layers(model)
+        self.hidden_units = sum(layer.units for layer in self.layers)
+        self.last_recycled: int | None = None  # units recycled at the last event
+
+    def scores(self) -> list[torch.Tensor]:
+        """Every hidden layer's ReDo scores on a fresh batch of inputs, in ``self.layers`` order."""
+        inputs = self.sample_inputs()
+        recorded: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(self.layers))}
+        handles = [layer.activation.register_forward_hook(lambda m, i, out, index=index: recorded[index].append(out.detach()))
+                   for index, layer in enumerate(self.layers)]
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.forward(self.model, inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes:
+                module.training = mode
+        missing = [layer.name for index, layer in enumerate(self.layers) if not recorded[index]]
+        if missing:
+            raise RuntimeError(f"ReDo's forward pass never reached the activations after {missing}")
+        return [redo_scores(torch.cat(recorded[index])) for index in range(len(self.layers))]
+
+    @torch.no_grad()
+    def apply_now(self) -> None:
+        dormant = [score <= self.tau for score in self.scores()]
+        count = int(sum(int(mask.sum()) for mask in dormant))
+        if count:
+            self._recycle(dormant, self._fresh())
+        self.last_recycled = count
+        self.events += 1
+
+    def _clear_state(self, param: torch.Tensor, index) -> None:
+        state = self.optimizer.state.get(param) if self.optimizer is not None else None
+        for value in (state or {}).values():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                value[index] = 0
+
+    def _recycle(self, dormant: list[torch.Tensor], fresh: nn.Module) -> None:
+        # Incoming weights of every layer first, then the outgoing ones, as Sokar et al.'s code: a weight
+        # joining a recycled unit of one layer to a recycled unit of the next ends at 0.
+        recycled = [(layer, mask) for layer, mask in zip(self.layers, dormant) if mask.any()]
+        for layer, mask in recycled:
+            for owner in (layer.name, *layer.norms):
+                module, new = self.model.get_submodule(owner), fresh.get_submodule(owner)
+                fresh_tensors = {**dict(new.named_parameters(recurse=False)), **dict(new.named_buffers(recurse=False))}
+                for local, param in module.named_parameters(recurse=False):
+                    if param.requires_grad and param.ndim >= 1 and param.shape[0] == layer.units:
+                        param[mask] = fresh_tensors[local][mask].to(param.dtype)
+                        self._clear_state(param, mask)
+                for local, buffer in module.named_buffers(recurse=False):  # e.g. BatchNorm's running statistics
+                    if buffer.ndim >= 1 and buffer.shape[0] == layer.units and buffer.is_floating_point():
+                        buffer[mask] = fresh_tensors[local][mask]
+        for layer, mask in recycled:
+            for following in layer.next_layers:
+                columns = (slice(None), mask.repeat_interleave(following.per_unit))
+                for _, param in _trained(following.module):
+                    if param.ndim >= 2:  # weights (noisy layers: mu and sigma); the bias is not the unit's
+                        param[columns] = 0
+                        self._clear_state(param, columns)
+
+    def metrics(self) -> dict[str, float]:
+        if self.last_recycled is None:
+            return {}
+        return {"redo/recycled_frac": self.last_recycled / self.hidden_units, "redo/recycled_units": float(self.last_recycled)}
+
+    def describe(self) -> str:
+        when = "after each target-network update" if self.interval.offset else f"every {self.interval.every} gradient step{'s' * (self.interval.every != 1)}"
+        return f"redo ({when}, tau {self.tau:g})"
+
+    def state_dict(self) -> dict:
+        inputs = getattr(self.sample_inputs, "state_dict", None)
+        return {**super().state_dict(), "tau": self.tau, "last_recycled": self.last_recycled,
+                "inputs": inputs() if inputs is not None else None}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state["tau"] != self.tau:
+            raise ValueError(f"ReDo state has tau {state['tau']}, this one {self.tau}")
+        super().load_state_dict(state)
+        self.last_recycled = state["last_recycled"]
+        if state.get("inputs") is not None and hasattr(self.sample_inputs, "load_state_dict"):
+            self.sample_inputs.load_state_dict(state["inputs"])
+
+
+# ---------------------------------------------------------------- plasticity injection
+class PlasticityInjection:
+    """Plasticity injection (Nikishin et al. 2023, "Deep reinforcement learning with plasticity
+    injection") after gradient step ``at`` (at the start of step ``at + 1``, so after the clamp of
+    weight clipping and every other plug-in's work on step ``at``): the head h_old (the output layer(s),
+    ``output_layer_names``) is frozen, a new head h_new and a frozen copy h_copy of it, both
+    ``fresh_model()``'s output layers drawn on the plug-in's stream, are added, and the output is
+    ``h_old(x) + h_new(x) - h_copy(x)``; only h_new (and the trunk) trains afterwards.
+
+    The output layers are affine in their parameters, so the three heads are one layer whose
+    parameters are ``theta = theta_old + theta_new - theta_copy``, and ``d loss / d theta_new =
+    d loss / d theta``. The layer's own tensors therefore hold ``theta`` and go on training: an
+    additive optimizer step on theta_new is the same step on theta. What makes it h_new's
+    training is its optimizer state, dropped at the injection (h_new is a new parameter for
+    Adam), and nothing else changes: the network's modules, parameters, optimizer param groups,
+    target-network copies and checkpoints keep their shapes and names, and the output right
+    after the injection is bitwise the output before. theta_old and theta_copy are kept (frozen)
+    in the plug-in, so ``new_head() = theta - theta_old + theta_copy`` is h_new.
+
+    What acts on parameter values rather than on gradients acts on theta, the head the network
+    computes with: weight clipping keeps theta (so h_old + h_new - h_copy) within the layer's
+    bound, as before the injection; L2 penalties and Shrink & Perturb see theta too. So with Adam
+    or SGD, injecting into a linear head is restarting that head's optimizer state; a head with
+    hidden layers would also bring fresh features, which the zoo's output layers do not have.
+    """
+
+    tag = "plasticity_injections"
+
+    def __init__(self, model: nn.Module, fresh_model: Callable[[], nn.Module], at: int, *, seed: int = 0) -> None:
+        if isinstance(at, bool) or not isinstance(at, int) or at < 1:
+            raise ValueError(f"the injection step must be a whole number of steps >= 1, got {at!r}")
+        self.model, self.fresh_model, self.at, self.seed = model, fresh_model, at, int(seed)
+        self.layers = output_layer_names(model)
+        self.tensors = [(f"{name}.{local}", param) for name in self.layers for local, param in _trained(model.get_submodule(name))]
+        self.updates = 0
+        self.old: list[torch.Tensor] | None = None
+        self.copy: list[torch.Tensor] | None = None
+        self._logged = False
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def injected(self) -> bool:
+        return self.old is not None
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> PlasticityInjection:
+        if self.optimizer is not None:
+            raise ValueError("PlasticityInjection is already attached")
+        _check_optimizer(optimizer, [p for _, p in self.tensors], "plasticity injection")
+        self.optimizer = optimizer
+        handle = optimizer.register_step_pre_hook(self._before_step)
+        hooks = getattr(optimizer, "_optimizer_step_pre_hooks", None)
+        if hooks is not None:  # first of the pre-step hooks (a decoupled penalty's belongs to the next step)
+            hooks.move_to_end(handle.id, last=False)
+        optimizer.register_step_post_hook(self._after_step)
+        return self
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if self.updates == self.at and not self.injected:
+            self.inject_now()
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self.updates += 1
+
+    @torch.no_grad()
+    def inject_now(self) -> None:
+        if self.injected:
+            raise RuntimeError("plasticity has already been injected")
+        with isolated_rng(self.seed * 1_000_003):
+            fresh = dict(self.fresh_model().named_parameters())
+        self.old = [param.detach().clone() for _, param in self.tensors]
+        self.copy = [fresh[name].detach().to(param.device, param.dtype).clone() for name, param in self.tensors]
+        if self.optimizer is not None:  # h_new is a new parameter: its optimizer state starts afresh
+            for _, param in self.tensors:
+                self.optimizer.state.pop(param, None)
+
+    def new_head(self) -> dict[str, torch.Tensor]:
+        """h_new's parameters, ``theta - theta_old + theta_copy``, by parameter name."""
+        if not self.injected:
+            raise RuntimeError("plasticity has not been injected yet")
+        with torch.no_grad():
+            return {name: param - old + copy for (name, param), old, copy in zip(self.tensors, self.old, self.copy)}
+
+    def head_shift(self) -> float:
+        """``||h_new - h_copy||_2 = ||theta - theta_old||_2``: how far the injected head has moved."""
+        with torch.no_grad():
+            return float(sum((param - old).square().sum() for (_, param), old in zip(self.tensors, self.old)) ** 0.5)
+
+    def metrics(self) -> dict[str, float]:
+        if not self.injected:
+            return {}
+        event, self._logged = float(not self._logged), True
+        return {f"interventions/{self.tag}": event, "interventions/injected_head_shift": self.head_shift()}
+
+    def describe(self) -> str:
+        return f"plasticity_injection (after gradient step {self.at})"
+
+    def state_dict(self) -> dict:
+        return {"at": self.at, "updates": self.updates, "logged": self._logged,
+                "old": None if self.old is None else [t.cpu() for t in self.old],
+                "copy": None if self.copy is None else [t.cpu() for t in self.copy]}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state["at"] != self.at:
+            raise ValueError(f"plasticity injection state is for step {state['at']}, this one for {self.at}")
+        self.updates, self._logged = int(state["updates"]), bool(state["logged"])
+        devices = [param.device for _, param in self.tensors]
+        self.old = None if state["old"] is None else [t.to(d) for t, d in zip(state["old"], devices)]
+        self.copy = None if state["copy"] is None else [t.to(d) for t, d in zip(state["copy"], devices)]

@@ -51,6 +51,7 @@ from agents.plugins import PlasticityPlugins
 from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
 from runners.rng import GlobalStream, random_state
+from runners.rundir import duration
 
 def keep_numba_machine_code() -> None:
     from tianshou.algorithm import algorithm_base
@@ -377,11 +378,14 @@ class RunLogger(BaseLogger):
     """
 
     def __init__(self, writer, envs, optimizer_factory: PluginOptimizerFactory, interval: int, warmup_steps: int,
-                 save_checkpoint, restored: tuple[int, int, int] | None) -> None:
+                 save_checkpoint, restored: tuple[int, int, int] | None, total_steps: int,
+                 report_progress: Callable[[int, float, float], None] = lambda step, rate, eta: None) -> None:
         super().__init__(training_interval=1, update_interval=1, info_interval=1)
         self.writer, self.envs, self.factory = writer, envs, optimizer_factory
         self.interval, self.warmup_steps = interval, warmup_steps
         self.save_checkpoint, self.restored = save_checkpoint, restored
+        self.total_steps, self.report_progress = total_steps, report_progress
+        self.budget_estimated = False
         self.losses: list[float] = []
         self.next_write = interval
         self.clock = None  # (time, env step, gradient steps) at the previous write
@@ -427,8 +431,15 @@ class RunLogger(BaseLogger):
         if step > 0:
             self.writer.add_scalar("charts/replay_ratio", gradient_steps / step, global_step)
         mean_return = f"{np.mean(self.recent_returns[-20:]):8.1f}" if self.recent_returns else "       -"
-        print(f"step {global_step:>9,}  episodic return (last 20) {mean_return}  replay ratio "
-              f"{gradient_steps / max(step, 1):.3f}  env steps/s {(step - self.clock[1]) / elapsed:6.0f}", flush=True)
+        rate = (step - self.clock[1]) / elapsed
+        eta = (self.total_steps - global_step) / max(rate, 1e-9)
+        print(f"step {global_step:>9,}/{self.total_steps:,}  episodic return (last 20) {mean_return}  replay ratio "
+              f"{gradient_steps / max(step, 1):.3f}  env steps/s {rate:6.0f}  ETA {duration(eta)}", flush=True)
+        if not self.budget_estimated and step > self.clock[1]:  # the first rate measured
+            print(f"at {rate:,.0f} env steps/s the whole budget of {self.total_steps:,} env steps takes "
+                  f"~{duration(self.total_steps / max(rate, 1e-9))}", flush=True)
+            self.budget_estimated = True
+        self.report_progress(global_step, rate, eta)
         self.clock = now
 
     def log_update_data(self, log_data: dict, step: int) -> None:

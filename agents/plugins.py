@@ -2,7 +2,8 @@
 
 ``PlasticityArgs`` is a base of each agent's ``Args``, so PPO, DQN and Rainbow take the
 same flags (``--layer-norm``, ``--optimizer madam``, ``--reg l2-init --reg-delta 1.25``,
-``--sp-every``, ``--reset-last-layer-every``, the probes' intervals) with the same meaning.
+``--sp-every``, ``--reset-last-layer-every``, ``--redo-every``, ``--inject-at``, the probes' intervals)
+with the same meaning.
 ``PlasticityPlugins`` builds the interventions the options ask for on one network and
 attaches them to its optimizer; weight clipping is attached after them, so its clamp has
 the last word on every step.
@@ -16,11 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
+import torch
 from torch import nn
 
-from agents.interventions import Interval, LastLayerReset, LayerRegularizer, ShrinkAndPerturb
+from agents.interventions import Interval, LastLayerReset, LayerRegularizer, PlasticityInjection, ReDo, ShrinkAndPerturb
 from agents.optimizers import make_optimizer
 from runners.errors import UsageError
+from runners.rng import random_state, torch_generator
 
 # Teo et al. 2023: lambda = 0.01 for L2 and L2 Init, 0.001 for the singular-value penalty.
 PAPER_COEFS = {"l2": 0.01, "l2_init": 0.01, "singular": 0.001}
@@ -78,6 +82,16 @@ class PlasticityArgs:
     reset_last_layer_every: IntervalOption = 0
     """re-initialise the output layer(s) and their optimizer state every N gradient steps (0: off; 'target': after each target-network update)"""
 
+    # ReDo (Sokar et al. 2023), plasticity injection (Nikishin et al. 2023)
+    redo_every: IntervalOption = 0
+    """recycle dormant units (ReDo) every N gradient steps (0: off; 'target': after each target-network update)"""
+    redo_tau: float = 0.025
+    """ReDo: a hidden unit whose score E|h_i| / mean_j E|h_j| is <= tau is recycled (Sokar et al.: 0.025 for DQN; 0.1 is their other value)"""
+    redo_samples: int = 256
+    """ReDo: inputs each score is measured on (DQN/Rainbow: replay observations; PPO: the current rollout's); Sokar et al.'s code: 256"""
+    inject_at: int = 0
+    """plasticity injection after this gradient step (0: off): the output layer(s) frozen, a new head learns the change"""
+
     # Probes (Lyle et al. 2023)
     plasticity_probe_every: int = 0
     """run the plasticity probe every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
@@ -116,7 +130,7 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
         raise UsageError(f"--reg-delta must be a finite number > 0, got {args.reg_delta}")
     if args.reg == "singular" and args.reg_form == "decoupled":
         raise UsageError("--reg singular acts on features and exists only as a loss term; use --reg-form loss")
-    for name in ("reg_every", "sp_every", "reset_last_layer_every"):
+    for name in ("reg_every", "sp_every", "reset_last_layer_every", "redo_every"):
         value = getattr(args, name)
         if value == "target" and not has_target_network:
             raise UsageError(f"--{name.replace('_', '-')} target: this agent has no target network; give a number of gradient steps")
@@ -125,13 +139,25 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
     for name in ("plasticity_probe_every", "sharpness_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("plasticity_probe_samples", "plasticity_probe_targets", "sharpness_samples", "sharpness_iterations"):
+    if not (math.isfinite(args.redo_tau) and 0 <= args.redo_tau < 1):
+        raise UsageError(f"--redo-tau must be in [0, 1) (the mean score is 1), got {args.redo_tau}")
+    if args.redo_every and args.optimizer == "madam":
+        raise UsageError("--redo-every with --optimizer madam: Madam's multiplicative steps keep ReDo's zeroed outgoing weights at 0; use adam or sgd")
+    if args.inject_at < 0:
+        raise UsageError(f"--inject-at must be >= 0 (0: off), got {args.inject_at}")
+    if args.inject_at and args.optimizer == "madam":
+        raise UsageError("--inject-at with --optimizer madam: Madam's multiplicative step on the combined head is not a step on the new head; use adam or sgd")
+    if args.inject_at and args.reset_last_layer_every:
+        raise UsageError("--inject-at with --reset-last-layer-every: a reset re-initialises the head that the injection freezes; use one of them")
+    for name in ("plasticity_probe_samples", "plasticity_probe_targets", "sharpness_samples", "sharpness_iterations", "redo_samples"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.plasticity_probe_steps < 0:
         raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
     available, source = samples_available
-    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every)):
+    # ReDo's replay observations (the agents with a target network) are drawn with replacement; PPO's are rollout samples
+    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every),
+                        ("redo_samples", args.redo_every and not has_target_network)):
         if every and getattr(args, name) > available:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds {source} ({available})")
 
@@ -148,12 +174,69 @@ def _interval(value: IntervalOption, target_period: int | None) -> Interval | No
     return Interval(value) if value else None
 
 
+class ReplayObservations:
+    """ReDo's inputs for DQN/Rainbow: ``samples`` observations drawn from the replay buffer (``buffer()``,
+    looked up at each call) by its own ``sample_indices``, with every generator the buffer samples from
+    swapped for a RandomState of its own (stream ``"redo"``) for the call: training's replay draws are
+    not shifted (a prioritized buffer draws by priority, as for training). The stream's state is in
+    ``state_dict()``."""
+
+    def __init__(self, buffer: Callable[[], object], samples: int, seed: int, device: torch.device | str = "cpu") -> None:
+        self.buffer, self.samples, self.device = buffer, int(samples), device
+        self.generator = random_state(seed, "redo")
+
+    def __call__(self) -> torch.Tensor:
+        buffer = self.buffer()
+        holders = [buffer, *getattr(buffer, "buffers", [])]
+        saved = [holder._random_state for holder in holders]
+        for holder in holders:
+            holder._random_state = self.generator
+        try:
+            indices = buffer.sample_indices(self.samples)
+        finally:
+            for holder, generator in zip(holders, saved):
+                holder._random_state = generator
+        return torch.as_tensor(np.asarray(buffer.get(indices, "obs")), device=self.device)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class RolloutObservations:
+    """ReDo's inputs for PPO: ``samples`` of the observations ``observations()`` returns (the current
+    rollout's, looked up at each call), picked by a torch generator of their own (stream ``"redo"``)."""
+
+    def __init__(self, observations: Callable[[], torch.Tensor], samples: int, seed: int) -> None:
+        self.observations, self.samples = observations, int(samples)
+        self.generator = torch_generator(seed, "redo")
+
+    def __call__(self) -> torch.Tensor:
+        observations = self.observations()
+        picks = torch.randperm(observations.shape[0], generator=self.generator)[: self.samples]
+        return observations[picks.to(observations.device)]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
 class PlasticityPlugins:
     """The interventions chosen by ``args`` on ``model``; ``target_period`` is the target
-    network's period in gradient steps (None for agents without one)."""
+    network's period in gradient steps (None for agents without one). ReDo needs
+    ``sample_inputs()``, a batch of the agent's inputs (``replay_inputs`` / ``rollout_inputs``),
+    and ``forward(model, inputs)`` where ``model(inputs)`` is not the whole network."""
+
+    replay_inputs = staticmethod(lambda buffer, args, device: ReplayObservations(buffer, args.redo_samples, args.seed, device))
+    rollout_inputs = staticmethod(lambda observations, args: RolloutObservations(observations, args.redo_samples, args.seed))
 
     def __init__(self, model: nn.Module, args: PlasticityArgs, fresh_model: Callable[[], nn.Module], *, seed: int,
-                 target_period: int | None = None) -> None:
+                 target_period: int | None = None, sample_inputs: Callable[[], torch.Tensor] | None = None,
+                 forward: Callable[[nn.Module, torch.Tensor], object] | None = None) -> None:
         self.interventions: dict = {}
         if args.reg != "none":
             every = target_period if args.reg_every == "target" else args.reg_every
@@ -164,6 +247,13 @@ class PlasticityPlugins:
                                                                     sigma=args.sp_sigma, seed=seed + 1)
         if (interval := _interval(args.reset_last_layer_every, target_period)) is not None:
             self.interventions["last_layer_reset"] = LastLayerReset(model, fresh_model, interval, seed=seed + 2)
+        if (interval := _interval(args.redo_every, target_period)) is not None:
+            if sample_inputs is None:
+                raise ValueError("ReDo scores units on the agent's inputs: pass sample_inputs")
+            self.interventions["redo"] = ReDo(model, fresh_model, interval, tau=args.redo_tau, sample_inputs=sample_inputs,
+                                              forward=forward, seed=seed + 3)
+        if args.inject_at:
+            self.interventions["plasticity_injection"] = PlasticityInjection(model, fresh_model, args.inject_at, seed=seed + 4)
 
     def attach(self, optimizer) -> PlasticityPlugins:
         for plugin in self.interventions.values():
@@ -181,7 +271,7 @@ class PlasticityPlugins:
         return {tag: value for plugin in self.interventions.values() for tag, value in plugin.metrics().items()}
 
     def describe(self) -> str:
-        return ", ".join(self.interventions) or "none"
+        return ", ".join(getattr(plugin, "describe", lambda: name)() for name, plugin in self.interventions.items()) or "none"
 
     def state_dict(self) -> dict:
         return {name: plugin.state_dict() for name, plugin in self.interventions.items()}

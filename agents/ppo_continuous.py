@@ -29,16 +29,19 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
-from envs.continuous import finished_episodes, load_vector_env_state, make_vector_env, normalization_state, vector_env_state
+from agents.evaluation import Evaluator, log_evaluation
+from envs.continuous import (finished_episodes, freeze_observation_statistics, load_vector_env_state, make_eval_env,
+                             make_vector_env, normalization_state, vector_env_state)
 from runners.cli import tensorboard_command
 from runners.config import parse_args
 from runners.errors import RunInterrupted, UsageError
 from runners.rng import GlobalStream, numpy_generator, stream_seed
-from runners.rundir import RunDirectory, StopRequest, execute_run
+from runners.rundir import RunDirectory, StopRequest, duration, execute_run
+from runners.tracking import TRACKING_OPTIONS, TrackingArgs
 
 
 @dataclass
-class Args(PlasticityArgs):
+class Args(PlasticityArgs, TrackingArgs):
     """PPO (continuous actions) with optional weight clipping and the other plasticity plug-ins; CleanRL's defaults."""
 
     core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "wc_kappa")
@@ -103,11 +106,21 @@ class Args(PlasticityArgs):
     """rollout samples k in the gradient covariance matrix"""
     checkpoint_every: int = 10
     """save a checkpoint every N updates"""
+    eval_every: int = 0
+    """env steps between evaluation rounds, counted from 0 (at the first update that reaches each multiple), and one
+    at the end (0: off): episodes on env instances of their own whose seeds are the same for every training seed,
+    with the training envs' observation statistics frozen (agents/evaluation.py), logged as eval/*"""
+    eval_episodes: int = 10
+    """episodes per evaluation round"""
+    eval_deterministic: bool = True
+    """evaluate the mean action; off: actions sampled from the policy, on the evaluation's own stream"""
 
 
 # Options that may change when a run is resumed: they do not change what is learned.
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "compile", "diagnostics_every", "heatmap_every", "checkpoint_every",
+                     "eval_every", "eval_episodes", "eval_deterministic",
                      "plasticity_probe_every", "sharpness_every", "sharpness_density"}
+RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
 # Checkpoints of this format resume exactly: simulators mid-episode and every random stream.
 CHECKPOINT_FORMAT = 2
 
@@ -255,9 +268,11 @@ def check_args(args: Args) -> None:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
     if args.gradcov_samples < 2 or args.gradcov_samples > batch_size:
         raise UsageError(f"--gradcov-samples must be between 2 and the batch size {batch_size}, got {args.gradcov_samples}")
-    for name in ("diagnostics_every", "heatmap_every"):
+    for name in ("diagnostics_every", "heatmap_every", "eval_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     if args.checkpoint_every < 1:
         raise UsageError("--checkpoint-every must be >= 1")
     if args.torch_threads < 1:
@@ -309,7 +324,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         agent = fresh_agent()
     # fused: the same Adam update in one kernel per tensor, several times faster on CPU
     optimizer = agent_optimizer(args, agent.parameters(), fused=True)
-    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=stream_seed(args.seed, "interventions")).attach(optimizer)
+    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=stream_seed(args.seed, "interventions"),
+                                sample_inputs=PlasticityPlugins.rollout_inputs(lambda: b_obs, args),  # ReDo: the current rollout's
+                                forward=lambda net, x: (net.critic(x), net.actor_mean(x))).attach(optimizer)
     if args.compile:
         # Compiled graphs are cached per function and do not guard on module hooks; a run
         # compiles its own, with the plug-ins' hooks in place (matters when runs share a process).
@@ -370,6 +387,22 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         if args.norm_adv:
             advantages_k = (advantages_k - advantages_k.mean()) / (advantages_k.std() + 1e-8)
         return obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k
+
+    evaluator = Evaluator(make_eval_env(args.env_id), args.eval_episodes) if args.eval_every else None
+
+    def evaluation_due(step: int) -> bool:
+        """Whether the update ending at ``step`` reached a multiple of --eval-every (no state: resumes agree)."""
+        return evaluator is not None and step // args.eval_every > (step - batch_size) // args.eval_every
+
+    def evaluate(step: int) -> None:
+        """One evaluation round with the mean action (or sampled ones, on the round's own stream)."""
+        policy = NumpyActor(agent)
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return policy.mean(obs.astype(np.float32)) if args.eval_deterministic else policy.sample(obs.astype(np.float32), rng)
+
+        returns, lengths = evaluator.run(act, step, before_reset=lambda env: freeze_observation_statistics(env, envs.envs[0]))
+        log_evaluation(writer, returns, lengths, step)
 
     def log_diagnostics(step: int, rollout: tuple, heatmap: bool, grad_norm: float | None = None) -> None:
         """Unit health, ranks and weights on the rollout; the heatmap of the PPO loss on k rollout samples."""
@@ -478,13 +511,20 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                     log_diagnostics(global_step, last_rollout, heatmap, grad_norm.item())
                 if iteration < num_iterations:  # the final update's probes run with the final diagnostics
                     run_probes(global_step, last_rollout, iteration)
+            if evaluation_due(global_step):
+                evaluate(global_step)
             now = time.perf_counter()
             sps = int((global_step - rate_clock[1]) / max(now - rate_clock[0], 1e-9))
             rate_clock = (now, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             mean_return = f"{np.mean(rollout_returns):8.1f}" if rollout_returns else "       -"
+            eta = (num_iterations * batch_size - global_step) / max(sps, 1)
             print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
-                  f"approx_kl {last['approx_kl']:.4f}  SPS {sps}", flush=True)
+                  f"approx_kl {last['approx_kl']:.4f}  SPS {sps}  ETA {duration(eta)}", flush=True)
+            if iteration == iteration_done + 1:  # the first rate this attempt measured
+                print(f"at {sps:,} steps/s the whole budget of {num_iterations * batch_size:,} steps takes "
+                      f"~{duration(num_iterations * batch_size / max(sps, 1))}", flush=True)
+            run.report_progress(global_step, sps, eta)
 
             # A signal that arrived during the iteration is honoured here, at its end: the
             # checkpoint is then of a whole iteration, like any other.
@@ -510,6 +550,10 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     with plugins.paused():
         log_diagnostics(global_step, last_rollout, heatmap=True)
         run_probes(global_step, last_rollout, num_iterations, final=True)
+    if evaluator is not None:
+        if not evaluation_due(global_step):  # every run ends with an evaluation
+            evaluate(global_step)
+        evaluator.close()
     run.save_model({"agent": agent.state_dict(), "normalization": normalization_state(envs), "args": asdict(args),
                     "clipping_bounds": clipping.bounds() if clipping else None})
     run.set_status("complete", global_step=global_step, total_timesteps=num_iterations * batch_size)

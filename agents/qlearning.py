@@ -26,6 +26,7 @@ from tianshou.trainer import OffPolicyTrainerParams
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger
+from agents.evaluation import Evaluator, log_evaluation
 from agents.lean_update import LeanOffPolicyTrainer
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
@@ -42,10 +43,11 @@ from runners.cli import plural, tensorboard_command
 from runners.errors import RunInterrupted, UsageError
 from runners.rng import stream_seed
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
+from runners.tracking import TRACKING_OPTIONS, TrackingArgs
 
 
 @dataclass
-class QLearningArgs(PlasticityArgs):
+class QLearningArgs(PlasticityArgs, TrackingArgs):
     core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "replay_ratio", "wc_kappa")
 
     env_id: str = "ALE/Pong-v5"
@@ -101,6 +103,14 @@ class QLearningArgs(PlasticityArgs):
     """replay samples k in the gradient covariance matrix"""
     probe_samples: int = 512
     """replay samples in the unit-health and feature-rank probe batch"""
+    eval_every: int = 0
+    """env steps between evaluation rounds, counted from 0, and one at the end (0: off): greedy episodes on env instances
+    of their own whose seeds are the same for every training seed (agents/evaluation.py), logged as eval/*"""
+    eval_episodes: int = 10
+    """episodes per evaluation round"""
+    eval_epsilon: float = 0.001
+    """epsilon of the evaluation policy (Dopamine's 0.001; Tianshou's Atari examples test at 0.005); Rainbow evaluates
+    with its noisy layers' mean weights"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints, counted from 0 (a checkpoint falls at the first log step at or after each multiple)"""
     checkpoint_buffer: Literal["always", "never"] = "always"
@@ -110,7 +120,8 @@ class QLearningArgs(PlasticityArgs):
 
 RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
                      "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density",
-                     "lean_update"}
+                     "lean_update", "eval_every", "eval_episodes", "eval_epsilon"}
+RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
 
 
 @dataclass
@@ -134,9 +145,13 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
                  "gradcov_samples", "probe_samples", "torch_threads"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps"):
+    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if not 0 <= args.eval_epsilon <= 1:
+        raise UsageError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
         raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
     steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
@@ -222,7 +237,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     factory = PluginOptimizerFactory(
         lambda params: agent_optimizer(args, params, fused=args.lean_update), clipping,
         lambda network: PlasticityPlugins(network, args, fresh_network, seed=stream_seed(args.seed, "interventions"),
-                                          target_period=target_period))
+                                          target_period=target_period,  # ReDo: replay observations on a stream of their own
+                                          sample_inputs=PlasticityPlugins.replay_inputs(lambda: buffer, args, device)))
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period, streams)
     plugins = factory.plugins
     frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
@@ -231,6 +247,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
     diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
     diagnostics_seed = stream_seed(args.seed, "diagnostics")
+    evaluator = Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions),
+                          args.eval_episodes) if args.eval_every else None
     save_buffer = args.checkpoint_buffer == "always"
 
     warmup_steps = warmup_length(args)
@@ -281,7 +299,7 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
 
     state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
              "next_checkpoint": args.checkpoint_every, "next_plasticity_probe": args.plasticity_probe_every,
-             "next_sharpness": args.sharpness_every, "logged_through": -1}
+             "next_sharpness": args.sharpness_every, "next_eval": args.eval_every, "last_eval": -1, "logged_through": -1}
     if checkpoint:
         state.update(checkpoint["schedule"])
 
@@ -342,6 +360,26 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         if stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
             save_checkpoint(epoch - 1, env_step, trainer._current_update_step - 1, mid_epoch=True)
 
+    def evaluate(step: int) -> None:
+        """One evaluation round: greedy actions (epsilon --eval-epsilon) of the network in eval mode,
+        which for Rainbow's noisy layers means their mean weights; every module's mode is put back."""
+        modes = [(module, module.training) for module in network.modules()]
+        network.eval()
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            with torch.no_grad():
+                greedy = spec.q_values(algorithm, network, obs).argmax(1).cpu().numpy()
+            explore = rng.random(len(greedy)) < args.eval_epsilon
+            return np.where(explore, rng.integers(actions, size=len(greedy)), greedy)
+
+        try:
+            returns, lengths = evaluator.run(act, step)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        log_evaluation(writer, returns, lengths, step)
+        state["last_eval"] = step
+
     def set_schedules(env_step: int) -> None:
         fraction = min(1.0, env_step / args.eps_decay_steps) if args.eps_decay_steps else 1.0
         algorithm.policy.set_eps_training(args.eps_start + fraction * (args.eps_end - args.eps_start))
@@ -371,6 +409,10 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             if args.sharpness_every and env_step >= state["next_sharpness"]:
                 state["next_sharpness"] += args.sharpness_every
                 run_probes(step, sharpness=True)
+            if args.eval_every and step >= state["next_eval"]:
+                while state["next_eval"] <= step:
+                    state["next_eval"] += args.eval_every
+                evaluate(step)
 
     def save_checkpoint(epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
         """Called by the trainer at the end of every epoch (``epoch`` epochs done), and on a stop request."""
@@ -401,7 +443,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             raise _Preempted
 
     logger = RunLogger(writer, envs, factory, interval=epoch_steps, warmup_steps=warmup_steps,
-                       save_checkpoint=save_checkpoint, restored=restored)
+                       save_checkpoint=save_checkpoint, restored=restored, total_steps=total_steps,
+                       report_progress=run.report_progress)
     first_epoch_steps = epoch_steps
     if checkpoint:
         logger.load_state_dict(checkpoint.get("logger"))
@@ -430,6 +473,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     with plugins.paused():
         log_diagnostics(total_steps, heatmap=True)
         run_probes(total_steps, plasticity=bool(args.plasticity_probe_every), sharpness=bool(args.sharpness_every))
+        if evaluator is not None and state["last_eval"] != total_steps:
+            evaluate(total_steps)
     diagnostics.log_clipping(factory.clipping, total_steps)
     diagnostics.log_scalars(plugins.metrics(), total_steps)
     run.save_model({"network": network.state_dict(), "args": asdict(args),
@@ -438,6 +483,8 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
                    replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1),
                    **run.resume_record())
     envs.close()
+    if evaluator is not None:
+        evaluator.close()
     print(f"done: {run.path} ({tensorboard_command(run.path)})")
 
 

@@ -50,6 +50,29 @@ def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
     return thunk
 
 
+def make_eval_env(env_id: str) -> Callable[[], gym.Env]:
+    """A thunk building an evaluation env: ``make_env``'s stack without reward normalisation and
+    clipping, so rewards sum to the true return; its observation statistics are the training
+    env's, frozen (``freeze_observation_statistics``), as the policy saw them."""
+
+    def thunk() -> gym.Env:
+        env = gym.wrappers.FlattenObservation(gym.make(env_id))
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env.update_running_mean = False
+        return gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space)
+
+    return thunk
+
+
+def freeze_observation_statistics(eval_env: gym.Env, training_env: gym.Env) -> None:
+    """Give ``eval_env`` a copy of ``training_env``'s running observation statistics, not updated by evaluation."""
+    source = _find_wrapper(training_env, gym.wrappers.NormalizeObservation)
+    target = _find_wrapper(eval_env, gym.wrappers.NormalizeObservation)
+    target.obs_rms = copy.deepcopy(source.obs_rms)
+    target.update_running_mean = False
+
+
 def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies in one process, SAME_STEP autoreset; refuses unknown ids and discrete actions."""
     check_env_id(env_id)

@@ -1,6 +1,7 @@
 """Discrete-action envs for DQN and Rainbow: Atari with DeepMind-style wrappers, MinAtar
 (``envs.minatar``: channel-first grids, no wrappers), or any other gymnasium env
-(CartPole-v1, Acrobot-v1, MountainCar-v0, ...) as it is.
+(CartPole-v1, Acrobot-v1, MountainCar-v0, the classification MDPs of ``envs.classification``,
+...) as it is.
 
 Atari: ``ALE/<Game>-v5`` built with ``frameskip=1`` (v5 otherwise skips 4 frames itself,
 so MaxAndSkip would give 16 per step), then gymnasium's ``AtariPreprocessing`` (no-op

@@ -1,4 +1,4 @@
-"""Checks env ids against gymnasium's registry (ALE and MinAtar games included) with close-match suggestions."""
+"""Checks env ids against gymnasium's registry (ALE and MinAtar games and the classification MDPs included) with close-match suggestions."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from runners.errors import UsageError
 def registered_env_ids() -> tuple[str, ...]:
     import ale_py  # registers the ALE/* ids
 
+    from envs.classification import register_classification_envs
     from envs.minatar import register_minatar_envs
 
     gym.register_envs(ale_py)
     register_minatar_envs()
+    register_classification_envs()
     return tuple(sorted(gym.registry))
 
 

@@ -36,6 +36,8 @@ Base env, per family, because each keeps its state in its own way:
   (MinAtar is plain Python and numpy), and ``np_random``.
 * gymnasium's classic control (CartPole, Acrobot, ...): the same generic rule as the
   wrappers (``state``, ``steps_beyond_terminated``, ``_np_random``, ...), less rendering objects.
+* The classification MDPs (``envs.classification``): the latent state and the shown image's
+  index (``mdp_state()``), and ``np_random``; not the image set, which is configuration.
 
 Any other base env is refused with a ``TypeError`` naming it, rather than half-captured.
 """
@@ -75,6 +77,8 @@ def capture_env_state(env: gym.Env) -> dict:
         state["base"] = {"ale": base.ale.cloneState(include_rng=True), **rng}
     elif family == "minatar":
         state["base"] = {"game": copy.deepcopy(base.game), **rng}
+    elif family == "classification":
+        state["base"] = {"mdp": base.mdp_state(), **rng}
     else:  # classic control: plain attributes, np_random among them
         state["base"] = copy.deepcopy(_plain_attributes(base))
     return state
@@ -110,6 +114,8 @@ def restore_env_state(env: gym.Env, state: dict) -> None:
         base.ale.restoreState(saved_base["ale"])
     elif family == "minatar":
         base.game = saved_base["game"]
+    elif family == "classification":
+        base.set_mdp_state(saved_base["mdp"])
     # the private fields: the np_random setter would mark the seed unknown (-1)
     base._np_random, base._np_random_seed = saved_base["np_random"], saved_base["np_random_seed"]
 
@@ -135,8 +141,10 @@ def _family(base: gym.Env) -> str:
         return "minatar"
     if module.startswith("gymnasium.envs.classic_control"):
         return "classic_control"
+    if module == "envs.classification":
+        return "classification"
     raise TypeError(f"cannot capture the state of {type(base).__name__} ({module}): envs/state.py knows MuJoCo, ALE, "
-                    "MinAtar and gymnasium's classic control envs")
+                    "MinAtar, gymnasium's classic control envs and the classification MDPs")
 
 
 def _plain_attributes(obj: object) -> dict[str, Any]:

@@ -6,7 +6,8 @@ files, ``checkpoint.pt`` (periodic, for resuming), ``model.pt`` (final), ``statu
 it: host, pid, start time, SLURM job), ``attempts.json`` (every attempt at the run: the
 command, the code's commit and whether its tree was clean, the step it resumed from,
 whether that resume was exact, and how it ended), ``run.lock`` (held by the training
-process), ``gradcov/`` (matrices, PNGs). Every file is written through a temporary file
+process), ``gradcov/`` (matrices, PNGs) and, with ``--track``, ``wandb/`` and
+``wandb_run_id`` (runners/tracking.py). Every file is written through a temporary file
 and a rename, so a kill -9 at any moment leaves the previous version intact; the
 temporary file such a kill leaves behind is removed by the next attempt.
 
@@ -155,6 +156,7 @@ class RunDirectory:
         self.started: float | None = None
         self._lock: int | None = None
         self._attempts: list[dict] | None = None
+        self._running: dict | None = None  # the last "running" record, which progress reports extend
 
     def check_usable(self) -> None:
         """Refuse a path that cannot be a run directory, in one line naming it."""
@@ -246,9 +248,18 @@ class RunDirectory:
         record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
                   "started": self.started, "slurm_job": slurm_job_of_this_process(), **details}
         atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
+        self._running = record if state == "running" else None
         if self._attempts and state != "running":
             self._attempts[-1].update(ended=state, ended_at_step=details.get("global_step"), ended_time=record["time"])
             self._write_attempts()
+
+    def report_progress(self, step: int, steps_per_second: float, eta_seconds: float) -> None:
+        """Add where training is now to the "running" record (whose ``global_step`` stays the
+        last checkpoint's), so ``sweep`` can show each run's step and ETA."""
+        if self._running is not None:
+            record = {**self._running, "step": step, "steps_per_second": steps_per_second, "eta_seconds": eta_seconds,
+                      "time": time.time()}
+            atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
 
     def begin_attempt(self, resumed_from: int | None) -> None:
         """Append this attempt to ``attempts.json``: when, the command, the code's version, the step it resumes from."""
@@ -367,9 +378,13 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
     after that checkpoint (an agent logs everything at a step before checkpointing it),
     or all of them when that attempt died before its first checkpoint.
     The outcome lands in status.json: the agent marks completion, this marks failure.
+    With ``config["track"]``, W&B mirrors the TensorBoard logs (runners/tracking.py).
     """
     from torch.utils.tensorboard import SummaryWriter
 
+    from runners.tracking import import_wandb, mirrored
+
+    wandb = import_wandb() if config.get("track") else None  # refused before anything is written
     run = RunDirectory(path)
     with run.claim():
         resuming = run.bind_config(config, free_keys=free_keys)
@@ -381,7 +396,9 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
         run.begin_attempt(resumed_from=checkpoint["global_step"] if checkpoint else None)
         wait_for_a_later_second_than_the_newest_event_file(run.path)
         try:
-            with SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer:
+            # --track: W&B starts before the writer (it patches it) and finishes after it is closed
+            with (mirrored(wandb, run.path, config),
+                  SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer):
                 train(run, writer, checkpoint)
         except RunInterrupted:
             raise  # the agent marked the run interrupted after its checkpoint
@@ -416,3 +433,13 @@ def _record_outcome(run: RunDirectory, state: str, **details: Any) -> None:
     """Mark the outcome; a failure to write it (a full disk) must not hide the original error."""
     with contextlib.suppress(Exception):
         run.set_status(state, **details)
+
+
+def duration(seconds: float) -> str:
+    """``1:05:09`` or ``4:12`` (minutes:seconds under an hour); ``2d 3:00:00`` beyond a day."""
+    seconds = max(0, int(round(seconds)))
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    clock = f"{hours}:{minutes:02d}:{seconds:02d}" if hours or days else f"{minutes}:{seconds:02d}"
+    return f"{days}d {clock}" if days else clock

@@ -45,7 +45,7 @@ from runners.agents import AGENTS, args_class, check_env_id, check_run_options
 from runners.config import apply_overrides
 from runners.errors import UsageError
 from runners.files import atomic_write_text
-from runners.rundir import effective_state, read_status
+from runners.rundir import duration, effective_state, read_status
 from runners.slurm_queue import sweep_queue
 
 SPEC_KEYS = ("name", "agent", "envs", "seeds", "budget", "common", "variants", "grid", "resources")
@@ -290,19 +290,23 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(execute, run) for run in todo]
-            shown = ""
+            progress = Progress(sweep, chosen_runs, workers)
             while not all(f.done() for f in futures):
-                shown = _print_progress(sweep, shown, chosen_runs)
+                progress.show()
                 time.sleep(poll_seconds)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    _print_progress(sweep, "", chosen_runs)
+    Progress(sweep, chosen_runs, workers).show()
     states = run_states(sweep, chosen_runs)
-    unfinished = [run for run, state in states.items() if state["state"] != "complete"]
+    elsewhere = [run for run, state in states.items() if state["state"] in BUSY]  # another sweep's or job's to finish
+    unfinished = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
+    for run in elsewhere:
+        print(f"left to another process: {run.path} is {states[run]['state']} there ({_who(states[run])})")
     for run in unfinished:
         print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
-    print(f"sweep {sweep.name}: {len(states) - len(unfinished)}/{len(states)}{part} complete")
+    others = f", {len(elsewhere)} running elsewhere" if elsewhere else ""
+    print(f"sweep {sweep.name}: {len(states) - len(unfinished) - len(elsewhere)}/{len(states)}{part} complete{others}")
     if stopping.is_set():
         raise SystemExit(128 + received[0])
     return unfinished
@@ -315,17 +319,42 @@ def _who(state: dict) -> str:
     return f"pid {state.get('pid')} on {state.get('host')}{job}"
 
 
-def _print_progress(sweep: Sweep, shown: str, chosen_runs: list[SweepRun]) -> str:
-    """Print runs done (of those chosen) and the steps of the runs in flight, when that changed;
-    returns the line."""
-    states = run_states(sweep, chosen_runs)
-    done = sum(s["state"] == "complete" for s in states.values())
-    running = [f"{run.env}/{run.variant}/seed_{run.seed} {s.get('global_step', 0):,}/{s.get('total_timesteps', 0):,}"
-               for run, s in states.items() if s["state"] == "running"]
-    line = f"{done}/{len(states)} runs done" + (f"; running: {', '.join(running)}" if running else "")
-    if line != shown:
-        print(line, flush=True)
-    return line
+class Progress:
+    """Progress lines of a local sweep: runs done, and each running run's step and ETA as the run
+    itself reports them (status.json), with the sweep's ETA at the running runs' rates. A line
+    is printed when a run starts or ends, and otherwise at most every ``every_seconds``."""
+
+    def __init__(self, sweep: Sweep, chosen_runs: list[SweepRun], workers: int, every_seconds: float = 60.0) -> None:
+        self.sweep, self.chosen_runs, self.workers, self.every_seconds = sweep, chosen_runs, workers, every_seconds
+        self.shown_runs: tuple | None = None
+        self.shown_at = 0.0
+
+    def show(self) -> None:
+        states = run_states(self.sweep, self.chosen_runs)
+        done = sum(s["state"] == "complete" for s in states.values())
+        running = {run: s for run, s in states.items() if s["state"] == "running"}
+        which = (done, tuple(sorted(str(run.path) for run in running)))
+        if which == self.shown_runs and time.time() - self.shown_at < self.every_seconds:
+            return
+        self.shown_runs, self.shown_at = which, time.time()
+        parts = []
+        for run, s in running.items():
+            eta = f", ETA {duration(s['eta_seconds'])}" if "eta_seconds" in s else ""
+            parts.append(f"{run.env}/{run.variant}/seed_{run.seed} {s.get('step', s.get('global_step', 0)):,}/"
+                         f"{s.get('total_timesteps', 0):,}{eta}")
+        line = f"{done}/{len(states)} runs done" + (f"; running: {', '.join(parts)}" if parts else "")
+        print(line + self.sweep_eta(states), flush=True)
+
+    def sweep_eta(self, states: dict) -> str:
+        """The env steps left in every unfinished run over the running runs' summed rate (``workers`` of them at most)."""
+        rates = [s["steps_per_second"] for s in states.values() if s["state"] == "running" and s.get("steps_per_second")]
+        if not rates:
+            return ""
+        left = sum(max(0, int(run.options.get("total_timesteps", 0)) - int(s.get("step", s.get("global_step", 0))))
+                   for run, s in states.items() if s["state"] != "complete")
+        unfinished = sum(s["state"] != "complete" for s in states.values())
+        rate = sum(rates) / len(rates) * min(self.workers, unfinished)
+        return f"; sweep ETA ~{duration(left / rate)} at the running runs' rates" if left else ""
 
 
 def status_table(sweep: Sweep) -> str:

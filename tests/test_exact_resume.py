@@ -24,7 +24,8 @@ SMALL = ["--batch-size", "32", "--learning-starts", "200", "--target-update-peri
          "--probe-samples", "32", "--checkpoint-every", "300"]  # the heatmap of every run's end is drawn all the same
 RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritized: the Rainbow ones
-    "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW], 500),
+    "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW,
+                                         "--eval-every", "250", "--eval-episodes", "2"], 500),  # evaluation rounds too
     "dqn-minatar-rr2": ("dqn", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
                                 "--replay-ratio", "2"], 400),
     "rainbow-minatar": ("rainbow", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",

@@ -1,6 +1,6 @@
 """The interventions beside weight clipping, each against hand-computed numbers or a
 slow reference: successive L2 / L2 Init / singular-value regularization, Shrink &
-Perturb, last-layer reset, Madam, LayerNorm networks."""
+Perturb, last-layer reset, ReDo, plasticity injection, Madam, LayerNorm networks."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from agents.interventions import Interval, LastLayerReset, LayerRegularizer, ShrinkAndPerturb, layer_depths
+from agents.clipping import WeightClipping
+from agents.interventions import (Interval, LastLayerReset, LayerRegularizer, PlasticityInjection, ReDo, ShrinkAndPerturb,
+                                  layer_depths, redo_layers)
 from agents.networks import QNetwork, RainbowNetwork
 from agents.optimizers import Madam, make_optimizer
+from agents.plugins import PlasticityArgs, PlasticityPlugins, check_plasticity_args
 from agents.ppo_continuous import Agent, NumpyActor
+from agents.ppo_continuous import Args as PPOArgs
+from runners.errors import UsageError
+from runners.rundir import isolated_rng
 
 
 def two_layer(first=((1.0, -2.0), (0.5, 0.0)), second=((3.0, -1.0),)) -> nn.Sequential:
@@ -295,3 +301,521 @@ def test_numpy_actor_mirrors_the_layer_norm_actor():
     obs = np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32)
     expected = agent.actor_mean(torch.as_tensor(obs)).detach().numpy()
     assert np.allclose(NumpyActor(agent).mean(obs), expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- ReDo (Sokar et al. 2023)
+REDO_INPUTS = torch.tensor([[1.0, 1.0], [2.0, 1.0], [1.0, 2.0], [0.5, 0.5]])  # positive inputs
+
+
+def mlp_2_3_2() -> nn.Sequential:
+    """Hidden unit 0 is h = x0, unit 1 is relu(-x0 - x1) = 0 (dead), unit 2 is h = 0.02 x0 (nearly dormant)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, -1.0], [0.02, 0.0]]))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+        model[2].bias.copy_(torch.tensor([0.5, -0.5]))
+    return model
+
+
+def constant_mlp_2_3_2() -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(7.0)
+        model[0].bias.fill_(0.25)
+        model[2].weight.fill_(9.0)
+        model[2].bias.fill_(9.0)
+    return model
+
+
+def adam_with_moments(model: nn.Module, value: float = 1.0) -> torch.optim.Optimizer:
+    """Adam (lr 0: one step leaves the weights) whose moments are all ``value``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0)
+    model(REDO_INPUTS[:, : model[0].in_features] if isinstance(model, nn.Sequential) else REDO_INPUTS).sum().backward()
+    optimizer.step()
+    for state in optimizer.state.values():
+        state["exp_avg"].fill_(value)
+        state["exp_avg_sq"].fill_(value)
+    return optimizer
+
+
+@pytest.mark.parametrize(("tau", "recycled"), [(0.025, [1]), (0.1, [1, 2])])
+def test_redo_by_hand_on_a_2_3_2_mlp(tau, recycled):
+    model = mlp_2_3_2()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = adam_with_moments(model)
+    plugin = ReDo(model, constant_mlp_2_3_2, Interval(1000), tau=tau, sample_inputs=lambda: REDO_INPUTS).attach(optimizer)
+    # E|h| = (1.125, 0, 0.0225), mean 0.3825: scores 2.941, 0, 0.0588
+    assert plugin.scores()[0].tolist() == pytest.approx([1.125 / 0.3825, 0.0, 0.0225 / 0.3825], rel=1e-5)
+    output = model(REDO_INPUTS).detach()
+    plugin.apply_now()
+    kept = [unit for unit in range(3) if unit not in recycled]
+    weight, bias, next_weight, next_bias = model[0].weight, model[0].bias, model[2].weight, model[2].bias
+    assert torch.equal(weight[recycled], torch.full((len(recycled), 2), 7.0)) and torch.equal(bias[recycled], torch.full((len(recycled),), 0.25))
+    assert torch.equal(weight[kept], before[0][kept]) and torch.equal(bias[kept], before[1][kept])
+    assert torch.equal(next_weight[:, recycled], torch.zeros(2, len(recycled)))  # outgoing weights zeroed
+    assert torch.equal(next_weight[:, kept], before[2][:, kept]) and torch.equal(next_bias, before[3])
+    for param, touched in ((weight, (recycled,)), (bias, (recycled,)), (next_weight, (slice(None), recycled))):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            state = optimizer.state[param][moment]
+            assert torch.all(state[touched] == 0), (param.shape, moment)
+            assert int((state == 0).sum()) == state[touched].numel()  # every other entry keeps its moment
+    assert torch.all(optimizer.state[next_bias]["exp_avg"] == 1.0)
+    assert plugin.metrics() == {"redo/recycled_frac": len(recycled) / 3, "redo/recycled_units": float(len(recycled))}
+    if recycled == [1]:  # a dead unit contributed exactly 0 before and does now: the output is bitwise the same
+        assert torch.equal(model(REDO_INPUTS), output)
+
+
+def test_redo_runs_after_every_nth_step_and_draws_each_events_network_on_its_own_stream():
+    model = mlp_2_3_2()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    drawn = []
+
+    def fresh():
+        drawn.append(torch.rand(1).item())
+        return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+
+    plugin = ReDo(model, fresh, Interval(2), tau=0.025, sample_inputs=lambda: REDO_INPUTS, seed=3).attach(optimizer)
+    assert plugin.metrics() == {}  # nothing to report before the first event
+    torch.manual_seed(11)
+    outer = torch.get_rng_state()
+    for _ in range(4):
+        step_with_zero_task_loss(model, optimizer)
+    assert torch.equal(torch.get_rng_state(), outer)  # the run's own stream is untouched
+    assert plugin.events == 2 and len(drawn) == 1  # event 2 found no dormant unit and drew nothing
+    ReDo(mlp_2_3_2(), fresh, Interval(2), tau=0.025, sample_inputs=lambda: REDO_INPUTS, seed=3)._fresh()
+    assert drawn[1] == drawn[0]  # event 0 of the same seed draws the same network, whatever ran before
+
+
+def tiny_conv() -> nn.Sequential:
+    """1x3x3 inputs -> 3 channels of 2x2 -> flattened (12 columns, channel c = columns 4c..4c+3) -> 2 outputs; channel 1 is dead."""
+    model = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, -1.0, 0.5]).view(3, 1, 1, 1).expand(3, 1, 2, 2))
+        model[0].bias.copy_(torch.tensor([0.0, -1.0, 0.1]))
+        model[3].weight.copy_(torch.arange(24.0).view(2, 12) + 1)
+    return model
+
+
+def test_redo_recycles_conv_channels_and_their_flattened_columns():
+    model = tiny_conv()
+    before = [p.detach().clone() for p in model.parameters()]
+    inputs = torch.rand(5, 1, 3, 3) + 0.1
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0)
+    model(inputs).sum().backward()
+    optimizer.step()
+    for state in optimizer.state.values():
+        state["exp_avg"].fill_(1.0)
+    fresh = lambda: nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))  # noqa: E731
+    plugin = ReDo(model, fresh, Interval(1000), tau=0.0, sample_inputs=lambda: inputs).attach(optimizer)
+    (layer,) = plugin.layers
+    assert layer.units == 3 and [(n.name, n.per_unit) for n in layer.next_layers] == [("3", 4)]
+    expected_fresh = plugin._fresh()  # event 0's draw
+    output = model(inputs).detach()
+    plugin.apply_now()
+    assert torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and model[0].bias[1] == expected_fresh[0].bias[1]
+    assert torch.equal(model[0].weight[[0, 2]], before[0][[0, 2]]) and torch.equal(model[0].bias[[0, 2]], before[1][[0, 2]])
+    assert torch.equal(model[3].weight[:, 4:8], torch.zeros(2, 4))
+    assert torch.equal(model[3].weight[:, :4], before[2][:, :4]) and torch.equal(model[3].weight[:, 8:], before[2][:, 8:])
+    exp_avg = optimizer.state[model[3].weight]["exp_avg"]
+    assert torch.all(exp_avg[:, 4:8] == 0) and torch.all(exp_avg[:, :4] == 1) and torch.all(exp_avg[:, 8:] == 1)
+    assert torch.all(optimizer.state[model[0].weight]["exp_avg"][1] == 0) and torch.all(optimizer.state[model[0].weight]["exp_avg"][[0, 2]] == 1)
+    assert torch.equal(model(inputs), output)
+    assert plugin.metrics()["redo/recycled_frac"] == pytest.approx(1 / 3)
+
+
+def test_redo_scores_after_the_layer_norm_and_nonlinearity_and_recycles_the_norms_gain_and_shift():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.0, 0.0, 1.0]))  # unit 1: LN output -1 on every input ...
+        model[1].bias.copy_(torch.tensor([0.0, -1.0, 0.0]))  # ... so |pre-activation| = 1 but relu gives 0
+    before = [p.detach().clone() for p in model.parameters()]
+    inputs = torch.randn(64, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    fresh = lambda: nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.ReLU(), nn.Linear(3, 2))  # noqa: E731
+    plugin = ReDo(model, fresh, Interval(1000), tau=0.025, sample_inputs=lambda: inputs).attach(optimizer)
+    (layer,) = plugin.layers
+    assert layer.norms == ("1",) and isinstance(layer.activation, nn.ReLU)
+    scores = plugin.scores()[0]
+    assert scores[1] == 0 and scores[0] > 0.025 and scores[2] > 0.025
+    expected_fresh = plugin._fresh()
+    plugin.apply_now()
+    assert model[1].weight.tolist() == [1.0, 1.0, 1.0] and model[1].bias.tolist() == [0.0, 0.0, 0.0]  # LayerNorm's init
+    assert torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and torch.equal(model[0].weight[[0, 2]], before[0][[0, 2]])
+    assert torch.equal(model[3].weight[:, 1], torch.zeros(2)) and torch.equal(model[3].weight[:, [0, 2]], before[4][:, [0, 2]])
+
+
+def test_recycled_weights_are_clipped_after_recycling():
+    model = mlp_2_3_2()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    huge = lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).requires_grad_(True).apply(  # noqa: E731
+        lambda m: [p.data.fill_(10.0) for p in m.parameters(recurse=False)])
+    ReDo(model, huge, Interval(1), tau=0.025, sample_inputs=lambda: REDO_INPUTS).attach(optimizer)
+    clipping = WeightClipping(model, kappa=1.0).attach(optimizer)  # attached after the plug-ins, as every agent does
+    optimizer.zero_grad()
+    (model(REDO_INPUTS) - 1.0).square().mean().backward()
+    optimizer.step()
+    assert clipping.max_violation() == 0.0
+    assert model[0].weight[1].tolist() == pytest.approx([1 / math.sqrt(2)] * 2)  # the fresh 10s, clamped to kappa / sqrt(fan_in)
+    assert model[0].bias[1].item() == pytest.approx(1 / math.sqrt(2))
+
+
+def test_redo_on_noisy_dueling_layers_recycles_mu_and_resets_sigma():
+    torch.manual_seed(0)
+    network = RainbowNetwork((4,), 2, atoms=3, noisy_std=0.5)
+    with torch.no_grad():
+        network.trunk[2].weight[7].zero_()
+        network.trunk[2].bias[7] = -1.0  # trunk unit 7: relu(-1) = 0
+        network.advantage[0].mu_W[5] = -network.advantage[0].mu_W[5].abs()  # features are >= 0: unit 5 of the
+        network.advantage[0].mu_bias[5] = -1.0  # advantage stream is dead (scored with the mean weights)
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    inputs = torch.randn(256, 4)
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.0)
+    plugin = ReDo(network, lambda: RainbowNetwork((4,), 2, atoms=3, noisy_std=0.5), Interval(1000), tau=0.0,
+                  sample_inputs=lambda: inputs).attach(optimizer)
+    dead = {layer.name: score == 0 for layer, score in zip(plugin.layers, plugin.scores())}
+    assert dead["trunk.2"][7] and dead["advantage.0"][5]  # and whatever else a random init leaves dead
+    fresh = dict(plugin._fresh().named_parameters())
+    network.eval()
+    output = network(inputs)[0]
+    plugin.apply_now()
+    after = dict(network.named_parameters())
+    # expected: every dead unit's rows (weight and bias; noisy: mu and sigma) from the fresh network, then its
+    # columns of every layer it feeds (the trunk's last layer feeds both streams; noisy: mu and sigma) at 0
+    expected = {name: value.clone() for name, value in before.items()}
+    incoming = {"trunk.0": ("weight", "bias"), "trunk.2": ("weight", "bias"),
+                "advantage.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias"), "value.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias")}
+    outgoing = {"trunk.0": ["trunk.2.weight"], "trunk.2": ["advantage.0.mu_W", "advantage.0.sigma_W", "value.0.mu_W", "value.0.sigma_W"],
+                "advantage.0": ["advantage.2.mu_W", "advantage.2.sigma_W"], "value.0": ["value.2.mu_W", "value.2.sigma_W"]}
+    for layer, mask in dead.items():
+        for local in incoming[layer]:
+            expected[f"{layer}.{local}"][mask] = fresh[f"{layer}.{local}"][mask]
+    for layer, mask in dead.items():
+        for name in outgoing[layer]:
+            expected[name][:, mask] = 0
+    for name in before:
+        assert torch.equal(after[name], expected[name]), name
+    assert torch.all(after["advantage.0.sigma_W"][5][~dead["trunk.2"]] == 0.5 / math.sqrt(64))  # sigma back at its init
+    assert torch.equal(network(inputs)[0], output)  # dead units, zero outgoing weights: the same distributions
+    assert plugin.metrics()["redo/recycled_units"] == float(sum(int(m.sum()) for m in dead.values()))
+
+
+def test_redo_layers_of_the_zoos_networks():
+    def structure(model):
+        return [(l.name, l.units, type(l.activation).__name__, l.norms, [(n.name, n.per_unit) for n in l.next_layers])
+                for l in redo_layers(model)]
+
+    assert structure(QNetwork((4, 84, 84), 6))[2:] == [("trunk.4", 64, "ReLU", (), [("head.0", 49)]),
+                                                       ("head.0", 512, "ReLU", (), [("head.2", 1)])]
+    assert structure(QNetwork((4, 10, 10), 3, layer_norm=True)) == [  # MinAtar: 16 channels of 8 x 8
+        ("trunk.0", 16, "ReLU", ("trunk.1",), [("head.0", 64)]), ("head.0", 128, "ReLU", ("head.1",), [("head.3", 1)])]
+    assert structure(RainbowNetwork((4,), 2, 3, 0.5))[1:3] == [
+        ("trunk.2", 64, "ReLU", (), [("advantage.0", 1), ("value.0", 1)]), ("advantage.0", 64, "ReLU", (), [("advantage.2", 1)])]
+    assert structure(Agent(5, 2, layer_norm=True)) == [
+        ("critic.0", 64, "Tanh", ("critic.1",), [("critic.3", 1)]), ("critic.3", 64, "Tanh", ("critic.4",), [("critic.6", 1)]),
+        ("actor_mean.0", 64, "Tanh", ("actor_mean.1",), [("actor_mean.3", 1)]),
+        ("actor_mean.3", 64, "Tanh", ("actor_mean.4",), [("actor_mean.6", 1)])]
+    with pytest.raises(ValueError, match="no activation follows"):
+        redo_layers(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)))
+
+
+def test_redo_through_the_plug_ins_on_ppos_two_towers():
+    torch.manual_seed(0)
+    agent = Agent(3, 2)
+    with torch.no_grad():
+        agent.critic[0].weight[3].zero_()
+        agent.critic[0].bias[3] = 0.0  # tanh(0) = 0 on every input
+    observations = torch.randn(40, 3)
+    args = PPOArgs(redo_every=1, redo_tau=0.0, redo_samples=16)
+    plugins = PlasticityPlugins(agent, args, lambda: Agent(3, 2), seed=5, sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args),
+                                forward=lambda net, x: (net.critic(x), net.actor_mean(x)))
+    optimizer = torch.optim.Adam(agent.parameters(), lr=0.0)
+    plugins.attach(optimizer)
+    assert plugins.describe() == "redo (every 1 gradient step, tau 0)"
+    agent.critic(observations).sum().backward()
+    optimizer.step()
+    assert plugins.metrics() == {"redo/recycled_frac": 1 / 256, "redo/recycled_units": 1.0}
+    assert agent.critic[0].weight[3].abs().sum() > 0 and torch.all(agent.critic[2].weight[:, 3] == 0)
+
+
+def redo_training(steps: int, resume_after: int | None = None) -> list[torch.Tensor]:
+    """6 Adam steps of a 3-8-8-1 ReLU net with ReDo (tau 0.5: several units each event) every 2 steps, on rollout-style
+    inputs; with ``resume_after``, everything is saved after that step and restored into new objects."""
+    observations = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    targets = torch.randn(64, 1, generator=torch.Generator().manual_seed(2))
+
+    def build(seed):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+        args = PPOArgs(redo_every=2, redo_tau=0.5, redo_samples=16)
+        fresh = lambda: nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))  # noqa: E731
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        plugins = PlasticityPlugins(model, args, fresh, seed=7, sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args))
+        return model, optimizer, plugins.attach(optimizer)
+
+    model, optimizer, plugins = build(0)
+    recycled = []
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        (model(observations) - targets).square().mean().backward()
+        optimizer.step()
+        recycled.append(plugins.metrics().get("redo/recycled_units"))
+        if step == resume_after:
+            saved = [model.state_dict(), optimizer.state_dict(), plugins.state_dict()]
+            model, optimizer, plugins = build(1)  # other initial weights: everything must come from the checkpoint
+            model.load_state_dict(saved[0])
+            optimizer.load_state_dict(saved[1])
+            plugins.load_state_dict(saved[2])
+    assert all(count for count in recycled[1::2])  # every event recycled something
+    return [p.detach().clone() for p in model.parameters()], recycled
+
+
+def test_redo_state_resumes_exactly():
+    uninterrupted, recycled = redo_training(6)
+    resumed, recycled_resumed = redo_training(6, resume_after=3)
+    assert recycled == recycled_resumed
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted, resumed))
+
+
+def test_plug_ins_with_redo_off_never_sample_and_leave_training_bitwise_unchanged():
+    def never():
+        raise AssertionError("ReDo is off: no inputs are drawn")
+
+    plain = regression_trajectory(lambda params: torch.optim.Adam(params, lr=0.01), None)
+    with_plugins = regression_trajectory(
+        lambda params: torch.optim.Adam(params, lr=0.01),
+        lambda model: PlasticityPlugins(model, PPOArgs(), lambda: None, seed=0, sample_inputs=never))
+    assert all(torch.equal(a, b) for a, b in zip(plain, with_plugins))
+
+
+# ---------------------------------------------------------------- plasticity injection (Nikishin et al. 2023)
+class TrunkHead(nn.Module):
+    output_layers = ("head",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(3, 8), nn.Tanh())
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.trunk(x))
+
+
+INJECTION_DATA = (torch.randn(32, 3, generator=torch.Generator().manual_seed(2)),
+                  torch.randn(32, 2, generator=torch.Generator().manual_seed(3)))
+
+
+def regression_step(forward, optimizer) -> None:
+    x, y = INJECTION_DATA
+    optimizer.zero_grad()
+    (forward(x) - y).square().mean().backward()
+    optimizer.step()
+
+
+def test_injection_leaves_the_output_bitwise_and_restarts_the_heads_optimizer_state():
+    torch.manual_seed(0)
+    network = QNetwork((4,), 3)
+    twin = QNetwork((4,), 3)
+    twin.load_state_dict(network.state_dict())
+    forward = lambda net: lambda x: net(torch.cat([x, x[:, :1]], 1))[0][:, :2]  # noqa: E731
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01, fused=True)
+    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=0.01, fused=True)
+    plugin = PlasticityInjection(network, lambda: QNetwork((4,), 3), at=3).attach(optimizer)
+    clipping = WeightClipping(network, kappa=1.0).attach(optimizer)
+    WeightClipping(twin, kappa=1.0).attach(twin_optimizer)
+    for step in range(3):
+        regression_step(forward(network), optimizer)
+        regression_step(forward(twin), twin_optimizer)
+    assert not plugin.injected and plugin.metrics() == {}  # injected at the start of step 4, after step 3's clamp
+    probe = torch.randn(16, 4)
+    output = network(probe)[0].detach()
+    seen = []
+    optimizer.register_step_pre_hook(lambda *_: seen.append((plugin.injected, network(probe)[0].detach())))
+    regression_step(forward(network), optimizer)
+    (injected, injected_output), = seen
+    assert injected and torch.equal(injected_output, output)  # bitwise: the head's tensors are untouched
+    head = network.head[0]
+    assert torch.equal(plugin.old[0], twin.head[0].weight)  # h_old: the head after step 3 (and its clamp)
+    assert optimizer.state[head.weight]["step"].item() == 1 and optimizer.state[network.trunk[0].weight]["step"].item() == 4
+    assert clipping.max_violation() == 0.0  # the clamp still runs, on the head the network computes with
+    metrics = plugin.metrics()
+    assert metrics["interventions/plasticity_injections"] == 1.0 and metrics["interventions/injected_head_shift"] > 0
+    assert plugin.metrics()["interventions/plasticity_injections"] == 0.0  # one event, logged once
+    assert plugin.describe() == "plasticity_injection (after gradient step 3)"
+
+
+def test_injection_trains_like_the_three_explicit_heads_of_nikishin_et_al():
+    torch.manual_seed(0)
+    model, fresh = TrunkHead(), lambda: TrunkHead()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    plugin = PlasticityInjection(model, fresh, at=4, seed=9).attach(optimizer)
+    for _ in range(4):
+        regression_step(model, optimizer)
+    # the reference: h_old frozen, h_new and its frozen copy h_copy from the same fresh draw, only h_new (and the trunk) trained
+    reference = TrunkHead()
+    reference.load_state_dict(model.state_dict())
+    h_old = reference.head.requires_grad_(False)
+    with isolated_rng(9 * 1_000_003):
+        h_new = fresh().head
+    h_copy = nn.Linear(8, 2).requires_grad_(False)
+    h_copy.load_state_dict(h_new.state_dict())
+    reference_optimizer = torch.optim.Adam([*reference.trunk.parameters(), *h_new.parameters()], lr=0.01)
+    for mine, theirs in zip(model.trunk.parameters(), reference.trunk.parameters()):  # the trunk's Adam state goes on
+        reference_optimizer.state[theirs] = {key: value.clone() for key, value in optimizer.state[mine].items()}
+    old, copy = [h_old.weight.clone(), h_old.bias.clone()], [h_new.weight.detach().clone(), h_new.bias.detach().clone()]
+
+    def explicit(x):
+        features = reference.trunk(x)
+        return h_old(features) + h_new(features) - h_copy(features)
+
+    x = INJECTION_DATA[0]
+    assert torch.allclose(explicit(x), model(x), atol=1e-6)  # float rounding of old + new - copy: equal to 1e-6, not bitwise
+    trunk_before = model.trunk[0].weight.detach().clone()
+    for _ in range(6):
+        regression_step(model, optimizer)
+        regression_step(explicit, reference_optimizer)
+    assert torch.allclose(explicit(x), model(x), atol=1e-5)
+    new_head = plugin.new_head()
+    assert torch.allclose(new_head["head.weight"], h_new.weight, atol=1e-5) and torch.allclose(new_head["head.bias"], h_new.bias, atol=1e-5)
+    assert not torch.equal(new_head["head.weight"], copy[0])  # h_new trained ...
+    assert all(torch.equal(a, b) for a, b in zip(plugin.old + plugin.copy, old + copy))  # ... from the same draw; h_old and h_copy did not
+    assert not torch.equal(model.trunk[0].weight, trunk_before)  # and the trunk trains on
+    assert torch.allclose(model.trunk[0].weight, reference.trunk[0].weight, atol=1e-5)
+    assert plugin.metrics()["interventions/injected_head_shift"] == pytest.approx(
+        float(torch.cat([(new_head[n] - c).flatten() for n, c in zip(new_head, copy)]).norm()), rel=1e-4)
+
+
+def injection_training(resume_after: int | None = None) -> torch.Tensor:
+    def build(seed):
+        torch.manual_seed(seed)
+        model = TrunkHead()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)
+        plugins = PlasticityPlugins(model, PPOArgs(inject_at=3), TrunkHead, seed=4).attach(optimizer)
+        WeightClipping(model, kappa=2.0).attach(optimizer)
+        return model, optimizer, plugins
+
+    model, optimizer, plugins = build(0)
+    for step in range(1, 9):
+        regression_step(model, optimizer)
+        if step == resume_after:
+            saved = [model.state_dict(), optimizer.state_dict(), plugins.state_dict()]
+            model, optimizer, plugins = build(1)
+            model.load_state_dict(saved[0])
+            optimizer.load_state_dict(saved[1])
+            plugins.load_state_dict(saved[2])
+    assert plugins.interventions["plasticity_injection"].injected
+    return model(INJECTION_DATA[0]), plugins.interventions["plasticity_injection"].new_head()
+
+
+@pytest.mark.parametrize("resume_after", [2, 3, 5])  # before, at (saved after step 3, injected in step 4) and after it
+def test_injection_resumes_exactly(resume_after):
+    output, new_head = injection_training()
+    resumed_output, resumed_new_head = injection_training(resume_after)
+    assert torch.equal(output, resumed_output)
+    assert all(torch.equal(new_head[name], resumed_new_head[name]) for name in new_head)
+
+
+def test_numpy_actor_mirrors_the_injected_actor():
+    torch.manual_seed(0)
+    agent = Agent(4, 2)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=0.01)
+    plugin = PlasticityInjection(agent, lambda: Agent(4, 2), at=1).attach(optimizer)
+    obs = torch.randn(8, 4)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (agent.actor_mean(obs).square().mean() + agent.critic(obs).square().mean()).backward()
+        optimizer.step()
+    assert plugin.injected and [name for name, _ in plugin.tensors] == ["actor_mean.4.weight", "actor_mean.4.bias",
+                                                                         "critic.4.weight", "critic.4.bias"]
+    assert np.allclose(NumpyActor(agent).mean(obs.numpy()), agent.actor_mean(obs).detach().numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (dict(redo_every=-1), "--redo-every must be >= 0 or 'target'"),
+    (dict(redo_every="target"), "--redo-every target: this agent has no target network"),
+    (dict(redo_tau=1.0), "--redo-tau must be in"),
+    (dict(redo_tau=float("nan")), "--redo-tau must be in"),
+    (dict(redo_every=10, redo_samples=0), "--redo-samples must be >= 1"),
+    (dict(redo_every=10, redo_samples=5000), "--redo-samples 5000 exceeds the batch size"),
+    (dict(redo_every=10, optimizer="madam"), "--redo-every with --optimizer madam"),
+    (dict(inject_at=-5), "--inject-at must be >= 0"),
+    (dict(inject_at=100, optimizer="madam"), "--inject-at with --optimizer madam"),
+    (dict(inject_at=100, reset_last_layer_every=10), "--inject-at with --reset-last-layer-every"),
+])
+def test_redo_and_injection_options_are_checked(options, message):
+    with pytest.raises(UsageError, match=message) as error:
+        check_plasticity_args(PlasticityArgs(**options), has_target_network=False, samples_available=(2048, "the batch size"))
+    assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- ReDo and injection in every agent
+@pytest.mark.parametrize(("agent_name", "redo_every"), [("dqn", "50"), ("rainbow", "target")])
+def test_q_agents_recycle_and_inject(tmp_path, agent_name, redo_every, capsys):
+    from test_qlearning import CARTPOLE, scalars
+
+    from agents import dqn, rainbow
+
+    agent = dqn if agent_name == "dqn" else rainbow
+    agent.main([*CARTPOLE, "--total-timesteps", "600", "--redo-every", redo_every, "--redo-tau", "0.1", "--redo-samples", "64",
+                "--inject-at", "150", "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
+    assert "redo (" in capsys.readouterr().out
+    logged = scalars(tmp_path)
+    assert all(0 <= value <= 1 for _, value in logged["redo/recycled_frac"])
+    assert sum(value for _, value in logged["interventions/plasticity_injections"]) == 1.0
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    redo, injection = checkpoint["plugins"]["redo"], checkpoint["plugins"]["plasticity_injection"]
+    assert redo["events"] == (8 if redo_every == "50" else 3) and injection["updates"] == 400 and injection["old"] is not None
+    assert redo["inputs"]["generator"] is not None  # ReDo's replay stream is checkpointed
+
+
+def test_redos_sampling_scoring_and_draws_change_no_training_number(tmp_path, monkeypatch):
+    """Everything ReDo does but the recycling itself (replay sampling on its own stream, the eval-mode scoring
+    pass, the fresh network's draw) leaves a DQN run bitwise as it is without ReDo."""
+    from test_qlearning import CARTPOLE, scalars
+
+    from agents import dqn
+
+    base = [*CARTPOLE, "--total-timesteps", "600"]
+    dqn.main([*base, "--run-dir", str(tmp_path / "plain")])
+    monkeypatch.setattr(ReDo, "_recycle", lambda self, dormant, fresh: None)
+    dqn.main([*base, "--redo-every", "50", "--redo-tau", "0.1", "--run-dir", str(tmp_path / "redo")])
+    plain, redo = scalars(tmp_path / "plain"), scalars(tmp_path / "redo")
+    assert any(v for _, v in redo.pop("redo/recycled_units")) and redo.pop("redo/recycled_frac")  # units were found dormant
+    timing = {"charts/SPS", "charts/gradient_steps_per_second"}
+    assert set(plain) == set(redo)
+    for tag in set(plain) - timing:
+        assert plain[tag] == redo[tag], tag
+    first = torch.load(tmp_path / "plain" / "model.pt", weights_only=False)["network"]
+    second = torch.load(tmp_path / "redo" / "model.pt", weights_only=False)["network"]
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_ppo_recycles_and_injects(tmp_path):
+    from test_ppo import TINY, scalar_series
+
+    from agents import ppo_continuous
+
+    ppo_continuous.main([*TINY, "--total-timesteps", "768", "--redo-every", "8", "--redo-tau", "0.1", "--redo-samples", "128",
+                         "--inject-at", "10", "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
+    logged = scalar_series(tmp_path)
+    assert len(logged["redo/recycled_frac"]) == 3 and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["plugins"]["redo"]["events"] == 3 and checkpoint["plugins"]["plasticity_injection"]["updates"] == 24
+
+
+def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capfd):
+    import signal
+
+    from test_exact_resume import final_weights, run_here, run_interrupted, scalars
+
+    options = ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", "--redo-every", "40", "--redo-tau", "0.1",
+               "--inject-at", "350", "--wc-kappa", "2"]
+    run_here("dqn", options, 1000, tmp_path / "whole")
+    resumed_from = run_interrupted("dqn", options, 1000, tmp_path / "resumed", signal.SIGKILL, capfd)
+    assert 0 < resumed_from < 1000
+    whole, resumed = final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed")
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    logged = scalars(tmp_path / "whole")
+    assert logged == scalars(tmp_path / "resumed")
+    assert any(value for _, value in logged["redo/recycled_units"]) and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1

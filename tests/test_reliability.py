@@ -20,7 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import dqn, rainbow
 from runners import cli, plots
-from runners.rundir import RunDirectory, effective_state, read_status, wait_for_a_later_second_than_the_newest_event_file
+from runners.rundir import (RunDirectory, duration, effective_state, read_status,
+                            wait_for_a_later_second_than_the_newest_event_file)
 
 REPO = Path(__file__).resolve().parent.parent
 CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
@@ -159,10 +160,37 @@ def test_a_local_sweep_does_not_start_a_run_another_process_is_training(tmp_path
         (run.path / "status.json").write_text(json.dumps({"state": "complete"}))
     with RunDirectory(busy.path).claim() as holder:
         holder.set_status("running", global_step=10)
-        assert run_local(sweep, workers=2, poll_seconds=0.01) == [busy]
+        assert run_local(sweep, workers=2, poll_seconds=0.01) == []  # nothing failed: exit 0
     out = capsys.readouterr().out
     assert f"not started: {busy.path} is running elsewhere (pid {os.getpid()}" in out
+    assert f"left to another process: {busy.path} is running there (pid {os.getpid()}" in out
+    assert f"{len(sweep.runs) - 1}/{len(sweep.runs)} complete, 1 running elsewhere" in out
     assert "0 to run" in out and not (busy.path / "stdout.log").exists()
+
+
+def test_sweep_progress_shows_each_runs_own_step_and_eta_once_per_change(tmp_path, capsys, monkeypatch):
+    from runners.sweep import Progress, load_spec
+
+    sweep = load_spec(tiny_spec(tmp_path), tmp_path / "sweep")
+    first, second, *rest = sweep.runs
+    budget = int(first.options["total_timesteps"])
+    with RunDirectory(first.path).claim() as holder:
+        holder.set_status("running", global_step=0, total_timesteps=budget)
+        holder.report_progress(step=budget // 2, steps_per_second=100.0, eta_seconds=budget / 200)
+        assert read_status(first.path)["global_step"] == 0  # the checkpoint's step stays what it was
+        progress = Progress(sweep, sweep.runs, workers=1)
+        for _ in range(3):
+            progress.show()
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1  # nothing changed: no repeated lines
+        left = budget // 2 + budget * (len(sweep.runs) - 1)
+        assert lines[0] == (f"0/{len(sweep.runs)} runs done; running: {first.env}/{first.variant}/seed_{first.seed} "
+                            f"{budget // 2:,}/{budget:,}, ETA {duration(budget / 200)}; sweep ETA ~{duration(left / 100)} "
+                            f"at the running runs' rates")
+        RunDirectory(second.path).path.mkdir(parents=True)
+        (second.path / "status.json").write_text(json.dumps({"state": "complete"}))
+        progress.show()  # a run ended: a new line at once
+        assert capsys.readouterr().out.startswith(f"1/{len(sweep.runs)} runs done")
 
 
 def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_ones(tmp_path, monkeypatch, capsys):
