@@ -31,7 +31,9 @@ class WriteError(UsageError):
     """A file could not be written (full disk, permissions); the message names it."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    """``durable=False`` skips the fsync: still never half a file, but a power cut may keep the
+    previous version (for frequent, disposable writes such as progress reports)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
@@ -54,8 +57,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode(), durable)
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

@@ -259,7 +259,7 @@ class RunDirectory:
         if self._running is not None:
             record = {**self._running, "step": step, "steps_per_second": steps_per_second, "eta_seconds": eta_seconds,
                       "time": time.time()}
-            atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
+            atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n", durable=False)
 
     def begin_attempt(self, resumed_from: int | None) -> None:
         """Append this attempt to ``attempts.json``: when, the command, the code's version, the step it resumes from."""

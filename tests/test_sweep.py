@@ -72,7 +72,7 @@ def test_bad_specs_are_refused_by_name(tmp_path, changes, message):
 
 
 def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
-    path = spec(tmp_path, budget=600)
+    path = spec(tmp_path, budget=400)
     command = [sys.executable, "-m", "runners.cli", "sweep", str(path), "--workers", "2", "--dir", str(tmp_path / "sweep")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     statuses = [tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json" for v in ("adam", "adam+wc") for s in (1, 2)]
@@ -92,7 +92,7 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
         log = (status.parent / "stdout.log").read_text()
         assert log.count("done: ") == 1, "every run completes exactly once"
         steps = [e.step for e in EventAccumulator(str(status.parent), size_guidance={"scalars": 0}).Reload().Scalars("losses/td_loss")]
-        assert steps == sorted(set(steps)) and steps[-1] == 600
+        assert steps == sorted(set(steps)) and steps[-1] == 400
     _, status_report, _ = clipzoo("sweep", "status", str(tmp_path / "sweep"))
     assert status_report.strip().endswith("4 complete")
 
