@@ -35,7 +35,7 @@ CASES = {
                             {"total_timesteps": 4096, "heatmap_every": 2, "eval_every": 2048, "eval_episodes": 2,
                              "sp_every": 100, "compile": False}),
     "dqn_minatar_rr8": ("repro_minatar_rr_dqn", "MinAtar/Breakout-v1", "rr8_adam+wc", "dqn",
-                        {"total_timesteps": 2000, **SMALL_Q, "learning_starts": 1600}),
+                        {"total_timesteps": 1800, **SMALL_Q, "learning_starts": 1600}),
     "rainbow_minatar_rr1": ("repro_minatar_rr_rainbow", "MinAtar/Breakout-v1", "rr1_adam+wc", "rainbow",
                             {"total_timesteps": 2000, **SMALL_Q}),
     "dqn_cartpole_kappa": ("repro_wc_kappa_cartpole", "CartPole-v1", None, "dqn", {"total_timesteps": 1200, **SMALL_Q}),

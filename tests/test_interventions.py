@@ -796,7 +796,7 @@ def test_ppo_recycles_and_injects(tmp_path):
 
     from agents import ppo_continuous
 
-    ppo_continuous.main([*TINY, "--total-timesteps", "768", "--redo-every", "8", "--redo-tau", "0.1", "--redo-samples", "128",
+    ppo_continuous.main([*TINY, "--no-compile", "--total-timesteps", "768", "--redo-every", "8", "--redo-tau", "0.1", "--redo-samples", "128",
                          "--inject-at", "10", "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
     logged = scalar_series(tmp_path)
     assert len(logged["redo/recycled_frac"]) == 3 and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
