@@ -7,10 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.image import imsave
-from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
 
 from runners.files import atomic_write_bytes
 
@@ -29,6 +25,8 @@ def cluster_order(matrix) -> np.ndarray:
     rows = _as_numpy(matrix)
     if rows.shape[0] < 3:
         return np.arange(rows.shape[0])
+    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering  # here: a run's start-up skips scipy
+
     tree = linkage(rows, method="ward")
     return leaves_list(optimal_leaf_ordering(tree, rows))
 
@@ -39,6 +37,9 @@ def reorder(matrix, order: np.ndarray) -> np.ndarray:
 
 def render_heatmap(matrix, title: str = "", cluster: bool = True) -> np.ndarray:
     """The matrix as an RGB image (H, W, 3, uint8), colours fixed to [-1, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: a run's start-up skips matplotlib
+    from matplotlib.figure import Figure
+
     array = reorder(matrix, cluster_order(matrix)) if cluster else _as_numpy(matrix)
     figure = Figure(figsize=(4.2, 3.6), dpi=100)
     canvas = FigureCanvasAgg(figure)
@@ -55,6 +56,8 @@ def render_heatmap(matrix, title: str = "", cluster: bool = True) -> np.ndarray:
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write an RGB image as PNG through a temporary file, so a crash never leaves half a file."""
+    from matplotlib.image import imsave
+
     buffer = io.BytesIO()
     imsave(buffer, image, format="png")
     return atomic_write_bytes(path, buffer.getvalue())
