@@ -521,7 +521,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             eta = (num_iterations * batch_size - global_step) / max(sps, 1)
             print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
                   f"approx_kl {last['approx_kl']:.4f}  SPS {sps}  ETA {duration(eta)}", flush=True)
-            if iteration == iteration_done + 1:  # the first rate this attempt measured
+            if iteration == iteration_done + 2:  # the first rate this attempt measured after compiling the loss
                 print(f"at {sps:,} steps/s the whole budget of {num_iterations * batch_size:,} steps takes "
                       f"~{duration(num_iterations * batch_size / max(sps, 1))}", flush=True)
             run.report_progress(global_step, sps, eta)
