@@ -171,11 +171,15 @@ class WeightClipping:
                 name = f"{module_name}.{local_name}" if module_name else local_name
                 if id(param) in seen or not param.requires_grad:
                     continue
-                default = fan_in is not None and local_name in DEFAULT_CLIPPED_NAMES and module_name not in skipped_modules
+                default = (
+                    fan_in is not None and local_name in DEFAULT_CLIPPED_NAMES and module_name not in skipped_modules
+                )
                 if _matches(name, exclude) or not (default or _matches(name, include)):
                     continue
                 if isinstance(param, nn.parameter.UninitializedParameter):
-                    raise ValueError(f"parameter {name!r} is uninitialised (lazy module); run a forward pass before attaching weight clipping")
+                    raise ValueError(
+                        f"parameter {name!r} is uninitialised (lazy module); run a forward pass before attaching weight clipping"
+                    )
                 seen.add(id(param))
                 selected.append(ClippedTensor(name, param, self._scale(name, param, fan_in, own_weight, scales)))
         if not selected:
@@ -202,7 +206,9 @@ class WeightClipping:
         if largest == 0.0 and own_weight is not None and own_weight is not param:
             largest = own_weight.detach().abs().max().item()
         if largest == 0.0:
-            raise ValueError(f"parameter {name!r} is all zeros, so 'init' mode gives a zero bound; set scales={{{name!r}: s}}")
+            raise ValueError(
+                f"parameter {name!r} is all zeros, so 'init' mode gives a zero bound; set scales={{{name!r}: s}}"
+            )
         return largest
 
     # ------------------------------------------------------------------ optimizer hook
@@ -283,7 +289,10 @@ class WeightClipping:
         names = [t.name for t in self.tensors]
         mismatched = [key for key in ("kappa", "bound_mode", "clip_every") if state[key] != getattr(self, key)]
         if mismatched or state["names"] != names:
-            what = ", ".join(f"{key}: saved {state[key]!r} vs {getattr(self, key)!r}" for key in mismatched) or "clipped parameter names differ"
+            what = (
+                ", ".join(f"{key}: saved {state[key]!r} vs {getattr(self, key)!r}" for key in mismatched)
+                or "clipped parameter names differ"
+            )
             raise ValueError(f"weight clipping state does not match this plug-in ({what})")
         # Restore the saved scales: in "init" mode they came from the original init,
         # not from the trained weights this plug-in was rebuilt on.

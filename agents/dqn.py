@@ -86,15 +86,33 @@ def network(args: Args, obs_shape, actions: int) -> QNetwork:
     return QNetwork(obs_shape, actions, layer_norm=args.layer_norm)
 
 
-def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int,
-          streams: RandomStreams | None = None):
+def build(
+    args: Args,
+    obs_shape,
+    actions: int,
+    optimizer_factory,
+    device,
+    target_period: int,
+    streams: RandomStreams | None = None,
+):
     streams = streams or RandomStreams(args.seed)
     with streams.network_init.active():
         network = SPEC.network(args, obs_shape, actions).to(device)
-    policy = EpsilonGreedyPolicy(model=network, action_space=gym.spaces.Discrete(actions), eps_training=args.eps_start,
-                                 exploration_stream=streams.exploration)
-    algorithm = (LeanDQN if args.lean_update else DQN)(policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step,
-                                                       target_update_freq=target_period, is_double=args.double_q, huber_loss_delta=args.huber_delta)
+    policy = EpsilonGreedyPolicy(
+        model=network,
+        action_space=gym.spaces.Discrete(actions),
+        eps_training=args.eps_start,
+        exploration_stream=streams.exploration,
+    )
+    algorithm = (LeanDQN if args.lean_update else DQN)(
+        policy=policy,
+        optim=optimizer_factory,
+        gamma=args.gamma,
+        n_step_return_horizon=args.n_step,
+        target_update_freq=target_period,
+        is_double=args.double_q,
+        huber_loss_delta=args.huber_delta,
+    )
     return algorithm, network
 
 
@@ -106,8 +124,12 @@ def td_batch(algorithm: DQN, buffer, k: int) -> dict:
     """k replay samples with their n-step targets, computed as the update computes them."""
     network = algorithm.policy.model
     batch = read_transitions(buffer, buffer.sample_indices(k), algorithm.n_step, next(network.parameters()).device)
-    return {"obs": torch.as_tensor(np.asarray(batch.obs), device=batch.act.device), "act": batch.act,
-            "returns": bootstrap_returns(algorithm, batch), "huber_delta": algorithm.huber_loss_delta}
+    return {
+        "obs": torch.as_tensor(np.asarray(batch.obs), device=batch.act.device),
+        "act": batch.act,
+        "returns": bootstrap_returns(algorithm, batch),
+        "huber_delta": algorithm.huber_loss_delta,
+    }
 
 
 def per_sample_td_loss(network: QNetwork, batch: dict) -> torch.Tensor:

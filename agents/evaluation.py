@@ -34,8 +34,12 @@ class Evaluator:
     def __init__(self, make_env: Callable[[], gym.Env], episodes: int) -> None:
         self.envs = [make_env() for _ in range(episodes)]
 
-    def run(self, act: Callable[[np.ndarray, np.random.Generator], np.ndarray], step: int,
-            before_reset: Callable[[gym.Env], None] = lambda env: None) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        self,
+        act: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+        step: int,
+        before_reset: Callable[[gym.Env], None] = lambda env: None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(return, length in agent steps) of one episode per env, all played in lockstep;
         ``before_reset(env)`` prepares each env (e.g. frozen observation statistics)."""
         rng = numpy_generator(EVAL_SEED, f"eval/{step}/actions")
@@ -65,5 +69,8 @@ def log_evaluation(writer, returns: np.ndarray, lengths: np.ndarray, step: int) 
     """``eval/episodic_return`` and ``eval/episodic_length``: the round's means over its episodes."""
     writer.add_scalar("eval/episodic_return", float(np.mean(returns)), step)
     writer.add_scalar("eval/episodic_length", float(np.mean(lengths)), step)
-    print(f"step {step:>9,}  evaluation: return {np.mean(returns):.1f} over {len(returns)} episodes "
-          f"(min {np.min(returns):.1f}, max {np.max(returns):.1f})", flush=True)
+    print(
+        f"step {step:>9,}  evaluation: return {np.mean(returns):.1f} over {len(returns)} episodes "
+        f"(min {np.min(returns):.1f}, max {np.max(returns):.1f})",
+        flush=True,
+    )

@@ -114,11 +114,19 @@ class Interval:
 def _check_optimizer(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], what: str) -> None:
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     if not any(id(p) in optimized for p in params):
-        raise ValueError(f"the optimizer updates none of the parameters {what} acts on; pass the optimizer of this model")
+        raise ValueError(
+            f"the optimizer updates none of the parameters {what} acts on; pass the optimizer of this model"
+        )
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return float(value)
 
@@ -145,13 +153,17 @@ class LayerRegularizer:
             ``every = tau`` these are the updates that start with a target-network sync.
     """
 
-    def __init__(self, model: nn.Module, kind: str, coef: float, *, delta: float = 1.0, form: str = "loss", every: int = 1) -> None:
+    def __init__(
+        self, model: nn.Module, kind: str, coef: float, *, delta: float = 1.0, form: str = "loss", every: int = 1
+    ) -> None:
         if kind not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {kind!r}")
         if form not in REGULARIZER_FORMS:
             raise ValueError(f"form must be one of {REGULARIZER_FORMS}, got {form!r}")
         if kind == "singular" and form == "decoupled":
-            raise ValueError("the singular-value penalty acts on features, so it exists only as a loss term (form='loss')")
+            raise ValueError(
+                "the singular-value penalty acts on features, so it exists only as a loss term (form='loss')"
+            )
         self.kind, self.form = kind, form
         self.coef, self.delta = _positive("coef", coef), _positive("delta", delta)
         self.every = Interval(every).every
@@ -165,7 +177,9 @@ class LayerRegularizer:
             for name in output_layer_names(model):
                 if depths[name] < 2:
                     raise ValueError(f"output layer {name} is the first layer, so it has no penultimate features")
-                self.feature_layers.append((name, model.get_submodule(name), self.coef * self.delta ** (depths[name] - 1)))
+                self.feature_layers.append(
+                    (name, model.get_submodule(name), self.coef * self.delta ** (depths[name] - 1))
+                )
             self.tensors = []
         else:
             self.tensors = layer_tensors(model)
@@ -249,19 +263,33 @@ class LayerRegularizer:
             (total, count), self._feature_penalty = self._feature_penalty, [0.0, 0]
             return total / count if count else float("nan")
         with torch.no_grad():
-            return float(sum(w * (t.param if a is None else t.param - a).square().sum() for t, a, w in zip(self.tensors, self.anchors, self.weights)))
+            return float(
+                sum(
+                    w * (t.param if a is None else t.param - a).square().sum()
+                    for t, a, w in zip(self.tensors, self.anchors, self.weights)
+                )
+            )
 
     def metrics(self) -> dict[str, float]:
         return {"interventions/regularizer_penalty": self.penalty()}
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "coef": self.coef, "delta": self.delta, "form": self.form, "every": self.every,
-                "updates": self.updates, "anchors": [a.cpu() if a is not None else None for a in self.anchors]}
+        return {
+            "kind": self.kind,
+            "coef": self.coef,
+            "delta": self.delta,
+            "form": self.form,
+            "every": self.every,
+            "updates": self.updates,
+            "anchors": [a.cpu() if a is not None else None for a in self.anchors],
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         settings = ("kind", "coef", "delta", "form", "every")
         if any(state[key] != getattr(self, key) for key in settings):
-            raise ValueError(f"regularizer state {[state[k] for k in settings]} does not match {[getattr(self, k) for k in settings]}")
+            raise ValueError(
+                f"regularizer state {[state[k] for k in settings]} does not match {[getattr(self, k) for k in settings]}"
+            )
         self.updates = int(state["updates"])
         self.anchors = [None if a is None else a.to(t.param.device) for a, t in zip(state["anchors"], self.tensors)]
 
@@ -335,7 +363,10 @@ class ShrinkAndPerturb(_IntervalPlugin):
 
     def __init__(self, model, fresh_model, interval: Interval, *, shrink: float, sigma: float, seed: int = 0) -> None:
         super().__init__(model, fresh_model, interval, seed)
-        self.shrink, self.sigma = _positive("shrink", shrink, allow_zero=True), _positive("sigma", sigma, allow_zero=True)
+        self.shrink, self.sigma = (
+            _positive("shrink", shrink, allow_zero=True),
+            _positive("sigma", sigma, allow_zero=True),
+        )
         if self.shrink > 1:
             raise ValueError(f"shrink must be in [0, 1], got {shrink}")
         self.tensors = layer_tensors(model)
@@ -360,17 +391,30 @@ class LastLayerReset(_IntervalPlugin):
     def _apply(self, fresh: nn.Module) -> None:
         for name in self.layers:
             layer, new = self.model.get_submodule(name), fresh.get_submodule(name)
-            for (_, value), (_, new_value) in zip(layer.named_parameters(recurse=False), new.named_parameters(recurse=False)):
+            for (_, value), (_, new_value) in zip(
+                layer.named_parameters(recurse=False), new.named_parameters(recurse=False)
+            ):
                 value.copy_(new_value)
                 self.optimizer.state.pop(value, None)
-            for (_, buffer), (_, new_buffer) in zip(layer.named_buffers(recurse=False), new.named_buffers(recurse=False)):
+            for (_, buffer), (_, new_buffer) in zip(
+                layer.named_buffers(recurse=False), new.named_buffers(recurse=False)
+            ):
                 buffer.copy_(new_buffer)
 
 
 # ---------------------------------------------------------------- ReDo
 # The modules whose output ReDo scores: the nonlinearity after each hidden layer.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
-                                                 nn.Softplus, nn.Mish)
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Mish,
+)
 
 
 @dataclass(frozen=True)
@@ -392,7 +436,9 @@ class HiddenLayer:
     module: nn.Module
     units: int
     activation: nn.Module  # its output is what is scored
-    norms: tuple[str, ...]  # modules between the layer and the activation with per-unit parameters (LayerNorm, GroupNorm)
+    norms: tuple[
+        str, ...
+    ]  # modules between the layer and the activation with per-unit parameters (LayerNorm, GroupNorm)
     next_layers: tuple[NextLayer, ...]
 
 
@@ -443,12 +489,16 @@ def redo_layers(model: nn.Module) -> list[HiddenLayer]:
         if not following and branch is None:  # the trunk's last layer feeds every branch
             following = [n for n, d in depths.items() if d == depth + 1 and branch_of(n) is not None]
         if not following:
-            raise ValueError(f"{name} feeds no later layer along the forward path; if it is an output layer, list it in model.output_layers")
+            raise ValueError(
+                f"{name} feeds no later layer along the forward path; if it is an output layer, list it in model.output_layers"
+            )
         next_layers = []
         for next_name in following:
             next_module = model.get_submodule(next_name)
             inputs = _input_count(next_name, next_module)
-            flattened = isinstance(module, nn.modules.conv._ConvNd) and not isinstance(next_module, nn.modules.conv._ConvNd)
+            flattened = isinstance(module, nn.modules.conv._ConvNd) and not isinstance(
+                next_module, nn.modules.conv._ConvNd
+            )
             if inputs != units and not (flattened and inputs % units == 0):
                 raise ValueError(f"{name} has {units} units but the layer after it, {next_name}, takes {inputs} inputs")
             next_layers.append(NextLayer(next_name, next_module, inputs // units))
@@ -457,7 +507,7 @@ def redo_layers(model: nn.Module) -> list[HiddenLayer]:
         if not isinstance(parent, nn.Sequential):
             raise ValueError(f"ReDo finds the activation after {name} in its nn.Sequential; {name} is not in one")
         activation, norms = None, []
-        for offset, sibling in enumerate(list(parent)[int(index) + 1:], start=int(index) + 1):
+        for offset, sibling in enumerate(list(parent)[int(index) + 1 :], start=int(index) + 1):
             if layer_fan_in(sibling) is not None:
                 break
             if isinstance(sibling, ACTIVATION_TYPES):
@@ -504,9 +554,17 @@ class ReDo(_IntervalPlugin):
 
     tag = "redo_events"
 
-    def __init__(self, model: nn.Module, fresh_model: Callable[[], nn.Module], interval: Interval, *, tau: float,
-                 sample_inputs: Callable[[], torch.Tensor], forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        fresh_model: Callable[[], nn.Module],
+        interval: Interval,
+        *,
+        tau: float,
+        sample_inputs: Callable[[], torch.Tensor],
+        forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(model, fresh_model, interval, seed)
         self.tau = _positive("tau", tau, allow_zero=True)
         self.sample_inputs = sample_inputs
@@ -519,8 +577,10 @@ class ReDo(_IntervalPlugin):
         """Every hidden layer's ReDo scores on a fresh batch of inputs, in ``self.layers`` order."""
         inputs = self.sample_inputs()
         recorded: dict[int, list[torch.Tensor]] = {index: [] for index in range(len(self.layers))}
-        handles = [layer.activation.register_forward_hook(lambda m, i, out, index=index: recorded[index].append(out.detach()))
-                   for index, layer in enumerate(self.layers)]
+        handles = [
+            layer.activation.register_forward_hook(lambda m, i, out, index=index: recorded[index].append(out.detach()))
+            for index, layer in enumerate(self.layers)
+        ]
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
@@ -577,16 +637,27 @@ class ReDo(_IntervalPlugin):
     def metrics(self) -> dict[str, float]:
         if self.last_recycled is None:
             return {}
-        return {"redo/recycled_frac": self.last_recycled / self.hidden_units, "redo/recycled_units": float(self.last_recycled)}
+        return {
+            "redo/recycled_frac": self.last_recycled / self.hidden_units,
+            "redo/recycled_units": float(self.last_recycled),
+        }
 
     def describe(self) -> str:
-        when = "after each target-network update" if self.interval.offset else f"every {self.interval.every} gradient step{'s' * (self.interval.every != 1)}"
+        when = (
+            "after each target-network update"
+            if self.interval.offset
+            else f"every {self.interval.every} gradient step{'s' * (self.interval.every != 1)}"
+        )
         return f"redo ({when}, tau {self.tau:g})"
 
     def state_dict(self) -> dict:
         inputs = getattr(self.sample_inputs, "state_dict", None)
-        return {**super().state_dict(), "tau": self.tau, "last_recycled": self.last_recycled,
-                "inputs": inputs() if inputs is not None else None}
+        return {
+            **super().state_dict(),
+            "tau": self.tau,
+            "last_recycled": self.last_recycled,
+            "inputs": inputs() if inputs is not None else None,
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["tau"] != self.tau:
@@ -630,7 +701,9 @@ class PlasticityInjection:
             raise ValueError(f"the injection step must be a whole number of steps >= 1, got {at!r}")
         self.model, self.fresh_model, self.at, self.seed = model, fresh_model, at, int(seed)
         self.layers = output_layer_names(model)
-        self.tensors = [(f"{name}.{local}", param) for name in self.layers for local, param in _trained(model.get_submodule(name))]
+        self.tensors = [
+            (f"{name}.{local}", param) for name in self.layers for local, param in _trained(model.get_submodule(name))
+        ]
         self.updates = 0
         self.old: list[torch.Tensor] | None = None
         self.copy: list[torch.Tensor] | None = None
@@ -694,9 +767,13 @@ class PlasticityInjection:
         return f"plasticity_injection (after gradient step {self.at})"
 
     def state_dict(self) -> dict:
-        return {"at": self.at, "updates": self.updates, "logged": self._logged,
-                "old": None if self.old is None else [t.cpu() for t in self.old],
-                "copy": None if self.copy is None else [t.cpu() for t in self.copy]}
+        return {
+            "at": self.at,
+            "updates": self.updates,
+            "logged": self._logged,
+            "old": None if self.old is None else [t.cpu() for t in self.old],
+            "copy": None if self.copy is None else [t.cpu() for t in self.copy],
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["at"] != self.at:

@@ -80,8 +80,9 @@ def nstep_paths(buffer, indices: np.ndarray, n_step: int) -> np.ndarray:
     return np.stack(path)
 
 
-def read_transitions(buffer, indices: np.ndarray, n_step: int, device: torch.device,
-                     bootstrap_after_n_steps: bool = True) -> Transitions:
+def read_transitions(
+    buffer, indices: np.ndarray, n_step: int, device: torch.device, bootstrap_after_n_steps: bool = True
+) -> Transitions:
     """The n-step paths starting at ``indices`` (Tianshou's ``compute_nstep_return`` walk).
 
     ``obs_next`` is the next observation of the path's last transition, where the n-step
@@ -103,10 +104,16 @@ def read_transitions(buffer, indices: np.ndarray, n_step: int, device: torch.dev
         if buffer._weight_norm:
             weight = weight / np.max(weight)
         weight = torch.as_tensor(weight, dtype=torch.float32, device=device)
-    return Transitions(indices=indices, obs=buffer.get(indices, "obs"),
-                       act=torch.as_tensor(buffer.act[indices], device=device).long(),
-                       obs_next=next_observations(buffer, last if bootstrap_after_n_steps else indices), rewards=buffer.rew[path], ends=ends,
-                       bootstrap_mask=~buffer.terminated[last], weight=weight)
+    return Transitions(
+        indices=indices,
+        obs=buffer.get(indices, "obs"),
+        act=torch.as_tensor(buffer.act[indices], device=device).long(),
+        obs_next=next_observations(buffer, last if bootstrap_after_n_steps else indices),
+        rewards=buffer.rew[path],
+        ends=ends,
+        bootstrap_mask=~buffer.terminated[last],
+        weight=weight,
+    )
 
 
 def nstep_returns(batch: Transitions, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -121,7 +128,7 @@ def nstep_returns(batch: Transitions, bootstrap: torch.Tensor, gamma: float) -> 
             steps[batch.ends[k]] = k + 1
             discounted[batch.ends[k]] = 0.0
             discounted = batch.rewards[k] + gamma * discounted
-        scale = gamma ** steps * batch.bootstrap_mask
+        scale = gamma**steps * batch.bootstrap_mask
     as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=bootstrap.device)  # noqa: E731
     return as_tensor(discounted)[:, None] + bootstrap * as_tensor(scale)[:, None]
 
@@ -150,7 +157,9 @@ class LeanUpdateMixin:
 
     def update(self, buffer, sample_size: int | None):
         if not self.policy.is_within_training_step:
-            raise RuntimeError("update() was called outside of a training step (see tianshou's policy_within_training_step)")
+            raise RuntimeError(
+                "update() was called outside of a training step (see tianshou's policy_within_training_step)"
+            )
         if buffer is None or not sample_size:  # whole-buffer updates are Tianshou's own business
             return super().update(buffer, sample_size)
         start = time.time()

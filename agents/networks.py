@@ -41,12 +41,16 @@ MINATAR_GRID = (10, 10)
 
 
 def minatar_trunk(channels: int, layer_norm: bool = False) -> nn.Sequential:
-    return nn.Sequential(*hidden_layer(nn.Conv2d(channels, 16, kernel_size=3, stride=1), 16, layer_norm, conv=True), nn.Flatten())
+    return nn.Sequential(
+        *hidden_layer(nn.Conv2d(channels, 16, kernel_size=3, stride=1), 16, layer_norm, conv=True), nn.Flatten()
+    )
 
 
 def mlp_trunk(inputs: int, hidden: int = 64, layer_norm: bool = False) -> nn.Sequential:
-    return nn.Sequential(*hidden_layer(nn.Linear(inputs, hidden), hidden, layer_norm),
-                         *hidden_layer(nn.Linear(hidden, hidden), hidden, layer_norm))
+    return nn.Sequential(
+        *hidden_layer(nn.Linear(inputs, hidden), hidden, layer_norm),
+        *hidden_layer(nn.Linear(hidden, hidden), hidden, layer_norm),
+    )
 
 
 class _TrunkNetwork(nn.Module):
@@ -82,8 +86,10 @@ class QNetwork(_TrunkNetwork):
     def __init__(self, observation_shape: tuple[int, ...], actions: int, layer_norm: bool = False) -> None:
         super().__init__(observation_shape, layer_norm)
         if self.is_image:
-            self.head = nn.Sequential(*hidden_layer(nn.Linear(self.feature_dim, self.hidden), self.hidden, layer_norm),
-                                      nn.Linear(self.hidden, actions))
+            self.head = nn.Sequential(
+                *hidden_layer(nn.Linear(self.feature_dim, self.hidden), self.hidden, layer_norm),
+                nn.Linear(self.hidden, actions),
+            )
         else:
             self.head = nn.Sequential(nn.Linear(self.feature_dim, actions))
         self.output_layers = (f"head.{len(self.head) - 1}",)
@@ -99,14 +105,25 @@ class RainbowNetwork(_TrunkNetwork):
     Tianshou's C51 policy expects.
     """
 
-    def __init__(self, observation_shape: tuple[int, ...], actions: int, atoms: int, noisy_std: float,
-                 dueling: bool = True, noisy: bool = True, layer_norm: bool = False) -> None:
+    def __init__(
+        self,
+        observation_shape: tuple[int, ...],
+        actions: int,
+        atoms: int,
+        noisy_std: float,
+        dueling: bool = True,
+        noisy: bool = True,
+        layer_norm: bool = False,
+    ) -> None:
         super().__init__(observation_shape, layer_norm)
         self.actions, self.atoms = actions, atoms
         linear = partial(NoisyLinear, noisy_std=noisy_std) if noisy else nn.Linear
 
         def stream(outputs: int) -> nn.Sequential:
-            return nn.Sequential(*hidden_layer(linear(self.feature_dim, self.hidden), self.hidden, layer_norm), linear(self.hidden, outputs))
+            return nn.Sequential(
+                *hidden_layer(linear(self.feature_dim, self.hidden), self.hidden, layer_norm),
+                linear(self.hidden, outputs),
+            )
 
         self.advantage = stream(actions * atoms)
         self.value = stream(atoms) if dueling else None

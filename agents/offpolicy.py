@@ -53,6 +53,7 @@ from runners.errors import UsageError
 from runners.rng import GlobalStream, random_state
 from runners.rundir import duration
 
+
 def keep_numba_machine_code() -> None:
     from tianshou.algorithm import algorithm_base
     from tianshou.data.buffer import manager
@@ -60,7 +61,10 @@ def keep_numba_machine_code() -> None:
 
     for module in (algorithm_base, manager, segtree):
         for helper in vars(module).values():
-            if callable(getattr(helper, "enable_caching", None)) and getattr(helper, "__module__", None) == module.__name__:
+            if (
+                callable(getattr(helper, "enable_caching", None))
+                and getattr(helper, "__module__", None) == module.__name__
+            ):
                 helper.enable_caching()
 
 
@@ -78,7 +82,9 @@ def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
     smallest multiple of ``num_envs`` whose product with the ratio is whole.
     """
     if not 0 < replay_ratio <= MAX_REPLAY_RATIO:
-        raise UsageError(f"--replay-ratio must be > 0 and at most {MAX_REPLAY_RATIO} gradient steps per env step, got {replay_ratio}")
+        raise UsageError(
+            f"--replay-ratio must be > 0 and at most {MAX_REPLAY_RATIO} gradient steps per env step, got {replay_ratio}"
+        )
     ratio = Fraction(str(replay_ratio))
     steps = np.lcm(num_envs, ratio.denominator)
     if steps > MAX_STEPS_PER_COLLECT:
@@ -102,8 +108,12 @@ class PluginOptimizerFactory(OptimizerFactory):
         build_plugins: ``network -> PlasticityPlugins`` (not yet attached), or None.
     """
 
-    def __init__(self, build_optimizer: Callable, clipping_options: dict | None = None,
-                 build_plugins: Callable[[torch.nn.Module], PlasticityPlugins] | None = None) -> None:
+    def __init__(
+        self,
+        build_optimizer: Callable,
+        clipping_options: dict | None = None,
+        build_plugins: Callable[[torch.nn.Module], PlasticityPlugins] | None = None,
+    ) -> None:
         super().__init__()
         self.build_optimizer = build_optimizer
         self.clipping_options = clipping_options
@@ -222,9 +232,11 @@ class StoredSuccessorsOnly:
         """The ``stack_num - 1`` oldest transitions of each full sub-buffer: the frames before
         them are overwritten, so their stacks (and their predecessors' ``obs_next``) would
         repeat the oldest frame instead."""
-        oldest = [offset + (buffer._insertion_idx + np.arange(self.stack_num - 1)) % buffer.maxsize
-                  for offset, buffer in zip(self._offset, getattr(self, "buffers", [self]))
-                  if len(buffer) == buffer.maxsize]
+        oldest = [
+            offset + (buffer._insertion_idx + np.arange(self.stack_num - 1)) % buffer.maxsize
+            for offset, buffer in zip(self._offset, getattr(self, "buffers", [self]))
+            if len(buffer) == buffer.maxsize
+        ]
         return np.concatenate(oldest) if oldest else np.array([], int)
 
     def sample_indices(self, batch_size: int | None) -> np.ndarray:
@@ -269,15 +281,17 @@ class CheckedReplayBuffer(StoredSuccessorsOnly, NewDataNaNCheck, VectorReplayBuf
     pass
 
 
-class CheckedPrioritizedReplayBuffer(StoredSuccessorsOnly, PrioritizedSamplesOnOwnStream, NewDataNaNCheck,
-                                     PrioritizedVectorReplayBuffer):
+class CheckedPrioritizedReplayBuffer(
+    StoredSuccessorsOnly, PrioritizedSamplesOnOwnStream, NewDataNaNCheck, PrioritizedVectorReplayBuffer
+):
     def set_beta(self, beta: float) -> None:
         super().set_beta(beta)  # Tianshou's: the sub-buffers only
         self._beta = beta  # the one sampling reads
 
 
-def make_replay_buffer(size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None, n_step: int = 1,
-                       seed: int = 0):
+def make_replay_buffer(
+    size: int, num_envs: int, frame_stack: int, prioritized: dict | None = None, n_step: int = 1, seed: int = 0
+):
     """A vector replay buffer sampling from streams of its own derived from ``seed``; with
     ``frame_stack > 1`` it stores each frame once and rebuilds the stacks when sampling
     (Tianshou's ``save_only_last_obs``); ``n_step`` is the return horizon of the learner's targets."""
@@ -377,9 +391,18 @@ class RunLogger(BaseLogger):
     epoch) writes the checkpoint; ``restore_data`` tells the trainer where it left off.
     """
 
-    def __init__(self, writer, envs, optimizer_factory: PluginOptimizerFactory, interval: int, warmup_steps: int,
-                 save_checkpoint, restored: tuple[int, int, int] | None, total_steps: int,
-                 report_progress: Callable[[int, float, float], None] = lambda step, rate, eta: None) -> None:
+    def __init__(
+        self,
+        writer,
+        envs,
+        optimizer_factory: PluginOptimizerFactory,
+        interval: int,
+        warmup_steps: int,
+        save_checkpoint,
+        restored: tuple[int, int, int] | None,
+        total_steps: int,
+        report_progress: Callable[[int, float, float], None] = lambda step, rate, eta: None,
+    ) -> None:
         super().__init__(training_interval=1, update_interval=1, info_interval=1)
         self.writer, self.envs, self.factory = writer, envs, optimizer_factory
         self.interval, self.warmup_steps = interval, warmup_steps
@@ -398,7 +421,11 @@ class RunLogger(BaseLogger):
 
     def load_state_dict(self, state: dict | None) -> None:
         if state:  # absent in checkpoints of older versions
-            self.losses, self.recent_returns, self.next_write = list(state["losses"]), list(state["recent_returns"]), state["next_write"]
+            self.losses, self.recent_returns, self.next_write = (
+                list(state["losses"]),
+                list(state["recent_returns"]),
+                state["next_write"],
+            )
 
     def global_step(self, trainer_env_step: int) -> int:
         """Env steps including the random warm-up before training, the x-axis of every tag."""
@@ -427,17 +454,25 @@ class RunLogger(BaseLogger):
             self.writer.add_scalar("losses/td_loss", float(np.mean(self.losses)), global_step)
             self.losses.clear()
         self.writer.add_scalar("charts/SPS", (step - self.clock[1]) / elapsed, global_step)
-        self.writer.add_scalar("charts/gradient_steps_per_second", (gradient_steps - self.clock[2]) / elapsed, global_step)
+        self.writer.add_scalar(
+            "charts/gradient_steps_per_second", (gradient_steps - self.clock[2]) / elapsed, global_step
+        )
         if step > 0:
             self.writer.add_scalar("charts/replay_ratio", gradient_steps / step, global_step)
         mean_return = f"{np.mean(self.recent_returns[-20:]):8.1f}" if self.recent_returns else "       -"
         rate = (step - self.clock[1]) / elapsed
         eta = (self.total_steps - global_step) / max(rate, 1e-9)
-        print(f"step {global_step:>9,}/{self.total_steps:,}  episodic return (last 20) {mean_return}  replay ratio "
-              f"{gradient_steps / max(step, 1):.3f}  env steps/s {rate:6.0f}  ETA {duration(eta)}", flush=True)
+        print(
+            f"step {global_step:>9,}/{self.total_steps:,}  episodic return (last 20) {mean_return}  replay ratio "
+            f"{gradient_steps / max(step, 1):.3f}  env steps/s {rate:6.0f}  ETA {duration(eta)}",
+            flush=True,
+        )
         if not self.budget_estimated and step > self.clock[1]:  # the first rate measured
-            print(f"at {rate:,.0f} env steps/s the whole budget of {self.total_steps:,} env steps takes "
-                  f"~{duration(self.total_steps / max(rate, 1e-9))}", flush=True)
+            print(
+                f"at {rate:,.0f} env steps/s the whole budget of {self.total_steps:,} env steps takes "
+                f"~{duration(self.total_steps / max(rate, 1e-9))}",
+                flush=True,
+            )
             self.budget_estimated = True
         self.report_progress(global_step, rate, eta)
         self.clock = now

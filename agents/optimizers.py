@@ -25,7 +25,9 @@ class Madam(torch.optim.Optimizer):
     zero-initialised biases) stay zero, as in the reference implementation.
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.01, p_scale: float = 3.0, g_bound: float = 10.0, beta2: float = 0.999) -> None:
+    def __init__(
+        self, params: Iterable, lr: float = 0.01, p_scale: float = 3.0, g_bound: float = 10.0, beta2: float = 0.999
+    ) -> None:
         for name, value in (("lr", lr), ("p_scale", p_scale), ("g_bound", g_bound)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"Madam {name} must be a finite number > 0, got {value}")
@@ -59,8 +61,17 @@ class Madam(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(params: Iterable, name: str, lr: float, *, adam_eps: float = 1e-8, adam_beta2: float = 0.999,
-                   madam_p_scale: float = 3.0, madam_g_bound: float = 10.0, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable,
+    name: str,
+    lr: float,
+    *,
+    adam_eps: float = 1e-8,
+    adam_beta2: float = 0.999,
+    madam_p_scale: float = 3.0,
+    madam_g_bound: float = 10.0,
+    fused: bool = False,
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``params``; ``fused`` picks torch's one-kernel Adam / foreach SGD."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, eps=adam_eps, betas=(0.9, adam_beta2), fused=fused or None)

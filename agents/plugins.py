@@ -133,39 +133,66 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
     for name in ("reg_every", "sp_every", "reset_last_layer_every", "redo_every"):
         value = getattr(args, name)
         if value == "target" and not has_target_network:
-            raise UsageError(f"--{name.replace('_', '-')} target: this agent has no target network; give a number of gradient steps")
+            raise UsageError(
+                f"--{name.replace('_', '-')} target: this agent has no target network; give a number of gradient steps"
+            )
         if value != "target" and (value < 0 or (value == 0 and name == "reg_every")):
-            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 1' if name == 'reg_every' else '>= 0'} or 'target', got {value}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be {'>= 1' if name == 'reg_every' else '>= 0'} or 'target', got {value}"
+            )
     for name in ("plasticity_probe_every", "sharpness_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (math.isfinite(args.redo_tau) and 0 <= args.redo_tau < 1):
         raise UsageError(f"--redo-tau must be in [0, 1) (the mean score is 1), got {args.redo_tau}")
     if args.redo_every and args.optimizer == "madam":
-        raise UsageError("--redo-every with --optimizer madam: Madam's multiplicative steps keep ReDo's zeroed outgoing weights at 0; use adam or sgd")
+        raise UsageError(
+            "--redo-every with --optimizer madam: Madam's multiplicative steps keep ReDo's zeroed outgoing weights at 0; use adam or sgd"
+        )
     if args.inject_at < 0:
         raise UsageError(f"--inject-at must be >= 0 (0: off), got {args.inject_at}")
     if args.inject_at and args.optimizer == "madam":
-        raise UsageError("--inject-at with --optimizer madam: Madam's multiplicative step on the combined head is not a step on the new head; use adam or sgd")
+        raise UsageError(
+            "--inject-at with --optimizer madam: Madam's multiplicative step on the combined head is not a step on the new head; use adam or sgd"
+        )
     if args.inject_at and args.reset_last_layer_every:
-        raise UsageError("--inject-at with --reset-last-layer-every: a reset re-initialises the head that the injection freezes; use one of them")
-    for name in ("plasticity_probe_samples", "plasticity_probe_targets", "sharpness_samples", "sharpness_iterations", "redo_samples"):
+        raise UsageError(
+            "--inject-at with --reset-last-layer-every: a reset re-initialises the head that the injection freezes; use one of them"
+        )
+    for name in (
+        "plasticity_probe_samples",
+        "plasticity_probe_targets",
+        "sharpness_samples",
+        "sharpness_iterations",
+        "redo_samples",
+    ):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.plasticity_probe_steps < 0:
         raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
     available, source = samples_available
     # ReDo's replay observations (the agents with a target network) are drawn with replacement; PPO's are rollout samples
-    for name, every in (("plasticity_probe_samples", args.plasticity_probe_every), ("sharpness_samples", args.sharpness_every),
-                        ("redo_samples", args.redo_every and not has_target_network)):
+    for name, every in (
+        ("plasticity_probe_samples", args.plasticity_probe_every),
+        ("sharpness_samples", args.sharpness_every),
+        ("redo_samples", args.redo_every and not has_target_network),
+    ):
         if every and getattr(args, name) > available:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds {source} ({available})")
 
 
 def agent_optimizer(args, params, fused: bool = False):
     """The optimizer the options describe, over ``params`` (also the plasticity probe's)."""
-    return make_optimizer(params, args.optimizer, args.learning_rate, adam_eps=args.adam_eps, adam_beta2=args.adam_beta2,
-                          madam_p_scale=args.madam_p_scale, madam_g_bound=args.madam_g_bound, fused=fused)
+    return make_optimizer(
+        params,
+        args.optimizer,
+        args.learning_rate,
+        adam_eps=args.adam_eps,
+        adam_beta2=args.adam_beta2,
+        madam_p_scale=args.madam_p_scale,
+        madam_g_bound=args.madam_g_bound,
+        fused=fused,
+    )
 
 
 def _interval(value: IntervalOption, target_period: int | None) -> Interval | None:
@@ -181,7 +208,9 @@ class ReplayObservations:
     not shifted (a prioritized buffer draws by priority, as for training). The stream's state is in
     ``state_dict()``."""
 
-    def __init__(self, buffer: Callable[[], object], samples: int, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, buffer: Callable[[], object], samples: int, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.buffer, self.samples, self.device = buffer, int(samples), device
         self.generator = random_state(seed, "redo")
 
@@ -231,29 +260,53 @@ class PlasticityPlugins:
     ``sample_inputs()``, a batch of the agent's inputs (``replay_inputs`` / ``rollout_inputs``),
     and ``forward(model, inputs)`` where ``model(inputs)`` is not the whole network."""
 
-    replay_inputs = staticmethod(lambda buffer, args, device: ReplayObservations(buffer, args.redo_samples, args.seed, device))
-    rollout_inputs = staticmethod(lambda observations, args: RolloutObservations(observations, args.redo_samples, args.seed))
+    replay_inputs = staticmethod(
+        lambda buffer, args, device: ReplayObservations(buffer, args.redo_samples, args.seed, device)
+    )
+    rollout_inputs = staticmethod(
+        lambda observations, args: RolloutObservations(observations, args.redo_samples, args.seed)
+    )
 
-    def __init__(self, model: nn.Module, args: PlasticityArgs, fresh_model: Callable[[], nn.Module], *, seed: int,
-                 target_period: int | None = None, sample_inputs: Callable[[], torch.Tensor] | None = None,
-                 forward: Callable[[nn.Module, torch.Tensor], object] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        args: PlasticityArgs,
+        fresh_model: Callable[[], nn.Module],
+        *,
+        seed: int,
+        target_period: int | None = None,
+        sample_inputs: Callable[[], torch.Tensor] | None = None,
+        forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+    ) -> None:
         self.interventions: dict = {}
         if args.reg != "none":
             every = target_period if args.reg_every == "target" else args.reg_every
             coef = PAPER_COEFS[args.reg] if args.reg_coef is None else args.reg_coef
-            self.interventions["regularizer"] = LayerRegularizer(model, args.reg, coef, delta=args.reg_delta, form=args.reg_form, every=every)
+            self.interventions["regularizer"] = LayerRegularizer(
+                model, args.reg, coef, delta=args.reg_delta, form=args.reg_form, every=every
+            )
         if (interval := _interval(args.sp_every, target_period)) is not None:
-            self.interventions["shrink_perturb"] = ShrinkAndPerturb(model, fresh_model, interval, shrink=args.sp_shrink,
-                                                                    sigma=args.sp_sigma, seed=seed + 1)
+            self.interventions["shrink_perturb"] = ShrinkAndPerturb(
+                model, fresh_model, interval, shrink=args.sp_shrink, sigma=args.sp_sigma, seed=seed + 1
+            )
         if (interval := _interval(args.reset_last_layer_every, target_period)) is not None:
             self.interventions["last_layer_reset"] = LastLayerReset(model, fresh_model, interval, seed=seed + 2)
         if (interval := _interval(args.redo_every, target_period)) is not None:
             if sample_inputs is None:
                 raise ValueError("ReDo scores units on the agent's inputs: pass sample_inputs")
-            self.interventions["redo"] = ReDo(model, fresh_model, interval, tau=args.redo_tau, sample_inputs=sample_inputs,
-                                              forward=forward, seed=seed + 3)
+            self.interventions["redo"] = ReDo(
+                model,
+                fresh_model,
+                interval,
+                tau=args.redo_tau,
+                sample_inputs=sample_inputs,
+                forward=forward,
+                seed=seed + 3,
+            )
         if args.inject_at:
-            self.interventions["plasticity_injection"] = PlasticityInjection(model, fresh_model, args.inject_at, seed=seed + 4)
+            self.interventions["plasticity_injection"] = PlasticityInjection(
+                model, fresh_model, args.inject_at, seed=seed + 4
+            )
 
     def attach(self, optimizer) -> PlasticityPlugins:
         for plugin in self.interventions.values():
@@ -271,7 +324,10 @@ class PlasticityPlugins:
         return {tag: value for plugin in self.interventions.values() for tag, value in plugin.metrics().items()}
 
     def describe(self) -> str:
-        return ", ".join(getattr(plugin, "describe", lambda: name)() for name, plugin in self.interventions.items()) or "none"
+        return (
+            ", ".join(getattr(plugin, "describe", lambda: name)() for name, plugin in self.interventions.items())
+            or "none"
+        )
 
     def state_dict(self) -> dict:
         return {name: plugin.state_dict() for name, plugin in self.interventions.items()}

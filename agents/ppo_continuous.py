@@ -30,8 +30,15 @@ from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.evaluation import Evaluator, log_evaluation
-from envs.continuous import (finished_episodes, freeze_observation_statistics, load_vector_env_state, make_eval_env,
-                             make_vector_env, normalization_state, vector_env_state)
+from envs.continuous import (
+    finished_episodes,
+    freeze_observation_statistics,
+    load_vector_env_state,
+    make_eval_env,
+    make_vector_env,
+    normalization_state,
+    vector_env_state,
+)
 from runners.cli import tensorboard_command
 from runners.config import parse_args
 from runners.errors import RunInterrupted, UsageError
@@ -117,9 +124,21 @@ class Args(PlasticityArgs, TrackingArgs):
 
 
 # Options that may change when a run is resumed: they do not change what is learned.
-RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "compile", "diagnostics_every", "heatmap_every", "checkpoint_every",
-                     "eval_every", "eval_episodes", "eval_deterministic",
-                     "plasticity_probe_every", "sharpness_every", "sharpness_density"}
+RESUMABLE_CHANGES = {
+    "run_dir",
+    "device",
+    "torch_threads",
+    "compile",
+    "diagnostics_every",
+    "heatmap_every",
+    "checkpoint_every",
+    "eval_every",
+    "eval_episodes",
+    "eval_deterministic",
+    "plasticity_probe_every",
+    "sharpness_every",
+    "sharpness_density",
+}
 RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
 # Checkpoints of this format resume exactly: simulators mid-episode and every random stream.
 CHECKPOINT_FORMAT = 2
@@ -156,7 +175,10 @@ class Agent(nn.Module):
         )
         self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
         last = len(self.critic) - 1
-        self.output_layers = (f"actor_mean.{last}", f"critic.{last}")  # for skip-last-layer and the penultimate features
+        self.output_layers = (
+            f"actor_mean.{last}",
+            f"critic.{last}",
+        )  # for skip-last-layer and the penultimate features
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
@@ -214,7 +236,9 @@ class NumpyActor:
         return (mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32)).astype(np.float32)
 
 
-def ppo_losses(agent: Agent, args: Args, obs, actions, logprobs, advantages, returns, values) -> dict[str, torch.Tensor]:
+def ppo_losses(
+    agent: Agent, args: Args, obs, actions, logprobs, advantages, returns, values
+) -> dict[str, torch.Tensor]:
     """Per-sample PPO loss terms; the update takes their means, the gradient covariance uses them as they are."""
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
     logratio = newlogprob - logprobs
@@ -239,12 +263,20 @@ def ppo_minibatch_loss(agent: Agent, args: Args, obs, actions, logprobs, advanta
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     terms = ppo_losses(agent, args, obs, actions, logprobs, advantages, returns, values)
     old_approx_kl, minibatch_kl = approx_kl(terms["logratio"])
-    stats = [terms["pg"].mean(), terms["v"].mean(), terms["entropy"].mean(), old_approx_kl, minibatch_kl,
-             clip_fraction(terms["ratio"], args.clip_coef)]
+    stats = [
+        terms["pg"].mean(),
+        terms["v"].mean(),
+        terms["entropy"].mean(),
+        old_approx_kl,
+        minibatch_kl,
+        clip_fraction(terms["ratio"], args.clip_coef),
+    ]
     return terms["total"].mean(), torch.stack(stats).detach()
 
 
-def generalized_advantages(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float) -> np.ndarray:
+def generalized_advantages(
+    rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float
+) -> np.ndarray:
     """GAE over a (num_steps, num_envs) rollout, CleanRL's recursion; numpy is fast on these tiny rows."""
     advantages = np.zeros_like(rewards)
     lastgaelam = np.zeros_like(next_value)
@@ -263,11 +295,17 @@ def check_args(args: Args) -> None:
         raise UsageError("--num-envs, --num-steps, --update-epochs and --num-minibatches must all be >= 1")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
-        raise UsageError(f"the batch (num_envs * num_steps = {batch_size}) must split evenly into --num-minibatches {args.num_minibatches}")
+        raise UsageError(
+            f"the batch (num_envs * num_steps = {batch_size}) must split evenly into --num-minibatches {args.num_minibatches}"
+        )
     if args.total_timesteps < batch_size:
-        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})"
+        )
     if args.gradcov_samples < 2 or args.gradcov_samples > batch_size:
-        raise UsageError(f"--gradcov-samples must be between 2 and the batch size {batch_size}, got {args.gradcov_samples}")
+        raise UsageError(
+            f"--gradcov-samples must be between 2 and the batch size {batch_size}, got {args.gradcov_samples}"
+        )
     for name in ("diagnostics_every", "heatmap_every", "eval_every"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
@@ -289,8 +327,12 @@ def main(argv: list[str] | None = None) -> Path:
     envs = make_vector_env(args.env_id, args.num_envs, args.gamma)
     run_name = f"{args.env_id.replace('/', '_')}__ppo_continuous__{args.seed}__{int(time.time())}"
     try:
-        return execute_run(args.run_dir or Path("runs") / run_name, asdict(args), RESUMABLE_CHANGES,
-                           lambda run, writer, checkpoint: train(args, envs, run, writer, checkpoint))
+        return execute_run(
+            args.run_dir or Path("runs") / run_name,
+            asdict(args),
+            RESUMABLE_CHANGES,
+            lambda run, writer, checkpoint: train(args, envs, run, writer, checkpoint),
+        )
     finally:
         envs.close()
 
@@ -317,6 +359,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))
+
     def fresh_agent() -> Agent:
         return Agent(obs_dim, action_dim, layer_norm=args.layer_norm).to(device)
 
@@ -324,9 +367,14 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         agent = fresh_agent()
     # fused: the same Adam update in one kernel per tensor, several times faster on CPU
     optimizer = agent_optimizer(args, agent.parameters(), fused=True)
-    plugins = PlasticityPlugins(agent, args, fresh_agent, seed=stream_seed(args.seed, "interventions"),
-                                sample_inputs=PlasticityPlugins.rollout_inputs(lambda: b_obs, args),  # ReDo: the current rollout's
-                                forward=lambda net, x: (net.critic(x), net.actor_mean(x))).attach(optimizer)
+    plugins = PlasticityPlugins(
+        agent,
+        args,
+        fresh_agent,
+        seed=stream_seed(args.seed, "interventions"),
+        sample_inputs=PlasticityPlugins.rollout_inputs(lambda: b_obs, args),  # ReDo: the current rollout's
+        forward=lambda net, x: (net.critic(x), net.actor_mean(x)),
+    ).attach(optimizer)
     if args.compile:
         # Compiled graphs are cached per function and do not guard on module hooks; a run
         # compiles its own, with the plug-ins' hooks in place (matters when runs share a process).
@@ -334,7 +382,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     minibatch_loss = torch.compile(ppo_minibatch_loss) if args.compile else ppo_minibatch_loss
     clipping = None  # attached after the other plug-ins: the clamp has the last word
     if args.wc_kappa is not None:
-        clipping = WeightClipping(agent, args.wc_kappa, bound_mode=args.wc_bound_mode, skip_last_layer=args.wc_skip_last_layer).attach(optimizer)
+        clipping = WeightClipping(
+            agent, args.wc_kappa, bound_mode=args.wc_bound_mode, skip_last_layer=args.wc_skip_last_layer
+        ).attach(optimizer)
 
     action_rng = numpy_generator(args.seed, "actions")
     minibatch_rng = numpy_generator(args.seed, "minibatches")
@@ -346,8 +396,10 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     diagnostics = DiagnosticsLogger(writer, agent, run_dir=run.path)
     if checkpoint:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise UsageError(f"{run.path / 'checkpoint.pt'} is from an older ClipZoo PPO that did not save its simulators and random "
-                             f"streams, so it cannot resume exactly; move it away to start the run over, or use a new --run-dir")
+            raise UsageError(
+                f"{run.path / 'checkpoint.pt'} is from an older ClipZoo PPO that did not save its simulators and random "
+                f"streams, so it cannot resume exactly; move it away to start the run over, or use a new --run-dir"
+            )
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if clipping is not None:
@@ -363,7 +415,9 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         last_rollout = tuple(t.to(device) for t in checkpoint["last_rollout"])
         print(f"resuming {run.path} from step {global_step}")
     else:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+        writer.add_text(
+            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        )
         next_obs, _ = envs.reset(seed=stream_seed(args.seed, "envs"))
         next_done = np.zeros(args.num_envs, dtype=np.float32)
     run.set_status("running", global_step=global_step, total_timesteps=num_iterations * batch_size)
@@ -375,14 +429,22 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
-    print(f"PPO on {args.env_id}, {num_iterations * batch_size:,} steps, weight clipping "
-          f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
-          f"TensorBoard: {tensorboard_command(run.path)}", flush=True)
-    rate_clock = (time.perf_counter(), global_step)  # env steps/s over the last update (the first one includes the compile)
+    print(
+        f"PPO on {args.env_id}, {num_iterations * batch_size:,} steps, weight clipping "
+        f"{'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
+        f"TensorBoard: {tensorboard_command(run.path)}",
+        flush=True,
+    )
+    rate_clock = (
+        time.perf_counter(),
+        global_step,
+    )  # env steps/s over the last update (the first one includes the compile)
 
     def rollout_sample(rollout: tuple, k: int, step: int) -> tuple:
         """k rollout samples drawn by their own generator; advantages normalised as in the update."""
-        picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(diagnostics_seed + step))[:k]
+        picks = torch.randperm(rollout[0].shape[0], generator=torch.Generator().manual_seed(diagnostics_seed + step))[
+            :k
+        ]
         obs_k, actions_k, logprobs_k, advantages_k, returns_k, values_k = (t[picks.to(t.device)] for t in rollout)
         if args.norm_adv:
             advantages_k = (advantages_k - advantages_k.mean()) / (advantages_k.std() + 1e-8)
@@ -399,9 +461,15 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         policy = NumpyActor(agent)
 
         def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return policy.mean(obs.astype(np.float32)) if args.eval_deterministic else policy.sample(obs.astype(np.float32), rng)
+            return (
+                policy.mean(obs.astype(np.float32))
+                if args.eval_deterministic
+                else policy.sample(obs.astype(np.float32), rng)
+            )
 
-        returns, lengths = evaluator.run(act, step, before_reset=lambda env: freeze_observation_statistics(env, envs.envs[0]))
+        returns, lengths = evaluator.run(
+            act, step, before_reset=lambda env: freeze_observation_statistics(env, envs.envs[0])
+        )
         log_evaluation(writer, returns, lengths, step)
 
     def log_diagnostics(step: int, rollout: tuple, heatmap: bool, grad_norm: float | None = None) -> None:
@@ -417,13 +485,25 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         """Plasticity probe on rollout observations (predictions: value and action mean); Hessian of the PPO loss."""
         if args.plasticity_probe_every and (final or iteration % args.plasticity_probe_every == 0):
             inputs = rollout_sample(rollout, args.plasticity_probe_samples, step)[0]
-            diagnostics.log_plasticity(fresh_agent, lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1), inputs,
-                                       lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
-                                       targets=args.plasticity_probe_targets, seed=diagnostics_seed + step)
+            diagnostics.log_plasticity(
+                fresh_agent,
+                lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1),
+                inputs,
+                lambda params: agent_optimizer(args, params),
+                step,
+                steps=args.plasticity_probe_steps,
+                targets=args.plasticity_probe_targets,
+                seed=diagnostics_seed + step,
+            )
         if args.sharpness_every and (final or iteration % args.sharpness_every == 0):
             batch = rollout_sample(rollout, args.sharpness_samples, step)
-            diagnostics.log_sharpness(lambda: ppo_losses(agent, args, *batch)["total"].mean(), step,
-                                      iterations=args.sharpness_iterations, seed=diagnostics_seed + step, save_density=args.sharpness_density)
+            diagnostics.log_sharpness(
+                lambda: ppo_losses(agent, args, *batch)["total"].mean(),
+                step,
+                iterations=args.sharpness_iterations,
+                seed=diagnostics_seed + step,
+                save_density=args.sharpness_density,
+            )
 
     with StopRequest() as stop:
         for iteration in range(iteration_done + 1, num_iterations + 1):
@@ -460,7 +540,15 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
                 b_values = b_values.view(-1)
                 next_value = agent.get_value(torch.as_tensor(next_obs, device=device)).view(-1).cpu().numpy()
             b_advantages = torch.as_tensor(
-                generalized_advantages(rewards, b_values.cpu().numpy().reshape(rewards.shape), dones, next_value, next_done, args.gamma, args.gae_lambda),
+                generalized_advantages(
+                    rewards,
+                    b_values.cpu().numpy().reshape(rewards.shape),
+                    dones,
+                    next_value,
+                    next_done,
+                    args.gamma,
+                    args.gae_lambda,
+                ),
                 device=device,
             ).view(-1)
             b_returns = b_advantages + b_values
@@ -498,10 +586,16 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             writer.add_scalar("losses/entropy", last["entropy"], global_step)
             writer.add_scalar("losses/old_approx_kl", last["old_approx_kl"], global_step)
             writer.add_scalar("losses/approx_kl", last["approx_kl"], global_step)
-            writer.add_scalar("losses/clipfrac", all_stats[:, MINIBATCH_STATS.index("clipfrac")].mean().item(), global_step)
+            writer.add_scalar(
+                "losses/clipfrac", all_stats[:, MINIBATCH_STATS.index("clipfrac")].mean().item(), global_step
+            )
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
             # CleanRL logs the last minibatch's KL only; the mean over the whole update is steadier
-            writer.add_scalar("diagnostics/approx_kl_mean", all_stats[:, MINIBATCH_STATS.index("approx_kl")].mean().item(), global_step)
+            writer.add_scalar(
+                "diagnostics/approx_kl_mean",
+                all_stats[:, MINIBATCH_STATS.index("approx_kl")].mean().item(),
+                global_step,
+            )
             diagnostics.log_clipping(clipping, global_step)
             diagnostics.log_scalars(plugins.metrics(), global_step)
             last_rollout = (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)
@@ -519,31 +613,52 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
             writer.add_scalar("charts/SPS", sps, global_step)
             mean_return = f"{np.mean(rollout_returns):8.1f}" if rollout_returns else "       -"
             eta = (num_iterations * batch_size - global_step) / max(sps, 1)
-            print(f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
-                  f"approx_kl {last['approx_kl']:.4f}  SPS {sps}  ETA {duration(eta)}", flush=True)
+            print(
+                f"step {global_step:>9,}/{num_iterations * batch_size:,}  episodic return {mean_return}  "
+                f"approx_kl {last['approx_kl']:.4f}  SPS {sps}  ETA {duration(eta)}",
+                flush=True,
+            )
             if iteration == iteration_done + 2:  # the first rate this attempt measured after compiling the loss
-                print(f"at {sps:,} steps/s the whole budget of {num_iterations * batch_size:,} steps takes "
-                      f"~{duration(num_iterations * batch_size / max(sps, 1))}", flush=True)
+                print(
+                    f"at {sps:,} steps/s the whole budget of {num_iterations * batch_size:,} steps takes "
+                    f"~{duration(num_iterations * batch_size / max(sps, 1))}",
+                    flush=True,
+                )
             run.report_progress(global_step, sps, eta)
 
             # A signal that arrived during the iteration is honoured here, at its end: the
             # checkpoint is then of a whole iteration, like any other.
             if iteration % args.checkpoint_every == 0 or iteration == num_iterations or stop.requested:
                 writer.flush()  # every event up to this step is on disk before the checkpoint says so
-                run.save_checkpoint({
-                    "format": CHECKPOINT_FORMAT,
-                    "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-                    "clipping": clipping.state_dict() if clipping else None, "plugins": plugins.state_dict(),
-                    "diagnostics": diagnostics.state_dict(), "envs": vector_env_state(envs),
-                    "next_obs": next_obs.copy(), "next_done": next_done.copy(),
-                    # the stateful streams; network_init is spent, interventions and diagnostics are keyed
-                    "rng": {"actions": action_rng.bit_generator.state, "minibatches": minibatch_rng.bit_generator.state},
-                    "iteration": iteration, "global_step": global_step, "last_rollout": last_rollout,
-                })
+                run.save_checkpoint(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "agent": agent.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "clipping": clipping.state_dict() if clipping else None,
+                        "plugins": plugins.state_dict(),
+                        "diagnostics": diagnostics.state_dict(),
+                        "envs": vector_env_state(envs),
+                        "next_obs": next_obs.copy(),
+                        "next_done": next_done.copy(),
+                        # the stateful streams; network_init is spent, interventions and diagnostics are keyed
+                        "rng": {
+                            "actions": action_rng.bit_generator.state,
+                            "minibatches": minibatch_rng.bit_generator.state,
+                        },
+                        "iteration": iteration,
+                        "global_step": global_step,
+                        "last_rollout": last_rollout,
+                    }
+                )
                 run.set_status("running", global_step=global_step, total_timesteps=num_iterations * batch_size)
             if stop.requested:
-                run.set_status("interrupted", global_step=global_step, total_timesteps=num_iterations * batch_size,
-                               signal=stop.signal_name)
+                run.set_status(
+                    "interrupted",
+                    global_step=global_step,
+                    total_timesteps=num_iterations * batch_size,
+                    signal=stop.signal_name,
+                )
                 raise RunInterrupted(stop.signal_name, run.path)
 
     # Every run ends with the full diagnostics, heatmap included, even a short one.
@@ -554,8 +669,14 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         if not evaluation_due(global_step):  # every run ends with an evaluation
             evaluate(global_step)
         evaluator.close()
-    run.save_model({"agent": agent.state_dict(), "normalization": normalization_state(envs), "args": asdict(args),
-                    "clipping_bounds": clipping.bounds() if clipping else None})
+    run.save_model(
+        {
+            "agent": agent.state_dict(),
+            "normalization": normalization_state(envs),
+            "args": asdict(args),
+            "clipping_bounds": clipping.bounds() if clipping else None,
+        }
+    )
     run.set_status("complete", global_step=global_step, total_timesteps=num_iterations * batch_size)
     print(f"done: {run.path} ({tensorboard_command(run.path)})")
 

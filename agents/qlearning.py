@@ -48,7 +48,14 @@ from runners.tracking import TRACKING_OPTIONS, TrackingArgs
 
 @dataclass
 class QLearningArgs(PlasticityArgs, TrackingArgs):
-    core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "replay_ratio", "wc_kappa")
+    core_options: ClassVar[tuple[str, ...]] = (
+        "env_id",
+        "total_timesteps",
+        "seed",
+        "run_dir",
+        "replay_ratio",
+        "wc_kappa",
+    )
 
     env_id: str = "ALE/Pong-v5"
     """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
@@ -118,9 +125,23 @@ class QLearningArgs(PlasticityArgs, TrackingArgs):
     the buffer with random actions (not exact: status.json and TensorBoard say so)"""
 
 
-RESUMABLE_CHANGES = {"run_dir", "device", "torch_threads", "log_every", "diagnostics_every", "heatmap_every",
-                     "checkpoint_every", "checkpoint_buffer", "plasticity_probe_every", "sharpness_every", "sharpness_density",
-                     "lean_update", "eval_every", "eval_episodes", "eval_epsilon"}
+RESUMABLE_CHANGES = {
+    "run_dir",
+    "device",
+    "torch_threads",
+    "log_every",
+    "diagnostics_every",
+    "heatmap_every",
+    "checkpoint_every",
+    "checkpoint_buffer",
+    "plasticity_probe_every",
+    "sharpness_every",
+    "sharpness_density",
+    "lean_update",
+    "eval_every",
+    "eval_episodes",
+    "eval_epsilon",
+}
 RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
 
 
@@ -130,10 +151,14 @@ class AgentSpec:
 
     name: str
     network: Callable[..., torch.nn.Module]  # (args, obs_shape, actions) -> a freshly initialised network
-    build: Callable[..., tuple[Any, torch.nn.Module]]  # (args, obs_shape, actions, optimizer factory, device, target period, streams) -> (algorithm, network)
+    build: Callable[
+        ..., tuple[Any, torch.nn.Module]
+    ]  # (args, obs_shape, actions, optimizer factory, device, target period, streams) -> (algorithm, network)
     td_batch: Callable[..., dict]  # (algorithm, buffer, k) -> tensors of k replay samples with their TD targets
     per_sample_td_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # (network, td batch) -> k losses
-    q_values: Callable[[Any, torch.nn.Module, Any], torch.Tensor]  # (algorithm, network, obs) -> (batch, actions) expected Q
+    q_values: Callable[
+        [Any, torch.nn.Module, Any], torch.Tensor
+    ]  # (algorithm, network, obs) -> (batch, actions) expected Q
     prioritized: Callable[[Any], dict | None] = lambda args: None  # buffer options, or None for uniform replay
     on_training_step: Callable[[Any, Any, Any, int], None] = lambda args, algorithm, buffer, step: None
     clipping_include: Callable[[Any], list[str]] = lambda args: []  # extra parameter patterns to clip
@@ -141,8 +166,18 @@ class AgentSpec:
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    for name in ("num_envs", "batch_size", "buffer_size", "n_step", "target_update_period", "log_every", "checkpoint_every",
-                 "gradcov_samples", "probe_samples", "torch_threads"):
+    for name in (
+        "num_envs",
+        "batch_size",
+        "buffer_size",
+        "n_step",
+        "target_update_period",
+        "log_every",
+        "checkpoint_every",
+        "gradcov_samples",
+        "probe_samples",
+        "torch_threads",
+    ):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every"):
@@ -156,20 +191,27 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
         raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
     steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
     if args.learning_starts < max(args.batch_size, args.gradcov_samples):
-        raise UsageError(f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
-                         f"so the first update has data")
+        raise UsageError(
+            f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
+            f"so the first update has data"
+        )
     if args.learning_starts > args.buffer_size:
         raise UsageError(f"--learning-starts {args.learning_starts} exceeds --buffer-size {args.buffer_size}")
     fit_log_interval(args, steps_per_collect)
     warmup = warmup_length(args)
     if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
         below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
-        raise UsageError(f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
-                         f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}")
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
+            f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}"
+        )
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
-    check_plasticity_args(args, has_target_network=True,
-                          samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"))
+    check_plasticity_args(
+        args,
+        has_target_network=True,
+        samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"),
+    )
     return steps_per_collect, gradient_steps, args.target_update_period
 
 
@@ -184,12 +226,16 @@ def fit_log_interval(args: QLearningArgs, steps_per_collect: int) -> None:
     warmup = warmup_length(args)
     training = args.total_timesteps - warmup
     if training < steps_per_collect:
-        raise UsageError(f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
-                         f"({warmup} env steps of --learning-starts); give at least {warmup + steps_per_collect}")
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
+            f"({warmup} env steps of --learning-starts); give at least {warmup + steps_per_collect}"
+        )
     if training < epoch_length(args, steps_per_collect):
         fitted = training // steps_per_collect * steps_per_collect
-        print(f"--log-every {args.log_every} is longer than the {training:,} env steps after the warm-up; "
-              f"logging every {fitted:,} env steps")
+        print(
+            f"--log-every {args.log_every} is longer than the {training:,} env steps after the warm-up; "
+            f"logging every {fitted:,} env steps"
+        )
         args.log_every = fitted
 
 
@@ -205,16 +251,27 @@ def main(spec: AgentSpec, args_class: type[QLearningArgs], argv: list[str] | Non
     plan = check_args(args)
     action_space = check_discrete_env(args.env_id)
     run_name = f"{args.env_id.replace('/', '_')}__{spec.name}__{args.seed}__{int(time.time())}"
-    return execute_run(args.run_dir or Path("runs") / run_name, asdict(args), RESUMABLE_CHANGES,
-                       lambda run, writer, checkpoint: train(spec, args, plan, int(action_space.n), run, writer, checkpoint))
+    return execute_run(
+        args.run_dir or Path("runs") / run_name,
+        asdict(args),
+        RESUMABLE_CHANGES,
+        lambda run, writer, checkpoint: train(spec, args, plan, int(action_space.n), run, writer, checkpoint),
+    )
 
 
 class _Preempted(Exception):
     """Raised inside the trainer after a stop signal's checkpoint, to leave its loop."""
 
 
-def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], actions: int, run: RunDirectory,
-          writer: SummaryWriter, checkpoint: dict | None) -> None:
+def train(
+    spec: AgentSpec,
+    args: QLearningArgs,
+    plan: tuple[int, int, int],
+    actions: int,
+    run: RunDirectory,
+    writer: SummaryWriter,
+    checkpoint: dict | None,
+) -> None:
     steps_per_collect, gradient_steps_per_collect, target_period = plan
     # Every stream is its own, derived from --seed (runners/rng.py); the global generators are
     # seeded too, for any library draw not yet given a stream of its own.
@@ -223,32 +280,57 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     torch.manual_seed(args.seed)
     streams = RandomStreams(args.seed)
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
 
-    envs = DummyVectorEnv([make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)])
-    envs.seed([stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)])  # not seed + index: seeds share no env
+    envs = DummyVectorEnv(
+        [make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)]
+    )
+    envs.seed(
+        [stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)]
+    )  # not seed + index: seeds share no env
     obs_shape = envs.workers[0].env.observation_space.shape  # Tianshou's venv attribute reads the innermost env
-    clipping = None if args.wc_kappa is None else dict(kappa=args.wc_kappa, bound_mode=args.wc_bound_mode,
-                                                       skip_last_layer=args.wc_skip_last_layer, include=spec.clipping_include(args))
+    clipping = (
+        None
+        if args.wc_kappa is None
+        else dict(
+            kappa=args.wc_kappa,
+            bound_mode=args.wc_bound_mode,
+            skip_last_layer=args.wc_skip_last_layer,
+            include=spec.clipping_include(args),
+        )
+    )
 
     def fresh_network() -> torch.nn.Module:  # resets and probes draw it on streams of their own (isolated_rng)
         return spec.network(args, obs_shape, actions).to(device)
 
     factory = PluginOptimizerFactory(
-        lambda params: agent_optimizer(args, params, fused=args.lean_update), clipping,
-        lambda network: PlasticityPlugins(network, args, fresh_network, seed=stream_seed(args.seed, "interventions"),
-                                          target_period=target_period,  # ReDo: replay observations on a stream of their own
-                                          sample_inputs=PlasticityPlugins.replay_inputs(lambda: buffer, args, device)))
+        lambda params: agent_optimizer(args, params, fused=args.lean_update),
+        clipping,
+        lambda network: PlasticityPlugins(
+            network,
+            args,
+            fresh_network,
+            seed=stream_seed(args.seed, "interventions"),
+            target_period=target_period,  # ReDo: replay observations on a stream of their own
+            sample_inputs=PlasticityPlugins.replay_inputs(lambda: buffer, args, device),
+        ),
+    )
     algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period, streams)
     plugins = factory.plugins
     frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
-    buffer = make_replay_buffer(args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step,
-                                seed=args.seed)
+    buffer = make_replay_buffer(
+        args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step, seed=args.seed
+    )
     collector = Collector(algorithm, envs, buffer, exploration_noise=True)
     diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
     diagnostics_seed = stream_seed(args.seed, "diagnostics")
-    evaluator = Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions),
-                          args.eval_episodes) if args.eval_every else None
+    evaluator = (
+        Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions), args.eval_episodes)
+        if args.eval_every
+        else None
+    )
     save_buffer = args.checkpoint_buffer == "always"
 
     warmup_steps = warmup_length(args)
@@ -273,7 +355,9 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             collector = Collector(algorithm, envs, buffer, exploration_noise=True)
         print(f"resuming {run.path} from step {checkpoint['global_step']}")
     else:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+        writer.add_text(
+            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        )
     if checkpoint and checkpoint.get("buffer") is not None:
         # exact resume: the buffer, every env mid-episode and the collector's last observations
         restore_collection_state(collector, checkpoint["collection"])
@@ -281,8 +365,10 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
     else:
         collector.reset(reset_buffer=False)
         if checkpoint:
-            reason = ("this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never), "
-                      "so it is refilled with random actions and the episodes in flight restart")
+            reason = (
+                "this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never), "
+                "so it is refilled with random actions and the episodes in flight restart"
+            )
             print(reason, flush=True)
             writer.add_text("resume", f"step {checkpoint['global_step']}: {reason}", checkpoint["global_step"])
             run.record_inexact_resume(checkpoint["global_step"], reason)
@@ -292,19 +378,31 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         drain_finished_episodes(envs)  # random-policy games are not the agent's: they are not logged
     if checkpoint:
         restore_rng_state(checkpoint["rng"])
-    print(f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
-          f"({plural(steps_per_collect, 'env step')} and {plural(gradient_steps_per_collect, 'gradient step')} per collect), "
-          f"weight clipping {'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
-          f"TensorBoard: {tensorboard_command(run.path)}", flush=True)
+    print(
+        f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
+        f"({plural(steps_per_collect, 'env step')} and {plural(gradient_steps_per_collect, 'gradient step')} per collect), "
+        f"weight clipping {'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
+        f"TensorBoard: {tensorboard_command(run.path)}",
+        flush=True,
+    )
 
-    state = {"next_diagnostics": args.diagnostics_every, "next_heatmap": args.heatmap_every,
-             "next_checkpoint": args.checkpoint_every, "next_plasticity_probe": args.plasticity_probe_every,
-             "next_sharpness": args.sharpness_every, "next_eval": args.eval_every, "last_eval": -1, "logged_through": -1}
+    state = {
+        "next_diagnostics": args.diagnostics_every,
+        "next_heatmap": args.heatmap_every,
+        "next_checkpoint": args.checkpoint_every,
+        "next_plasticity_probe": args.plasticity_probe_every,
+        "next_sharpness": args.sharpness_every,
+        "next_eval": args.eval_every,
+        "last_eval": -1,
+        "logged_through": -1,
+    }
     if checkpoint:
         state.update(checkpoint["schedule"])
 
     def log_diagnostics(step: int, heatmap: bool) -> None:
-        with probe_randomness(diagnostics_seed * 1_000_003 + step + 1):  # its own draws: training's stay as without diagnostics
+        with probe_randomness(
+            diagnostics_seed * 1_000_003 + step + 1
+        ):  # its own draws: training's stay as without diagnostics
             diagnostic_batches(step, heatmap)
 
     def diagnostic_batches(step: int, heatmap: bool) -> None:
@@ -312,12 +410,16 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         diagnostics.log_representation(lambda: network(probe.obs), step)
         diagnostics.log_weights(step)
         with torch.no_grad():
-            q_taken = spec.q_values(algorithm, network, probe.obs).gather(1, torch.as_tensor(probe.act, device=device).long()[:, None])
+            q_taken = spec.q_values(algorithm, network, probe.obs).gather(
+                1, torch.as_tensor(probe.act, device=device).long()[:, None]
+            )
         writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
         writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
         factory.measure_next_gradient_norm()
         if heatmap:
-            diagnostics.log_gradient_covariance(spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step)
+            diagnostics.log_gradient_covariance(
+                spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step
+            )
 
     @contextlib.contextmanager
     def probe_randomness(seed: int):
@@ -340,14 +442,26 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         if plasticity:
             with probe_randomness(seed):
                 inputs = buffer.sample(args.plasticity_probe_samples)[0].obs
-            diagnostics.log_plasticity(fresh_network, lambda net, obs: spec.q_values(algorithm, net, obs), inputs,
-                                       lambda params: agent_optimizer(args, params), step, steps=args.plasticity_probe_steps,
-                                       targets=args.plasticity_probe_targets, seed=seed)
+            diagnostics.log_plasticity(
+                fresh_network,
+                lambda net, obs: spec.q_values(algorithm, net, obs),
+                inputs,
+                lambda params: agent_optimizer(args, params),
+                step,
+                steps=args.plasticity_probe_steps,
+                targets=args.plasticity_probe_targets,
+                seed=seed,
+            )
         if sharpness:
             with probe_randomness(seed):
                 batch = spec.td_batch(algorithm, buffer, args.sharpness_samples)
-            diagnostics.log_sharpness(lambda: spec.per_sample_td_loss(network, batch).mean(), step,
-                                      iterations=args.sharpness_iterations, seed=seed, save_density=args.sharpness_density)
+            diagnostics.log_sharpness(
+                lambda: spec.per_sample_td_loss(network, batch).mean(),
+                step,
+                iterations=args.sharpness_iterations,
+                seed=seed,
+                save_density=args.sharpness_density,
+            )
 
     def on_training_step(epoch: int, env_step: int) -> None:
         """Called by the trainer before every collect: schedules, then what is logged at this step
@@ -427,34 +541,62 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
         while state["next_checkpoint"] <= global_step:
             state["next_checkpoint"] += args.checkpoint_every
         writer.flush()  # every event up to this step is on disk before the checkpoint says so
-        run.save_checkpoint({
-            "algorithm": algorithm.state_dict(), "optimizer": algorithm.optim.state_dict(),
-            "target_update_counter": algorithm._iter, "gradient_steps": factory.gradient_steps,
-            "clipping": factory.clipping.state_dict() if factory.clipping else None, "plugins": plugins.state_dict(),
-            "diagnostics": diagnostics.state_dict(), "rng": rng_state(), "schedule": dict(state),
-            "epoch": epoch, "env_step": env_step, "update_step": update_step, "global_step": global_step,
-            "buffer": buffer if save_buffer else None, "logger": logger.state_dict(),
-            "collection": collection_state(collector) if save_buffer else None, "streams": streams.state_dict(),
-            "measure_gradient_norm": factory._measure_gradient_norm,
-        })
+        run.save_checkpoint(
+            {
+                "algorithm": algorithm.state_dict(),
+                "optimizer": algorithm.optim.state_dict(),
+                "target_update_counter": algorithm._iter,
+                "gradient_steps": factory.gradient_steps,
+                "clipping": factory.clipping.state_dict() if factory.clipping else None,
+                "plugins": plugins.state_dict(),
+                "diagnostics": diagnostics.state_dict(),
+                "rng": rng_state(),
+                "schedule": dict(state),
+                "epoch": epoch,
+                "env_step": env_step,
+                "update_step": update_step,
+                "global_step": global_step,
+                "buffer": buffer if save_buffer else None,
+                "logger": logger.state_dict(),
+                "collection": collection_state(collector) if save_buffer else None,
+                "streams": streams.state_dict(),
+                "measure_gradient_norm": factory._measure_gradient_norm,
+            }
+        )
         run.set_status("running", global_step=global_step, total_timesteps=total_steps)
         if stop.requested and not final:
             run.set_status("interrupted", global_step=global_step, total_timesteps=total_steps, signal=stop.signal_name)
             raise _Preempted
 
-    logger = RunLogger(writer, envs, factory, interval=epoch_steps, warmup_steps=warmup_steps,
-                       save_checkpoint=save_checkpoint, restored=restored, total_steps=total_steps,
-                       report_progress=run.report_progress)
+    logger = RunLogger(
+        writer,
+        envs,
+        factory,
+        interval=epoch_steps,
+        warmup_steps=warmup_steps,
+        save_checkpoint=save_checkpoint,
+        restored=restored,
+        total_steps=total_steps,
+        report_progress=run.report_progress,
+    )
     first_epoch_steps = epoch_steps
     if checkpoint:
         logger.load_state_dict(checkpoint.get("logger"))
         # a checkpoint taken mid-epoch (on a signal) resumes with the rest of that epoch
         first_epoch_steps = (restored[0] + 1) * epoch_steps - restored[1]
     params = OffPolicyTrainerParams(
-        training_collector=collector, max_epochs=max_epochs, epoch_num_steps=first_epoch_steps,
-        collection_step_num_env_steps=steps_per_collect, update_step_num_gradient_steps_per_sample=args.replay_ratio,
-        batch_size=args.batch_size, training_fn=on_training_step, logger=logger, resume_from_log=checkpoint is not None,
-        test_collector=None, show_progress=False, verbose=False,
+        training_collector=collector,
+        max_epochs=max_epochs,
+        epoch_num_steps=first_epoch_steps,
+        collection_step_num_env_steps=steps_per_collect,
+        update_step_num_gradient_steps_per_sample=args.replay_ratio,
+        batch_size=args.batch_size,
+        training_fn=on_training_step,
+        logger=logger,
+        resume_from_log=checkpoint is not None,
+        test_collector=None,
+        show_progress=False,
+        verbose=False,
     )
     run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
     with StopRequest() as stop:
@@ -477,11 +619,20 @@ def train(spec: AgentSpec, args: QLearningArgs, plan: tuple[int, int, int], acti
             evaluate(total_steps)
     diagnostics.log_clipping(factory.clipping, total_steps)
     diagnostics.log_scalars(plugins.metrics(), total_steps)
-    run.save_model({"network": network.state_dict(), "args": asdict(args),
-                    "clipping_bounds": factory.clipping.bounds() if factory.clipping else None})
-    run.set_status("complete", global_step=total_steps, total_timesteps=total_steps,
-                   replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1),
-                   **run.resume_record())
+    run.save_model(
+        {
+            "network": network.state_dict(),
+            "args": asdict(args),
+            "clipping_bounds": factory.clipping.bounds() if factory.clipping else None,
+        }
+    )
+    run.set_status(
+        "complete",
+        global_step=total_steps,
+        total_timesteps=total_steps,
+        replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1),
+        **run.resume_record(),
+    )
     envs.close()
     if evaluator is not None:
         evaluator.close()
@@ -496,7 +647,8 @@ def collection_state(collector: Collector) -> dict:
     return {
         "envs": [capture_env_state(worker.env) for worker in workers],
         "action_spaces": [worker.action_space.np_random.bit_generator.state for worker in workers],
-        "last_obs": collector._pre_collect_obs_RO, "last_info": collector._pre_collect_info_R,
+        "last_obs": collector._pre_collect_obs_RO,
+        "last_info": collector._pre_collect_info_R,
         "last_hidden_state": collector._pre_collect_hidden_state_RH,
         "counts": (collector.collect_step, collector.collect_episode),
     }

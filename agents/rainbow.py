@@ -34,7 +34,14 @@ from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.net.discrete import NoisyLinear
 
-from agents.lean_update import LeanUpdateMixin, Transitions, next_observations, nstep_paths, nstep_returns, read_transitions
+from agents.lean_update import (
+    LeanUpdateMixin,
+    Transitions,
+    next_observations,
+    nstep_paths,
+    nstep_returns,
+    read_transitions,
+)
 from agents.networks import RainbowNetwork
 from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.qlearning import AgentSpec, QLearningArgs
@@ -124,8 +131,10 @@ def target_distribution(algorithm: RainbowDQN, batch: Transitions) -> torch.Tens
         next_dist = algorithm.model_old(batch.obs_next)[0] if algorithm.use_target_network else next_online
         next_dist = next_dist[torch.arange(len(greedy), device=greedy.device), greedy]
         target_atoms = atoms.clamp(algorithm.policy.v_min, algorithm.policy.v_max)
-        return ((1 - (target_atoms.unsqueeze(1) - support.view(1, -1, 1)).abs() / algorithm.delta_z).clamp(0, 1)
-                * next_dist.unsqueeze(1)).sum(-1)
+        return (
+            (1 - (target_atoms.unsqueeze(1) - support.view(1, -1, 1)).abs() / algorithm.delta_z).clamp(0, 1)
+            * next_dist.unsqueeze(1)
+        ).sum(-1)
 
 
 def cross_entropy(network: torch.nn.Module, obs, actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -183,20 +192,46 @@ class LeanRainbowDQN(IndependentNoise, LeanUpdateMixin, RainbowDQN):
 
 
 def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
-    return RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std, dueling=args.dueling, noisy=args.noisy,
-                          layer_norm=args.layer_norm)
+    return RainbowNetwork(
+        obs_shape,
+        actions,
+        args.num_atoms,
+        args.noisy_std,
+        dueling=args.dueling,
+        noisy=args.noisy,
+        layer_norm=args.layer_norm,
+    )
 
 
-def build(args: Args, obs_shape, actions: int, optimizer_factory, device, target_period: int,
-          streams: RandomStreams | None = None):
+def build(
+    args: Args,
+    obs_shape,
+    actions: int,
+    optimizer_factory,
+    device,
+    target_period: int,
+    streams: RandomStreams | None = None,
+):
     streams = streams or RandomStreams(args.seed)
     with streams.network_init.active():
         network = SPEC.network(args, obs_shape, actions).to(device)
-    policy = NoisyBehaviourPolicy(model=network, action_space=gym.spaces.Discrete(actions), num_atoms=args.num_atoms,
-                                  v_min=args.v_min, v_max=args.v_max, eps_training=args.eps_start,
-                                  exploration_stream=streams.exploration, noise_stream=streams.noise).to(device)
+    policy = NoisyBehaviourPolicy(
+        model=network,
+        action_space=gym.spaces.Discrete(actions),
+        num_atoms=args.num_atoms,
+        v_min=args.v_min,
+        v_max=args.v_max,
+        eps_training=args.eps_start,
+        exploration_stream=streams.exploration,
+        noise_stream=streams.noise,
+    ).to(device)
     algorithm = (LeanRainbowDQN if args.lean_update else NStepBootstrapRainbowDQN)(
-        policy=policy, optim=optimizer_factory, gamma=args.gamma, n_step_return_horizon=args.n_step, target_update_freq=target_period)
+        policy=policy,
+        optim=optimizer_factory,
+        gamma=args.gamma,
+        n_step_return_horizon=args.n_step,
+        target_update_freq=target_period,
+    )
     algorithm.noise_stream = streams.noise
     return algorithm, network
 
@@ -216,8 +251,11 @@ def td_batch(algorithm: RainbowDQN, buffer, k: int) -> dict:
     (with the networks' current noise)."""
     device = algorithm.policy.support.device
     batch = read_transitions(buffer, buffer.sample_indices(k), algorithm.n_step, device)
-    return {"obs": torch.as_tensor(np.asarray(batch.obs), device=device), "act": batch.act,
-            "target": target_distribution(algorithm, batch)}
+    return {
+        "obs": torch.as_tensor(np.asarray(batch.obs), device=device),
+        "act": batch.act,
+        "target": target_distribution(algorithm, batch),
+    }
 
 
 def per_sample_td_loss(network: RainbowNetwork, batch: dict) -> torch.Tensor:

@@ -40,8 +40,18 @@ def filled_buffer(shape, dtype, stack: int, prioritized: bool, transitions: int)
     for start in range(0, transitions, chunk):
         for _ in range(chunk):
             obs = (rng.random((1, *shape)) < 0.1) if dtype is bool else rng.integers(0, 255, (1, *shape)).astype(dtype)
-            buffer.add(Batch(obs=obs.astype(dtype), act=[0], rew=[0.0], terminated=[False], truncated=[False],
-                             obs_next=obs.astype(dtype), info=Batch()), buffer_ids=[0])
+            buffer.add(
+                Batch(
+                    obs=obs.astype(dtype),
+                    act=[0],
+                    rew=[0.0],
+                    terminated=[False],
+                    truncated=[False],
+                    obs_next=obs.astype(dtype),
+                    info=Batch(),
+                ),
+                buffer_ids=[0],
+            )
     return buffer
 
 
@@ -49,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transitions", type=int, default=100_000)
     args = parser.parse_args()
-    print(f"| observations | buffer | checkpoint size | write time | env time between checkpoints | share |")
+    print("| observations | buffer | checkpoint size | write time | env time between checkpoints | share |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as directory:
         for name, (shape, dtype, stack, prioritized, rate, interval) in FAMILIES.items():
@@ -62,8 +72,11 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             seconds = float(np.median(times))
             between = interval / rate
-            print(f"| {name} | {args.transitions:,} | {path.stat().st_size / 2**20:,.0f} MiB | {seconds:.2f} s "
-                  f"| {between:,.0f} s | {100 * seconds / between:.2f}% |", flush=True)
+            print(
+                f"| {name} | {args.transitions:,} | {path.stat().st_size / 2**20:,.0f} MiB | {seconds:.2f} s "
+                f"| {between:,.0f} s | {100 * seconds / between:.2f}% |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

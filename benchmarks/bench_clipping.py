@@ -33,8 +33,16 @@ def ppo_actor_critic(obs_dim: int = 11, act_dim: int = 3) -> nn.Module:
 
 def nature_cnn(actions: int = 6) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, actions),
+        nn.Conv2d(4, 32, 8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        nn.Linear(512, actions),
     )
 
 
@@ -46,8 +54,16 @@ def measure(name: str, model: nn.Module, adam_kwargs: dict, calls: int) -> dict:
     default = WeightClipping(model, kappa=2.0)  # counts on one clamp in 10
     every = WeightClipping(model, kappa=2.0, fraction_every=1)
     clamp_only = WeightClipping(model, kappa=2.0, fraction_every=None)
-    times = interleaved_medians({"adam": optimizer.step, "fused_adam": fused.step, "default": default.clip_now,
-                                 "every": every.clip_now, "clamp": clamp_only.clip_now}, calls)
+    times = interleaved_medians(
+        {
+            "adam": optimizer.step,
+            "fused_adam": fused.step,
+            "default": default.clip_now,
+            "every": every.clip_now,
+            "clamp": clamp_only.clip_now,
+        },
+        calls,
+    )
     return {
         "network": name,
         "params": sum(p.numel() for p in model.parameters()),
@@ -71,11 +87,15 @@ def main() -> None:
         measure("Nature CNN (DQN)", nature_cnn(), {"lr": 1e-4}, calls=30),
     ]
     print(f"torch {torch.__version__}, threads={args.threads}, device=cpu")
-    print("| network | parameters | Adam step (us) | WC, default (us) | WC / Adam, default | clamp only / Adam | counting every clamp / Adam | fused Adam step (us) |")
+    print(
+        "| network | parameters | Adam step (us) | WC, default (us) | WC / Adam, default | clamp only / Adam | counting every clamp / Adam | fused Adam step (us) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['network']} | {r['params']:,} | {r['adam_us']:.1f} | {r['default_us']:.1f} | {r['default']:.1%} | "
-              f"{r['clamp']:.1%} | {r['every']:.1%} | {r['fused_adam_us']:.1f} |")
+        print(
+            f"| {r['network']} | {r['params']:,} | {r['adam_us']:.1f} | {r['default_us']:.1f} | {r['default']:.1%} | "
+            f"{r['clamp']:.1%} | {r['every']:.1%} | {r['fused_adam_us']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,24 @@ NUM_ENVS = 10
 
 
 def filled_buffer(buffer_class, transitions: int):
-    buffer = buffer_class(total_size=100_000, buffer_num=NUM_ENVS, stack_num=4, ignore_obs_next=True, save_only_last_obs=True)
+    buffer = buffer_class(
+        total_size=100_000, buffer_num=NUM_ENVS, stack_num=4, ignore_obs_next=True, save_only_last_obs=True
+    )
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, size=(64, NUM_ENVS, 4, 84, 84), dtype=np.uint8)
     for i in range(transitions // NUM_ENVS):
         obs = frames[i % 64]
-        buffer.add(Batch(obs=obs, act=np.zeros(NUM_ENVS, np.int64), rew=np.zeros(NUM_ENVS, np.float32),
-                         terminated=np.zeros(NUM_ENVS, bool), truncated=np.zeros(NUM_ENVS, bool), obs_next=obs, info=Batch()))
+        buffer.add(
+            Batch(
+                obs=obs,
+                act=np.zeros(NUM_ENVS, np.int64),
+                rew=np.zeros(NUM_ENVS, np.float32),
+                terminated=np.zeros(NUM_ENVS, bool),
+                truncated=np.zeros(NUM_ENVS, bool),
+                obs_next=obs,
+                info=Batch(),
+            )
+        )
     buffer.hasnull()  # the fill itself is not what is measured
     return buffer
 
@@ -90,9 +101,25 @@ def agent_rates(agent, replay_ratio: int, gradient_steps: int, extra: list[str])
     WeightClipping.clip_now = timed_clip
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            agent.main(["--env-id", "ALE/Pong-v5", "--replay-ratio", str(replay_ratio), "--learning-starts", "320",
-                        "--total-timesteps", str(320 + env_steps), "--log-every", str(max(env_steps // 4, 10)),
-                        "--target-update-period", "1000", "--run-dir", run_dir, *extra])
+            agent.main(
+                [
+                    "--env-id",
+                    "ALE/Pong-v5",
+                    "--replay-ratio",
+                    str(replay_ratio),
+                    "--learning-starts",
+                    "320",
+                    "--total-timesteps",
+                    str(320 + env_steps),
+                    "--log-every",
+                    str(max(env_steps // 4, 10)),
+                    "--target-update-period",
+                    "1000",
+                    "--run-dir",
+                    run_dir,
+                    *extra,
+                ]
+            )
             events = EventAccumulator(run_dir, size_guidance={"scalars": 0}).Reload()
             sps = events.Scalars("charts/SPS")
             gps = events.Scalars("charts/gradient_steps_per_second")
@@ -101,8 +128,11 @@ def agent_rates(agent, replay_ratio: int, gradient_steps: int, extra: list[str])
     # rates after the first log interval; the clamp's share of that same window
     first, last = sps[0].wall_time, sps[-1].wall_time
     clamp = sum(seconds for wall, seconds in clamp_seconds if first <= wall <= last)
-    return {"sps": statistics.mean(e.value for e in sps[1:]), "gps": statistics.mean(e.value for e in gps[1:]),
-            "clamp_share": clamp / (last - first)}
+    return {
+        "sps": statistics.mean(e.value for e in sps[1:]),
+        "gps": statistics.mean(e.value for e in gps[1:]),
+        "clamp_share": clamp / (last - first),
+    }
 
 
 def main() -> None:
@@ -129,19 +159,28 @@ def buffer_growth(rounds: int) -> None:
     print("Part 1: one round (collect 10 steps, NaN check, 10 gradient steps), median of", rounds)
     print("| buffer | 5k transitions (ms) | 50k transitions (ms) | 50k / 5k |")
     print("|---|---|---|---|")
-    for name, buffer_class in (("Tianshou VectorReplayBuffer", VectorReplayBuffer), ("ours (NaN check on new data)", CheckedReplayBuffer)):
+    for name, buffer_class in (
+        ("Tianshou VectorReplayBuffer", VectorReplayBuffer),
+        ("ours (NaN check on new data)", CheckedReplayBuffer),
+    ):
         small, large = (seconds_per_round(buffer_class, n, rounds) for n in (5_000, 50_000))
         print(f"| {name} | {small * 1e3:.0f} | {large * 1e3:.0f} | {large / small:.2f} |")
     stored = filled_buffer(CheckedReplayBuffer, 1_000)
-    per_transition = sum(np.asarray(stored._meta[key]).nbytes for key in stored._meta.keys() if key != "info") / stored.maxsize
-    print(f"\nMeasured replay memory: {per_transition:,.0f} bytes per transition (frames "
-          f"{stored._meta.obs.nbytes / stored.maxsize:,.0f}); 1M transitions: {per_transition * 1e6 / 1e9:.2f} GB "
-          f"(storing 4-frame stacks: {4 * 84 * 84 * 1e6 / 1e9:.1f} GB, twice that with obs_next)")
+    per_transition = (
+        sum(np.asarray(stored._meta[key]).nbytes for key in stored._meta.keys() if key != "info") / stored.maxsize
+    )
+    print(
+        f"\nMeasured replay memory: {per_transition:,.0f} bytes per transition (frames "
+        f"{stored._meta.obs.nbytes / stored.maxsize:,.0f}); 1M transitions: {per_transition * 1e6 / 1e9:.2f} GB "
+        f"(storing 4-frame stacks: {4 * 84 * 84 * 1e6 / 1e9:.1f} GB, twice that with obs_next)"
+    )
 
 
 def agent_throughput(gradient_steps_per_run: int) -> None:
     print("\nPart 2: Pong, 10 envs, batch 32, after a 320-step warm-up")
-    print(f"Diagnostics 'on': unit health, ranks and weights every {gradient_steps_per_run // 2} gradient steps (denser than the")
+    print(
+        f"Diagnostics 'on': unit health, ranks and weights every {gradient_steps_per_run // 2} gradient steps (denser than the"
+    )
     print("default 50k env steps, to be measurable in a short run); heatmaps are at the end, outside the window.")
     print("| agent | replay ratio | WC | diagnostics | env steps/s | gradient steps/s | time in the WC clamp |")
     print("|---|---|---|---|---|---|---|")
@@ -149,12 +188,17 @@ def agent_throughput(gradient_steps_per_run: int) -> None:
         for replay_ratio in (1, 8):
             for wc in (False, True):
                 for diagnostics in (False, True):
-                    extra = (["--wc-kappa", "2"] if wc else []) + ([] if diagnostics else ["--diagnostics-every", "0", "--heatmap-every", "0"])
+                    extra = (["--wc-kappa", "2"] if wc else []) + (
+                        [] if diagnostics else ["--diagnostics-every", "0", "--heatmap-every", "0"]
+                    )
                     if diagnostics:
                         extra += ["--diagnostics-every", str(gradient_steps_per_run // replay_ratio // 2)]
                     rates = agent_rates(agent, replay_ratio, gradient_steps_per_run, extra)
-                    print(f"| {agent.__name__.split('.')[-1]} | {replay_ratio} | {'on' if wc else 'off'} | {'on' if diagnostics else 'off'} | "
-                          f"{rates['sps']:.1f} | {rates['gps']:.1f} | {rates['clamp_share']:.2%} |", flush=True)
+                    print(
+                        f"| {agent.__name__.split('.')[-1]} | {replay_ratio} | {'on' if wc else 'off'} | {'on' if diagnostics else 'off'} | "
+                        f"{rates['sps']:.1f} | {rates['gps']:.1f} | {rates['clamp_share']:.2%} |",
+                        flush=True,
+                    )
 
 
 # ---------------------------------------------------------------- part 3: whole loop vs a bare loop
@@ -163,7 +207,9 @@ HIGH_RR_CASES = {  # agent, preset, bare loop
     "minatar_dqn": (dqn, "dqn_minatar_rr8"),
     "minatar_rainbow": (rainbow, "rainbow_minatar_rr8"),
 }
-REPLAY_FILL = 10_000  # transitions in the bare loop's replay (the agent runs hold 1k-3k: sampling cost does not depend on it)
+REPLAY_FILL = (
+    10_000  # transitions in the bare loop's replay (the agent runs hold 1k-3k: sampling cost does not depend on it)
+)
 
 
 class PlainReplay:
@@ -173,8 +219,11 @@ class PlainReplay:
     def __init__(self, obs_shape, obs_dtype, actions: int, size: int, prioritized: dict | None, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
         self.size = size
-        random_obs = (lambda n: self.rng.random((n, *obs_shape)) < 0.3) if obs_dtype == bool else \
-            (lambda n: self.rng.normal(size=(n, *obs_shape)).astype(np.float32))
+        random_obs = (
+            (lambda n: self.rng.random((n, *obs_shape)) < 0.3)
+            if np.issubdtype(obs_dtype, np.bool_)
+            else (lambda n: self.rng.normal(size=(n, *obs_shape)).astype(np.float32))
+        )
         self.obs, self.obs_next = random_obs(size), random_obs(size)
         self.act = self.rng.integers(0, actions, size)
         self.rew = self.rng.normal(size=size).astype(np.float32)
@@ -195,7 +244,10 @@ class PlainReplay:
     def update_priorities(self, indices, losses: torch.Tensor) -> None:
         priority = np.abs(losses.numpy()) + 1e-6
         self.tree[indices] = priority ** self.prioritized["alpha"]
-        self.min_priority, self.max_priority = min(self.min_priority, priority.min()), max(self.max_priority, priority.max())
+        self.min_priority, self.max_priority = (
+            min(self.min_priority, priority.min()),
+            max(self.max_priority, priority.max()),
+        )
 
     def nstep(self, indices, n_step: int, gamma: float):
         """(discounted reward sum, bootstrap index, gamma^steps or 0 at a terminal)."""
@@ -215,8 +267,13 @@ def bare_update(case: str, args) -> callable:
     gamma, batch_size = args.gamma, args.batch_size
     obs_shape = (4,) if case == "cartpole" else (4, 10, 10)
     actions = 2 if case == "cartpole" else 3
-    replay = PlainReplay(obs_shape, np.float32 if case == "cartpole" else bool, actions, REPLAY_FILL,
-                         dict(alpha=args.alpha, beta=args.beta) if case == "minatar_rainbow" else None)
+    replay = PlainReplay(
+        obs_shape,
+        np.float32 if case == "cartpole" else bool,
+        actions,
+        REPLAY_FILL,
+        dict(alpha=args.alpha, beta=args.beta) if case == "minatar_rainbow" else None,
+    )
     torch.manual_seed(0)
     if case == "minatar_rainbow":
         network = RainbowNetwork(obs_shape, actions, args.num_atoms, args.noisy_std)
@@ -232,7 +289,10 @@ def bare_update(case: str, args) -> callable:
     def dqn_step():
         indices, _ = replay.sample(batch_size)
         returns, last, scale = replay.nstep(indices, args.n_step, gamma)
-        obs, obs_next = torch.as_tensor(replay.obs[indices], dtype=torch.float32), torch.as_tensor(replay.obs_next[last], dtype=torch.float32)
+        obs, obs_next = (
+            torch.as_tensor(replay.obs[indices], dtype=torch.float32),
+            torch.as_tensor(replay.obs_next[last], dtype=torch.float32),
+        )
         with torch.no_grad():
             next_q = target(obs_next)[0]
             if args.double_q:
@@ -241,7 +301,9 @@ def bare_update(case: str, args) -> callable:
                 bootstrap = next_q.max(1)[0]
             y = torch.as_tensor(returns, dtype=torch.float32) + torch.as_tensor(scale, dtype=torch.float32) * bootstrap
         q = network(obs)[0].gather(1, torch.as_tensor(replay.act[indices])[:, None]).squeeze(1)
-        loss = torch.nn.functional.huber_loss(q, y, delta=args.huber_delta) if args.huber_delta else (y - q).pow(2).mean()
+        loss = (
+            torch.nn.functional.huber_loss(q, y, delta=args.huber_delta) if args.huber_delta else (y - q).pow(2).mean()
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -252,14 +314,21 @@ def bare_update(case: str, args) -> callable:
             module.sample()
         indices, weight = replay.sample(batch_size)
         returns, last, scale = replay.nstep(indices, args.n_step, gamma)
-        obs, obs_next = torch.as_tensor(replay.obs[indices], dtype=torch.float32), torch.as_tensor(replay.obs_next[last], dtype=torch.float32)
+        obs, obs_next = (
+            torch.as_tensor(replay.obs[indices], dtype=torch.float32),
+            torch.as_tensor(replay.obs_next[last], dtype=torch.float32),
+        )
         with torch.no_grad():
             greedy = (network(obs_next)[0] * support).sum(2).argmax(1)
             next_dist = target(obs_next)[0][torch.arange(batch_size), greedy]
-            atoms = (torch.as_tensor(returns, dtype=torch.float32)[:, None]
-                     + torch.as_tensor(scale, dtype=torch.float32)[:, None] * support).clamp(args.v_min, args.v_max)
+            atoms = (
+                torch.as_tensor(returns, dtype=torch.float32)[:, None]
+                + torch.as_tensor(scale, dtype=torch.float32)[:, None] * support
+            ).clamp(args.v_min, args.v_max)
             delta = (args.v_max - args.v_min) / (args.num_atoms - 1)
-            projected = ((1 - (atoms[:, None, :] - support[None, :, None]).abs() / delta).clamp(0, 1) * next_dist[:, None, :]).sum(2)
+            projected = (
+                (1 - (atoms[:, None, :] - support[None, :, None]).abs() / delta).clamp(0, 1) * next_dist[:, None, :]
+            ).sum(2)
         dist = network(obs)[0][torch.arange(batch_size), torch.as_tensor(replay.act[indices])]
         cross_entropy = -(projected * torch.log(dist + 1e-8)).sum(1)
         loss = (cross_entropy * weight).mean()
@@ -307,10 +376,31 @@ def agent_loop_rate(agent, preset: str, lean: bool, env_steps: int) -> float:
     RunLogger.write_rates = marked
     try:
         with tempfile.TemporaryDirectory() as run_dir:
-            agent.main(["--config", preset, "--replay-ratio", "8", "--learning-starts", "1000", "--total-timesteps",
-                        str(1000 + env_steps), "--log-every", str(env_steps // 5), "--diagnostics-every", "0",
-                        "--heatmap-every", "0", "--checkpoint-every", str(10 * env_steps), "--gradcov-samples", "32",
-                        "--run-dir", run_dir, "--lean-update" if lean else "--no-lean-update"])
+            agent.main(
+                [
+                    "--config",
+                    preset,
+                    "--replay-ratio",
+                    "8",
+                    "--learning-starts",
+                    "1000",
+                    "--total-timesteps",
+                    str(1000 + env_steps),
+                    "--log-every",
+                    str(env_steps // 5),
+                    "--diagnostics-every",
+                    "0",
+                    "--heatmap-every",
+                    "0",
+                    "--checkpoint-every",
+                    str(10 * env_steps),
+                    "--gradcov-samples",
+                    "32",
+                    "--run-dir",
+                    run_dir,
+                    "--lean-update" if lean else "--no-lean-update",
+                ]
+            )
     finally:
         RunLogger.write_rates = original
     (first_time, first_steps), (last_time, last_steps) = marks[0], marks[-1]
@@ -323,7 +413,9 @@ def high_replay_ratio(repeats: int, env_steps: int, cases: list[str]) -> None:
 
     from runners.config import load_config_file
 
-    print("\nPart 3: RR 8, one thread: gradient steps per CPU-second of the whole training loop vs a bare PyTorch loop of the same update;")
+    print(
+        "\nPart 3: RR 8, one thread: gradient steps per CPU-second of the whole training loop vs a bare PyTorch loop of the same update;"
+    )
     print(f"{env_steps} env steps per agent run after a 1,000-step warm-up; median of {repeats} interleaved repeats")
     print("| case | bare loop | stock Tianshou update | lean update | stock / bare | lean / bare |")
     print("|---|---|---|---|---|---|")
@@ -340,7 +432,9 @@ def high_replay_ratio(repeats: int, env_steps: int, cases: list[str]) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     rates["lean" if lean else "stock"].append(agent_loop_rate(agent, preset, lean, env_steps))
         bare, stock, lean = (statistics.median(rates[k]) for k in ("bare", "stock", "lean"))
-        print(f"| {case} | {bare:.0f} | {stock:.0f} | {lean:.0f} | {stock / bare:.0%} | {lean / bare:.0%} |", flush=True)
+        print(
+            f"| {case} | {bare:.0f} | {stock:.0f} | {lean:.0f} | {stock / bare:.0%} | {lean / bare:.0%} |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,11 @@ def evaluation_rate(env_id: str, steps: int = 3_000) -> float:
     evaluator = Evaluator(make_env(env_id, training=False), episodes=10)
     done, start, step = 0, time.perf_counter(), 0
     while done < steps:
+
         def act(obs, rng):
             with torch.no_grad():
                 return network(obs)[0].argmax(1).numpy()
+
         done += int(evaluator.run(act, step)[1].sum())
         step += 1
     return done / (time.perf_counter() - start)
@@ -49,8 +51,25 @@ def evaluation_rate(env_id: str, steps: int = 3_000) -> float:
 
 def training_rate(env_id: str, options: list[str]) -> float:
     with tempfile.TemporaryDirectory() as directory:
-        dqn.main(["--env-id", env_id, *options, "--total-timesteps", "6000", "--learning-starts", "1000",
-                  "--log-every", "1000", "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", directory])
+        dqn.main(
+            [
+                "--env-id",
+                env_id,
+                *options,
+                "--total-timesteps",
+                "6000",
+                "--learning-starts",
+                "1000",
+                "--log-every",
+                "1000",
+                "--diagnostics-every",
+                "0",
+                "--heatmap-every",
+                "0",
+                "--run-dir",
+                directory,
+            ]
+        )
         events = EventAccumulator(directory, size_guidance={"scalars": 0}).Reload()
         return float(np.median([e.value for e in events.Scalars("charts/SPS")][1:]))
 

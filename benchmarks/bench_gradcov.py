@@ -57,8 +57,21 @@ def main() -> None:
     torch.manual_seed(0)
     k = args.k
     cases = {
-        "Nature CNN, TD loss": (nature_cnn(), td_loss, {"obs": torch.rand(k, 4, 84, 84), "action": torch.randint(0, 6, (k,)), "target": torch.randn(k)}),
-        "PPO actor-critic, PPO loss": (ppo_actor_critic(), ppo_loss, {"obs": torch.randn(k, 11), "action": torch.randn(k, 3), "advantage": torch.randn(k), "ret": torch.randn(k)}),
+        "Nature CNN, TD loss": (
+            nature_cnn(),
+            td_loss,
+            {"obs": torch.rand(k, 4, 84, 84), "action": torch.randint(0, 6, (k,)), "target": torch.randn(k)},
+        ),
+        "PPO actor-critic, PPO loss": (
+            ppo_actor_critic(),
+            ppo_loss,
+            {
+                "obs": torch.randn(k, 11),
+                "action": torch.randn(k, 3),
+                "advantage": torch.randn(k),
+                "ret": torch.randn(k),
+            },
+        ),
     }
     print(f"torch {torch.__version__}, threads={args.threads}, k={k}, device=cpu")
     print("| model | one batched fwd+bwd (ms) | naive loop (ms) | ours (ms) | loop / ours | max abs difference |")
@@ -68,7 +81,9 @@ def main() -> None:
         batched, _ = timed(lambda: torch.autograd.grad(loss_fn(model, batch).sum(), params))
         naive_s, naive = timed(lambda: naive_covariance(model, loss_fn, batch, k), repeats=1)
         ours_s, ours = timed(lambda: gradient_covariance(model, loss_fn, batch))
-        print(f"| {name} | {batched * 1e3:.1f} | {naive_s * 1e3:.0f} | {ours_s * 1e3:.0f} | {naive_s / ours_s:.1f}x | {(naive - ours).abs().max().item():.1e} |")
+        print(
+            f"| {name} | {batched * 1e3:.1f} | {naive_s * 1e3:.0f} | {ours_s * 1e3:.0f} | {naive_s / ours_s:.1f}x | {(naive - ours).abs().max().item():.1e} |"
+        )
 
 
 if __name__ == "__main__":

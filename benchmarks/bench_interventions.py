@@ -26,14 +26,25 @@ from benchmarks.common import interleaved_medians
 def ppo_case(layer_norm: bool = False):
     model = Agent(11, 3, layer_norm=layer_norm)
     obs = torch.randn(64, 11)
-    return model, lambda m: (m.critic(obs).square().mean() + m.actor_mean(obs).square().mean()), obs, \
-        lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1), lambda: Agent(11, 3, layer_norm=layer_norm)
+    return (
+        model,
+        lambda m: m.critic(obs).square().mean() + m.actor_mean(obs).square().mean(),
+        obs,
+        lambda net, x: torch.cat([net.critic(x), net.actor_mean(x)], 1),
+        lambda: Agent(11, 3, layer_norm=layer_norm),
+    )
 
 
 def cnn_case(layer_norm: bool = False):
     model = QNetwork((4, 84, 84), 6, layer_norm=layer_norm)
     obs = torch.randint(0, 255, (32, 4, 84, 84), dtype=torch.uint8)
-    return model, lambda m: m(obs)[0].square().mean(), obs, lambda net, x: net(x)[0], lambda: QNetwork((4, 84, 84), 6, layer_norm=layer_norm)
+    return (
+        model,
+        lambda m: m(obs)[0].square().mean(),
+        obs,
+        lambda net, x: net(x)[0],
+        lambda: QNetwork((4, 84, 84), 6, layer_norm=layer_norm),
+    )
 
 
 def training_step(model: nn.Module, loss_fn, optimizer_class=torch.optim.Adam, plugin=None, **optimizer_kwargs):
@@ -55,10 +66,18 @@ def measure(name: str, case, calls: int) -> list[tuple[str, str, float]]:
     candidates = {
         "adam": training_step(fresh(), loss_fn, lr=1e-4),
         "l2 (loss form)": training_step(fresh(), loss_fn, plugin=lambda m: LayerRegularizer(m, "l2", 0.01), lr=1e-4),
-        "l2_init decoupled": training_step(fresh(), loss_fn, plugin=lambda m: LayerRegularizer(m, "l2_init", 0.01, form="decoupled"), lr=1e-4),
-        "singular, delta 1.25": training_step(fresh(), loss_fn, plugin=lambda m: LayerRegularizer(m, "singular", 0.001, delta=1.25), lr=1e-4),
-        "shrink & perturb event": training_step(fresh(), loss_fn, plugin=lambda m: ShrinkAndPerturb(m, fresh, every_step, shrink=0.2, sigma=0.1), lr=1e-4),
-        "last-layer reset event": training_step(fresh(), loss_fn, plugin=lambda m: LastLayerReset(m, fresh, every_step), lr=1e-4),
+        "l2_init decoupled": training_step(
+            fresh(), loss_fn, plugin=lambda m: LayerRegularizer(m, "l2_init", 0.01, form="decoupled"), lr=1e-4
+        ),
+        "singular, delta 1.25": training_step(
+            fresh(), loss_fn, plugin=lambda m: LayerRegularizer(m, "singular", 0.001, delta=1.25), lr=1e-4
+        ),
+        "shrink & perturb event": training_step(
+            fresh(), loss_fn, plugin=lambda m: ShrinkAndPerturb(m, fresh, every_step, shrink=0.2, sigma=0.1), lr=1e-4
+        ),
+        "last-layer reset event": training_step(
+            fresh(), loss_fn, plugin=lambda m: LastLayerReset(m, fresh, every_step), lr=1e-4
+        ),
         "madam": training_step(fresh(), loss_fn, optimizer_class=Madam, lr=1e-2),
         "layer norm network": training_step(case(layer_norm=True)[4](), loss_fn, lr=1e-4),
     }
@@ -70,8 +89,12 @@ def measure(name: str, case, calls: int) -> list[tuple[str, str, float]]:
         fn()
         return time.perf_counter() - start
 
-    probe = once(lambda: plasticity_probe(base_model, fresh, predict, obs, lambda p: torch.optim.Adam(p, lr=1e-4), steps=100))
-    sharpness = once(lambda: hessian_spectrum(lambda: loss_fn(base_model), list(base_model.parameters()), iterations=20))
+    probe = once(
+        lambda: plasticity_probe(base_model, fresh, predict, obs, lambda p: torch.optim.Adam(p, lr=1e-4), steps=100)
+    )
+    sharpness = once(
+        lambda: hessian_spectrum(lambda: loss_fn(base_model), list(base_model.parameters()), iterations=20)
+    )
     rows.append((name, "plasticity probe, 100 steps", probe / times["adam"]))
     rows.append((name, "sharpness, 20 Lanczos steps", sharpness / times["adam"]))
     print(f"{name}: plain Adam training step {times['adam'] * 1e3:.2f} ms", flush=True)

@@ -79,10 +79,17 @@ def run_agent(env_id: str, iterations: int, extra: list[str]) -> dict:
 
     SummaryWriter.add_scalar = add_scalar
     try:
-        with tempfile.TemporaryDirectory() as run_dir, timing(WeightClipping, "clip_now", clamps), \
-                timing(DiagnosticsLogger, "log_representation", diagnostics), timing(DiagnosticsLogger, "log_weights", diagnostics), \
-                timing(DiagnosticsLogger, "log_gradient_covariance", diagnostics), timing(DiagnosticsLogger, "log_clipping", diagnostics):
-            ppo_continuous.main(["--env-id", env_id, "--total-timesteps", str(2048 * iterations), "--run-dir", run_dir, *extra])
+        with (
+            tempfile.TemporaryDirectory() as run_dir,
+            timing(WeightClipping, "clip_now", clamps),
+            timing(DiagnosticsLogger, "log_representation", diagnostics),
+            timing(DiagnosticsLogger, "log_weights", diagnostics),
+            timing(DiagnosticsLogger, "log_gradient_covariance", diagnostics),
+            timing(DiagnosticsLogger, "log_clipping", diagnostics),
+        ):
+            ppo_continuous.main(
+                ["--env-id", env_id, "--total-timesteps", str(2048 * iterations), "--run-dir", run_dir, *extra]
+            )
     finally:
         SummaryWriter.add_scalar = original_add_scalar
     (first_step, first), (last_step, last) = iteration_ends[0], iteration_ends[-1]
@@ -109,22 +116,32 @@ def main() -> None:
             raw.append(raw_env_rates(args.env_id, 4096))
             runs[name].append(run_agent(args.env_id, args.iterations, extra))
     raw_rate = {clock: statistics.median(r[clock] for r in raw) for clock in CLOCKS}
-    print(f"\n{args.env_id}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.repeats} repeats, medians; "
-          f"raw wrapped env with random actions: {raw_rate['cpu']:.0f} steps per CPU-second, {raw_rate['wall']:.0f} steps/s wall-clock")
-    print("| variant | agent steps per CPU-s | agent / raw env (CPU time) | agent steps/s wall | agent / raw env (wall) |")
+    print(
+        f"\n{args.env_id}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.repeats} repeats, medians; "
+        f"raw wrapped env with random actions: {raw_rate['cpu']:.0f} steps per CPU-second, {raw_rate['wall']:.0f} steps/s wall-clock"
+    )
+    print(
+        "| variant | agent steps per CPU-s | agent / raw env (CPU time) | agent steps/s wall | agent / raw env (wall) |"
+    )
     print("|---|---|---|---|---|")
     rate = {}
     for name in VARIANTS:
         rate[name] = {clock: statistics.median(r[clock] for r in runs[name]) for clock in CLOCKS}
-        print(f"| {name} | {rate[name]['cpu']:.0f} | {rate[name]['cpu'] / raw_rate['cpu']:.1%} | "
-              f"{rate[name]['wall']:.0f} | {rate[name]['wall'] / raw_rate['wall']:.1%} |")
+        print(
+            f"| {name} | {rate[name]['cpu']:.0f} | {rate[name]['cpu'] / raw_rate['cpu']:.1%} | "
+            f"{rate[name]['wall']:.0f} | {rate[name]['wall'] / raw_rate['wall']:.1%} |"
+        )
     full = runs["PPO + WC, diagnostics default"]
-    print(f"\nShare of the training loop's CPU time in one run (PPO + WC, default diagnostics): "
-          f"WC clamp {statistics.median(r['wc_share_cpu'] for r in full):.2%}, "
-          f"diagnostics {statistics.median(r['diagnostics_share_cpu'] for r in full):.2%}")
+    print(
+        f"\nShare of the training loop's CPU time in one run (PPO + WC, default diagnostics): "
+        f"WC clamp {statistics.median(r['wc_share_cpu'] for r in full):.2%}, "
+        f"diagnostics {statistics.median(r['diagnostics_share_cpu'] for r in full):.2%}"
+    )
     base = rate["PPO, no WC, diagnostics off"]["cpu"]
-    print(f"Throughput cost from the variant rates (CPU time): WC {1 - rate['PPO + WC, diagnostics off']['cpu'] / base:.1%}, "
-          f"diagnostics {1 - rate['PPO, no WC, diagnostics default']['cpu'] / base:.1%}")
+    print(
+        f"Throughput cost from the variant rates (CPU time): WC {1 - rate['PPO + WC, diagnostics off']['cpu'] / base:.1%}, "
+        f"diagnostics {1 - rate['PPO, no WC, diagnostics default']['cpu'] / base:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ def synchronize(device: torch.device) -> None:
 # queued kernel (a host-device sync) and copies the result back.
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "__array__")
 # Operators whose output size depends on the data: on a GPU they sync inside the kernel call.
-SYNCING_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_consecutive")
+SYNCING_OPS = (
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::_unique2",
+    "aten::unique_consecutive",
+)
 
 
 def _relative(file_name: str) -> str:
@@ -96,6 +102,7 @@ def host_read_audit(device: torch.device):
             if self.device == device:
                 counts[f"{_call_site()} .{name}"] += 1
             return original(self, *args, **kwargs)
+
         return read
 
     for name, original in originals.items():

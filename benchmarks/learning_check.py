@@ -29,16 +29,32 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 WC_VARIANTS = {"Adam": [], "Adam+WC (kappa 2)": ["--wc-kappa", "2"]}
 SEEDS = (1, 2)
 CHECKS = {
-    "ppo": {"command": ["ppo", "--env-id", "Hopper-v5", "--total-timesteps", "300000"], "steps": 300_000,
-            "title": "PPO on Hopper-v5", "figure": "ppo_hopper_learning.png", "variants": WC_VARIANTS},
-    "dqn": {"command": ["dqn", "--config", "dqn_cartpole"], "steps": 100_000,
-            "title": "DQN on CartPole-v1, replay ratio 1", "figure": "dqn_cartpole_learning.png", "variants": WC_VARIANTS},
+    "ppo": {
+        "command": ["ppo", "--env-id", "Hopper-v5", "--total-timesteps", "300000"],
+        "steps": 300_000,
+        "title": "PPO on Hopper-v5",
+        "figure": "ppo_hopper_learning.png",
+        "variants": WC_VARIANTS,
+    },
+    "dqn": {
+        "command": ["dqn", "--config", "dqn_cartpole"],
+        "steps": 100_000,
+        "title": "DQN on CartPole-v1, replay ratio 1",
+        "figure": "dqn_cartpole_learning.png",
+        "variants": WC_VARIANTS,
+    },
     "interventions": {
-        "command": ["dqn", "--config", "dqn_cartpole"], "steps": 100_000,
-        "title": "DQN on CartPole-v1 with the plug-ins", "figure": "dqn_cartpole_interventions.png",
-        "variants": {"Adam": [], "L2_Init delta 1.25": ["--reg", "l2_init", "--reg-delta", "1.25"],
-                     "singular delta 1.25": ["--reg", "singular", "--reg-delta", "1.25"],
-                     "LayerNorm": ["--layer-norm"], "reset_last_layer at target updates": ["--reset-last-layer-every", "target"]},
+        "command": ["dqn", "--config", "dqn_cartpole"],
+        "steps": 100_000,
+        "title": "DQN on CartPole-v1 with the plug-ins",
+        "figure": "dqn_cartpole_interventions.png",
+        "variants": {
+            "Adam": [],
+            "L2_Init delta 1.25": ["--reg", "l2_init", "--reg-delta", "1.25"],
+            "singular delta 1.25": ["--reg", "singular", "--reg-delta", "1.25"],
+            "LayerNorm": ["--layer-norm"],
+            "reset_last_layer at target updates": ["--reset-last-layer-every", "target"],
+        },
     },
 }
 COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")
@@ -49,7 +65,18 @@ def run_name(variant: str) -> str:
 
 
 def train(check: dict, run_dir: Path, extra: list[str], seed: int) -> None:
-    command = [sys.executable, "-m", "runners.cli", "train", *check["command"], "--seed", str(seed), "--run-dir", str(run_dir), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "train",
+        *check["command"],
+        "--seed",
+        str(seed),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)

@@ -69,8 +69,12 @@ def register_classification_envs() -> None:
     for name, variant in VARIANTS.items():
         env_id = f"{NAMESPACE}/Digits-{name}-v0"
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point="envs.classification:ClassificationMDP",
-                         max_episode_steps=EPISODE_STEPS, kwargs={"variant": variant})
+            gym.register(
+                env_id,
+                entry_point="envs.classification:ClassificationMDP",
+                max_episode_steps=EPISODE_STEPS,
+                kwargs={"variant": variant},
+            )
 
 
 @cache

@@ -42,7 +42,9 @@ def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = gym.wrappers.ClipAction(env)
         env = gym.wrappers.NormalizeObservation(env)
-        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space)
+        env = gym.wrappers.TransformObservation(
+            env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space
+        )
         env = gym.wrappers.NormalizeReward(env, gamma=gamma)
         env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -REWARD_CLIP, REWARD_CLIP))
         return env
@@ -60,7 +62,9 @@ def make_eval_env(env_id: str) -> Callable[[], gym.Env]:
         env = gym.wrappers.ClipAction(env)
         env = gym.wrappers.NormalizeObservation(env)
         env.update_running_mean = False
-        return gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space)
+        return gym.wrappers.TransformObservation(
+            env, lambda obs: np.clip(obs, -OBS_CLIP, OBS_CLIP), env.observation_space
+        )
 
     return thunk
 
@@ -79,7 +83,9 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.Sync
     bare = gym.make(env_id)  # the wrapper stack itself fails on discrete actions, less clearly
     require_continuous_actions(env_id, bare.action_space)
     bare.close()
-    return gym.vector.SyncVectorEnv([make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+    return gym.vector.SyncVectorEnv(
+        [make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+    )
 
 
 def _find_wrapper(env: gym.Env, kind: type) -> gym.Wrapper:
@@ -97,14 +103,19 @@ _VECTOR_STATE = ("_env_obs", "_observations", "_rewards", "_terminations", "_tru
 def vector_env_state(envs: gym.vector.SyncVectorEnv) -> dict:
     """Every sub-env's full state (envs/state.py) and the vector env's own, for checkpoints
     that resume episodes in flight exactly."""
-    return {"autoreset_mode": envs.autoreset_mode.value, "envs": [capture_env_state(env) for env in envs.envs],
-            **{name: copy.deepcopy(getattr(envs, name)) for name in _VECTOR_STATE}}
+    return {
+        "autoreset_mode": envs.autoreset_mode.value,
+        "envs": [capture_env_state(env) for env in envs.envs],
+        **{name: copy.deepcopy(getattr(envs, name)) for name in _VECTOR_STATE},
+    }
 
 
 def load_vector_env_state(envs: gym.vector.SyncVectorEnv, state: dict) -> None:
     if len(state["envs"]) != len(envs.envs) or state["autoreset_mode"] != envs.autoreset_mode.value:
-        raise ValueError(f"checkpoint has {len(state['envs'])} envs in {state['autoreset_mode']} autoreset mode, "
-                         f"this run {len(envs.envs)} in {envs.autoreset_mode.value}")
+        raise ValueError(
+            f"checkpoint has {len(state['envs'])} envs in {state['autoreset_mode']} autoreset mode, "
+            f"this run {len(envs.envs)} in {envs.autoreset_mode.value}"
+        )
     for env, env_state in zip(envs.envs, state["envs"]):
         restore_env_state(env, env_state)
     for name in _VECTOR_STATE:
@@ -118,17 +129,25 @@ def normalization_state(envs: gym.vector.SyncVectorEnv) -> list[dict]:
     for env in envs.envs:
         obs = _find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms
         reward = _find_wrapper(env, gym.wrappers.NormalizeReward)
-        states.append({
-            "obs_mean": obs.mean.copy(), "obs_var": obs.var.copy(), "obs_count": obs.count,
-            "return_mean": reward.return_rms.mean.copy(), "return_var": reward.return_rms.var.copy(),
-            "return_count": reward.return_rms.count, "discounted_reward": reward.discounted_reward.copy(),
-        })
+        states.append(
+            {
+                "obs_mean": obs.mean.copy(),
+                "obs_var": obs.var.copy(),
+                "obs_count": obs.count,
+                "return_mean": reward.return_rms.mean.copy(),
+                "return_var": reward.return_rms.var.copy(),
+                "return_count": reward.return_rms.count,
+                "discounted_reward": reward.discounted_reward.copy(),
+            }
+        )
     return states
 
 
 def load_normalization_state(envs: gym.vector.SyncVectorEnv, states: list[dict]) -> None:
     if len(states) != len(envs.envs):
-        raise ValueError(f"checkpoint has normalisation statistics for {len(states)} envs, this run has {len(envs.envs)}")
+        raise ValueError(
+            f"checkpoint has normalisation statistics for {len(states)} envs, this run has {len(envs.envs)}"
+        )
     for env, state in zip(envs.envs, states):
         obs = _find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms
         reward = _find_wrapper(env, gym.wrappers.NormalizeReward)
@@ -144,4 +163,4 @@ def finished_episodes(infos: dict) -> list[tuple[float, int]]:
     if not final or "_episode" not in final:
         return []
     mask = final["_episode"]
-    return [(float(r), int(l)) for r, l in zip(final["episode"]["r"][mask], final["episode"]["l"][mask])]
+    return [(float(ret), int(length)) for ret, length in zip(final["episode"]["r"][mask], final["episode"]["l"][mask])]

@@ -35,9 +35,13 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
 
 def require_continuous_actions(env_id: str, action_space: gym.Space) -> None:
     if not isinstance(action_space, gym.spaces.Box):
-        raise UsageError(f"{env_id} has a {type(action_space).__name__} action space; this agent needs continuous (Box) actions")
+        raise UsageError(
+            f"{env_id} has a {type(action_space).__name__} action space; this agent needs continuous (Box) actions"
+        )
 
 
 def require_discrete_actions(env_id: str, action_space: gym.Space) -> None:
     if not isinstance(action_space, gym.spaces.Discrete):
-        raise UsageError(f"{env_id} has a {type(action_space).__name__} action space; this agent needs discrete actions")
+        raise UsageError(
+            f"{env_id} has a {type(action_space).__name__} action space; this agent needs discrete actions"
+        )

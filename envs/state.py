@@ -56,9 +56,24 @@ STATE_VERSION = 1
 # Attributes that are configuration or plumbing, not state: the wrapped env, spaces and
 # metadata (derived at construction), the constructor arguments kept for re-creation,
 # and rendering objects of classic control (pygame surfaces cannot be copied).
-_NOT_STATE = {"env", "_action_space", "_observation_space", "action_space", "observation_space", "_metadata",
-              "metadata", "_cached_spec", "spec", "_saved_kwargs", "_ezpickle_args", "_ezpickle_kwargs",
-              "screen", "clock", "viewer", "surf"}
+_NOT_STATE = {
+    "env",
+    "_action_space",
+    "_observation_space",
+    "action_space",
+    "observation_space",
+    "_metadata",
+    "metadata",
+    "_cached_spec",
+    "spec",
+    "_saved_kwargs",
+    "_ezpickle_args",
+    "_ezpickle_kwargs",
+    "screen",
+    "clock",
+    "viewer",
+    "surf",
+}
 
 
 def capture_env_state(env: gym.Env) -> dict:
@@ -70,7 +85,10 @@ def capture_env_state(env: gym.Env) -> dict:
     state: dict[str, Any] = {"version": STATE_VERSION, "family": family, "env_id": _env_id(env)}
     # one deepcopy for the whole stack: objects that wrappers share stay shared
     state["wrappers"] = copy.deepcopy(wrappers)
-    rng = {"np_random": copy.deepcopy(getattr(base, "_np_random", None)), "np_random_seed": getattr(base, "_np_random_seed", None)}
+    rng = {
+        "np_random": copy.deepcopy(getattr(base, "_np_random", None)),
+        "np_random_seed": getattr(base, "_np_random_seed", None),
+    }
     if family == "mujoco":
         state["base"] = {"mjdata": zlib.compress(pickle.dumps(base.data), 1), **rng}
     elif family == "ale":
@@ -95,7 +113,9 @@ def restore_env_state(env: gym.Env, state: dict) -> None:
     here = [type(layer).__name__ for layer in layers]
     saved = [name for name, _ in state["wrappers"]]
     if (state["family"], state["env_id"], saved) != (family, _env_id(env), here):
-        raise ValueError(f"env state of {state['env_id']} ({' > '.join(saved)}) does not fit {_env_id(env)} ({' > '.join(here)})")
+        raise ValueError(
+            f"env state of {state['env_id']} ({' > '.join(saved)}) does not fit {_env_id(env)} ({' > '.join(here)})"
+        )
     wrappers = copy.deepcopy(state["wrappers"])
     for layer, (_, attributes) in zip(layers, wrappers):
         for name, value in attributes.items():
@@ -127,7 +147,9 @@ def _layers(env: gym.Env) -> list[gym.Wrapper]:
         layers.append(env)
         env = env.env
     if env is not env.unwrapped:
-        raise TypeError(f"{type(env).__name__} wraps an env without being a gymnasium.Wrapper; its state cannot be captured")
+        raise TypeError(
+            f"{type(env).__name__} wraps an env without being a gymnasium.Wrapper; its state cannot be captured"
+        )
     return layers
 
 
@@ -143,14 +165,19 @@ def _family(base: gym.Env) -> str:
         return "classic_control"
     if module == "envs.classification":
         return "classification"
-    raise TypeError(f"cannot capture the state of {type(base).__name__} ({module}): envs/state.py knows MuJoCo, ALE, "
-                    "MinAtar, gymnasium's classic control envs and the classification MDPs")
+    raise TypeError(
+        f"cannot capture the state of {type(base).__name__} ({module}): envs/state.py knows MuJoCo, ALE, "
+        "MinAtar, gymnasium's classic control envs and the classification MDPs"
+    )
 
 
 def _plain_attributes(obj: object) -> dict[str, Any]:
     """Instance attributes that are state: not in _NOT_STATE, not spaces, envs or callables."""
-    return {name: value for name, value in vars(obj).items()
-            if name not in _NOT_STATE and not callable(value) and not isinstance(value, (gym.Space, gym.Env))}
+    return {
+        name: value
+        for name, value in vars(obj).items()
+        if name not in _NOT_STATE and not callable(value) and not isinstance(value, (gym.Space, gym.Env))
+    }
 
 
 def _env_id(env: gym.Env) -> str | None:

@@ -39,8 +39,9 @@ class Estimate:
     high: float
 
 
-def interval_estimates(scores: dict[str, np.ndarray], level: float = 0.95, reps: int = BOOTSTRAP_REPS,
-                       seed: int = 0) -> dict[str, dict[str, Estimate]]:
+def interval_estimates(
+    scores: dict[str, np.ndarray], level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> dict[str, dict[str, Estimate]]:
     """``{variant: {"mean": Estimate, "iqm": Estimate}}``; "iqm" only where a variant has >= 5 seeds."""
     estimates: dict[str, dict[str, Estimate]] = {}
     for variant, matrix in scores.items():
@@ -59,29 +60,41 @@ def interval_estimates(scores: dict[str, np.ndarray], level: float = 0.95, reps:
             point = aggregate(matrix)
             estimates[variant] = {n: Estimate(p, p, p) for n, p in zip(names, point)}
             continue
-        state = np.random.get_state()  # rliable's bootstrap draws from numpy's global generator, whatever random_state says
+        state = (
+            np.random.get_state()
+        )  # rliable's bootstrap draws from numpy's global generator, whatever random_state says
         np.random.seed(seed)
         try:
             with _quiet_arch():
                 points, intervals = rly.get_interval_estimates(
-                    {variant: matrix}, aggregate, reps=reps, confidence_interval_size=level,
-                    random_state=np.random.RandomState(seed))
+                    {variant: matrix},
+                    aggregate,
+                    reps=reps,
+                    confidence_interval_size=level,
+                    random_state=np.random.RandomState(seed),
+                )
         finally:
             np.random.set_state(state)
-        estimates[variant] = {n: Estimate(float(points[variant][i]), float(intervals[variant][0, i]),
-                                          float(intervals[variant][1, i])) for i, n in enumerate(names)}
+        estimates[variant] = {
+            n: Estimate(float(points[variant][i]), float(intervals[variant][0, i]), float(intervals[variant][1, i]))
+            for i, n in enumerate(names)
+        }
     return estimates
 
 
-def performance_profiles(scores: dict[str, np.ndarray], thresholds: np.ndarray, reps: int = BOOTSTRAP_REPS,
-                         seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def performance_profiles(
+    scores: dict[str, np.ndarray], thresholds: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{variant: (fraction of runs scoring > tau, band low, band high)}`` for each tau in ``thresholds``."""
     state = np.random.get_state()  # rliable's profile bootstrap draws from numpy's global generator
     np.random.seed(seed)
     try:
         with _quiet_arch():
             profiles, bands = rly.create_performance_profile(
-                {k: np.asarray(v, dtype=float) for k, v in scores.items()}, np.asarray(thresholds, dtype=float), reps=reps)
+                {k: np.asarray(v, dtype=float) for k, v in scores.items()},
+                np.asarray(thresholds, dtype=float),
+                reps=reps,
+            )
     finally:
         np.random.set_state(state)
     return {k: (profiles[k], bands[k][0], bands[k][1]) for k in profiles}
@@ -104,6 +117,7 @@ class Difference:
     """B - A of the mean over seeds, its stratified-bootstrap interval, the two-sided
     permutation p-value (``exact``: over all ``relabelings``; else estimated from that many
     random ones) and P(B > A)."""
+
     point: float
     low: float
     high: float
@@ -145,8 +159,9 @@ def smallest_p(seeds_a: int, seeds_b: int) -> float:
     return (2 if seeds_a == seeds_b else 1) / relabelings(seeds_a, seeds_b)
 
 
-def permutation_p_value(a, b, limit: int = EXACT_PERMUTATION_LIMIT, random_relabelings: int = RANDOM_RELABELINGS,
-                        seed: int = 0) -> tuple[float, int, bool]:
+def permutation_p_value(
+    a, b, limit: int = EXACT_PERMUTATION_LIMIT, random_relabelings: int = RANDOM_RELABELINGS, seed: int = 0
+) -> tuple[float, int, bool]:
     """(two-sided p, relabelings counted, exact): the share of the splits of the pooled seeds into
     n_A and n_B whose |mean(B) - mean(A)| is at least the observed one, over all
     C(n_A + n_B, n_A) splits (itertools.combinations) up to ``limit``; beyond it, over
@@ -200,5 +215,6 @@ def compare(a, b, level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0
     a, b = _seeds(a, "A"), _seeds(b, "B")
     estimate = bootstrap_difference(a, b, level, reps, seed)
     p, count, exact = permutation_p_value(a, b, seed=seed)
-    return Difference(estimate.point, estimate.low, estimate.high, p, count, exact,
-                      probability_of_improvement(a, b), len(a), len(b))
+    return Difference(
+        estimate.point, estimate.low, estimate.high, p, count, exact, probability_of_improvement(a, b), len(a), len(b)
+    )

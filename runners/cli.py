@@ -78,39 +78,75 @@ def figures(command: str, argv: list[str]) -> None:
     if command == "heatmap":
         parser.add_argument("runs", nargs="+", help="run directories")
         parser.add_argument("--step", type=int, default=None, help="env step (nearest saved matrix); default: the last")
-        parser.add_argument("--out", default=None,
-                            help="PNG path (default: heatmaps.png in the runs' common directory, or in the first run's)")
+        parser.add_argument(
+            "--out",
+            default=None,
+            help="PNG path (default: heatmaps.png in the runs' common directory, or in the first run's)",
+        )
         args = parser.parse_args(argv)
         print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
         return
     parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
-    parser.add_argument("--metric", required=True, action="append",
-                        help="scalar tag, e.g. charts/episodic_return; repeat it for several metrics")
-    parser.add_argument("--include-partial", action="store_true",
-                        help="include unfinished runs, each group cut at its common last step (default: complete runs only)")
-    parser.add_argument("--last-fraction", type=float, default=0.1,
-                        help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)")
+    parser.add_argument(
+        "--metric",
+        required=True,
+        action="append",
+        help="scalar tag, e.g. charts/episodic_return; repeat it for several metrics",
+    )
+    parser.add_argument(
+        "--include-partial",
+        action="store_true",
+        help="include unfinished runs, each group cut at its common last step (default: complete runs only)",
+    )
+    parser.add_argument(
+        "--last-fraction",
+        type=float,
+        default=0.1,
+        help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)",
+    )
     if command == "table":
-        parser.add_argument("--windows", type=int, default=None,
-                            help="also a table of each metric's mean in this many equal windows of env steps, from 0 to the "
-                                 "runs' budget (sample efficiency), with each seed's whole-run mean and drop from its best window")
-        parser.add_argument("--csv", default=None,
-                            help="also write each run's final value (and window means, with --windows) to this CSV, a row "
-                                 "per run and metric; with --compare, the comparisons beside it, a row each (runs.csv: runs_compare.csv)")
-        parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=None,
-                            help="also compare two variants (named as in the table), per env and metric: B - A of the final "
-                                 "value and of the whole-run mean (the mean of the --windows window means, "
-                                 f"{plots.DEFAULT_COMPARE_WINDOWS} without it), each with a stratified bootstrap 95%% CI, the "
-                                 "exact two-sided permutation p, Holm's p over every comparison asked, P(B > A) and the seed "
-                                 "counts; repeat it for several pairs")
+        parser.add_argument(
+            "--windows",
+            type=int,
+            default=None,
+            help="also a table of each metric's mean in this many equal windows of env steps, from 0 to the "
+            "runs' budget (sample efficiency), with each seed's whole-run mean and drop from its best window",
+        )
+        parser.add_argument(
+            "--csv",
+            default=None,
+            help="also write each run's final value (and window means, with --windows) to this CSV, a row "
+            "per run and metric; with --compare, the comparisons beside it, a row each (runs.csv: runs_compare.csv)",
+        )
+        parser.add_argument(
+            "--compare",
+            nargs=2,
+            action="append",
+            metavar=("A", "B"),
+            default=None,
+            help="also compare two variants (named as in the table), per env and metric: B - A of the final "
+            "value and of the whole-run mean (the mean of the --windows window means, "
+            f"{plots.DEFAULT_COMPARE_WINDOWS} without it), each with a stratified bootstrap 95%% CI, the "
+            "exact two-sided permutation p, Holm's p over every comparison asked, P(B > A) and the seed "
+            "counts; repeat it for several pairs",
+        )
     if command == "plot":
-        parser.add_argument("--group-by", choices=("variant", "env"), default="variant",
-                            help="variant: a panel per env, a colour per variant; env: the other way round")
-        parser.add_argument("--out", default=None,
-                            help="PNG path (default: <sweep>/<metric>.png, the metrics joined by '+'); the CSV goes beside it")
-        parser.add_argument("--profile", action="store_true",
-                            help="also draw performance profiles of the final values (<out>_profile.png, one per metric "
-                                 "when several)")
+        parser.add_argument(
+            "--group-by",
+            choices=("variant", "env"),
+            default="variant",
+            help="variant: a panel per env, a colour per variant; env: the other way round",
+        )
+        parser.add_argument(
+            "--out",
+            default=None,
+            help="PNG path (default: <sweep>/<metric>.png, the metrics joined by '+'); the CSV goes beside it",
+        )
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="also draw performance profiles of the final values (<out>_profile.png, one per metric when several)",
+        )
     args = parser.parse_args(argv)
     args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
     plots.check_last_fraction(args.last_fraction)
@@ -128,14 +164,17 @@ def figures(command: str, argv: list[str]) -> None:
             tables += [plots.window_table(runs_of[metric], metric, edges_of) for metric in args.metric]
         if pairs:
             windows = args.windows or plots.DEFAULT_COMPARE_WINDOWS
-            rows, compare_notes = plots.comparisons(runs_of, pairs, args.last_fraction,
-                                                    edges_of or plots.window_edges(runs_of, windows))
+            rows, compare_notes = plots.comparisons(
+                runs_of, pairs, args.last_fraction, edges_of or plots.window_edges(runs_of, windows)
+            )
             tables.append(plots.compare_table(rows, compare_notes, args.last_fraction, windows))
         print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         if args.csv:
             print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, edges_of)}")
             if pairs:
-                print(f"wrote {plots.write_compare_csv(rows, plots.compare_csv_path(args.csv), args.last_fraction, windows)}")
+                print(
+                    f"wrote {plots.write_compare_csv(rows, plots.compare_csv_path(args.csv), args.last_fraction, windows)}"
+                )
         return
     for note in notes:
         print(note)
@@ -182,17 +221,33 @@ def sweep_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
     parser.add_argument("spec", help="sweep spec (YAML)")
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)"
+    )
     parser.add_argument("--dir", default=None, help="sweep directory (default: sweeps/<name>)")
-    parser.add_argument("--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing")
-    parser.add_argument("--env", action="append", default=None,
-                        help="run only this env id of the spec, e.g. MinAtar/Seaquest-v1 (repeatable); the manifest still lists every run")
-    parser.add_argument("--variant", action="append", default=None,
-                        help="run only this variant, named as its run directory (with a grid: adam+wc_wc_kappa2.0) (repeatable)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="write the manifest (and the sbatch script) and print, run nothing"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=None,
+        help="run only this env id of the spec, e.g. MinAtar/Seaquest-v1 (repeatable); the manifest still lists every run",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="run only this variant, named as its run directory (with a grid: adam+wc_wc_kappa2.0) (repeatable)",
+    )
     parser.add_argument("--resubmit-failed", action="store_true", help="slurm: submit only failed or interrupted runs")
-    parser.add_argument("--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)")
+    parser.add_argument(
+        "--activate", default=None, help="slurm: line that activates the environment (default: this interpreter's venv)"
+    )
     for key in sweep.RESOURCE_KEYS:
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec"
+        )
     args = parser.parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
@@ -201,8 +256,10 @@ def sweep_command(argv: list[str]) -> None:
     loaded = sweep.load_spec(args.spec, args.dir)
     chosen = sweep.choose_runs(loaded, args.env, args.variant)
     if args.backend == "slurm":
-        flags = sweep.check_resources({k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None},
-                                      lambda key: f"--{key.replace('_', '-')}")
+        flags = sweep.check_resources(
+            {k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None},
+            lambda key: f"--{key.replace('_', '-')}",
+        )
         resources = {**loaded.resources, **flags}
         submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed, chosen)
         return

@@ -117,8 +117,10 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-CONFIG_HELP = ("preset name (configs/<name>.yaml, e.g. ppo_hopper, dqn_cartpole) or a YAML file of options; "
-               "flags given on the command line override it")
+CONFIG_HELP = (
+    "preset name (configs/<name>.yaml, e.g. ppo_hopper, dqn_cartpole) or a YAML file of options; "
+    "flags given on the command line override it"
+)
 
 
 def field_docstrings(cls: type) -> dict[str, str]:
@@ -130,9 +132,13 @@ def field_docstrings(cls: type) -> dict[str, str]:
         except (OSError, TypeError, IndexError, AttributeError):
             continue
         for statement, following in zip(body, body[1:]):
-            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
-                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
                 docs[statement.target.id] = " ".join(following.value.value.split())
     return docs
 
@@ -155,13 +161,28 @@ def _help_view(args_class: type, default: Any) -> type:
     hints, docs = typing.get_type_hints(args_class), field_docstrings(args_class)
     groups = []
     for index, (name_of_group, names) in enumerate(option_groups(args_class)):
-        specs = [(name, Annotated[hints[name], tyro.conf.arg(help=docs.get(name, ""))],
-                  dataclasses.field(default=getattr(default, name))) for name in names]
+        specs = [
+            (
+                name,
+                Annotated[hints[name], tyro.conf.arg(help=docs.get(name, ""))],
+                dataclasses.field(default=getattr(default, name)),
+            )
+            for name in names
+        ]
         if index == 0:
-            specs.insert(0, ("config", Annotated[str | None, tyro.conf.arg(help=CONFIG_HELP)], dataclasses.field(default=None)))
+            specs.insert(
+                0, ("config", Annotated[str | None, tyro.conf.arg(help=CONFIG_HELP)], dataclasses.field(default=None))
+            )
         group = dataclasses.make_dataclass(name_of_group, specs)
-        groups.append((name_of_group, Annotated[group, tyro.conf.OmitArgPrefixes],
-                       dataclasses.field(default_factory=lambda group=group, names=names: group(**{n: getattr(default, n) for n in names}))))
+        groups.append(
+            (
+                name_of_group,
+                Annotated[group, tyro.conf.OmitArgPrefixes],
+                dataclasses.field(
+                    default_factory=lambda group=group, names=names: group(**{n: getattr(default, n) for n in names})
+                ),
+            )
+        )
     return dataclasses.make_dataclass("Options", groups)
 
 
@@ -172,6 +193,8 @@ def parse_args(args_class: type[ArgsT], argv: list[str] | None, prog: str) -> Ar
     config, rest = _split_config_flag(list(sys.argv[1:] if argv is None else argv))
     default = load_config_file(args_class, config) if config else args_class()
     view = tyro.cli(_help_view(args_class, default), args=rest, prog=prog, description=args_class.__doc__)
-    values = {name: value for group in dataclasses.fields(view) for name, value in vars(getattr(view, group.name)).items()}
+    values = {
+        name: value for group in dataclasses.fields(view) for name, value in vars(getattr(view, group.name)).items()
+    }
     values.pop("config", None)  # read above, before tyro
     return check_finite(args_class(**values))

@@ -37,8 +37,19 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runners.agents import gradient_covariance_module, heatmap_drawing
-from runners.aggregates import (BOOTSTRAP_REPS, EXACT_PERMUTATION_LIMIT, IQM_MIN_SEEDS, RANDOM_RELABELINGS, Difference,
-                                 compare, holm, interval_estimates, performance_profiles, relabelings, smallest_p)
+from runners.aggregates import (
+    BOOTSTRAP_REPS,
+    EXACT_PERMUTATION_LIMIT,
+    IQM_MIN_SEEDS,
+    RANDOM_RELABELINGS,
+    Difference,
+    compare,
+    holm,
+    interval_estimates,
+    performance_profiles,
+    relabelings,
+    smallest_p,
+)
 from runners.errors import UsageError
 from runners.files import atomic_write_bytes, atomic_write_text
 from runners.rundir import effective_state, read_attempts, read_status
@@ -70,7 +81,9 @@ def find_runs(sweep_dir: str | Path) -> list[Run]:
         status = effective_state(config.parent, read_status(config.parent)) or {}
         state = status.get("state", "without status.json")
         if status and state != "complete":
-            state += f" at step {status.get('global_step', 0):,}" + (f" of {status['total_timesteps']:,}" if status.get("total_timesteps") else "")
+            state += f" at step {status.get('global_step', 0):,}" + (
+                f" of {status['total_timesteps']:,}" if status.get("total_timesteps") else ""
+            )
         runs.append(Run(config.parent, env, variant, parts[-1] if parts else config.parent.name, state))
     if not runs:
         raise UsageError(f"no runs (directories with a config.json) below {root}")
@@ -87,13 +100,17 @@ def select_runs(runs: list[Run], include_partial: bool = False) -> tuple[list[Ru
             kept.append(run)
             notes.append(f"included partial run {run.path} ({run.state}); its group is cut at the common last step")
         else:
-            notes.append(f"left out {run.path}: {run.state} (--include-partial to include it up to the common last step)")
+            notes.append(
+                f"left out {run.path}: {run.state} (--include-partial to include it up to the common last step)"
+            )
     for run in kept:
         inexact = [a for a in read_attempts(run.path) if a.get("exact") is False]
         if inexact:
             steps = ", ".join(f"{a.get('resumed_from_step'):,}" for a in inexact)
-            notes.append(f"{run.path} was resumed without its replay buffer at step {steps} (--checkpoint-buffer never): "
-                         f"not the run an uninterrupted one would be")
+            notes.append(
+                f"{run.path} was resumed without its replay buffer at step {steps} (--checkpoint-buffer never): "
+                f"not the run an uninterrupted one would be"
+            )
     if not kept:
         raise UsageError(f"no complete runs among the {len(runs)} found; --include-partial includes unfinished ones")
     return kept, notes
@@ -121,7 +138,9 @@ def groups_logging(runs: list[Run], tag: str) -> tuple[list[Run], list[str]]:
 
 def _events(run: Path) -> EventAccumulator:
     """The run's events, read once per process while its event files stay as they are."""
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(run).glob("events.out.tfevents.*")))
+    stamp = tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(run).glob("events.out.tfevents.*"))
+    )
     return _read_events(str(run), stamp)
 
 
@@ -144,8 +163,11 @@ def _saved_covariance_summary(run: Path, tag: str) -> tuple[np.ndarray, np.ndarr
     if not tag.startswith("gradcov/"):
         return None
     last_step = (read_status(Path(run)) or {}).get("global_step")
-    files = [f for f in sorted((Path(run) / "gradcov").glob("step_*.npz"))
-             if last_step is None or int(f.stem.split("_")[1]) <= last_step]
+    files = [
+        f
+        for f in sorted((Path(run) / "gradcov").glob("step_*.npz"))
+        if last_step is None or int(f.stem.split("_")[1]) <= last_step
+    ]
     return _summaries_of(tuple((str(f), f.stat().st_mtime_ns) for f in files), tag)
 
 
@@ -194,7 +216,9 @@ def _quiet_tensorboard():
         logger.setLevel(level)
 
 
-def bootstrap_interval(samples: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_interval(
+    samples: np.ndarray, rng: np.random.Generator, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over axis 0 (seeds), NaN-aware per column."""
     seeds = samples.shape[0]
     picks = rng.integers(0, seeds, size=(BOOTSTRAP_SAMPLES, seeds))
@@ -328,7 +352,9 @@ def window_edges(runs_of: dict[str, list[Run]], windows: int) -> dict[str, np.nd
             budget_of[run.env] = max(budget_of[run.env], total if total else read_scalar(run.path, tag)[0][-1])
     for env, budget in budget_of.items():
         if budget < windows:
-            raise UsageError(f"--windows {windows} asks for more windows than {env}'s budget of {budget:,.0f} env steps")
+            raise UsageError(
+                f"--windows {windows} asks for more windows than {env}'s budget of {budget:,.0f} env steps"
+            )
     return {env: np.linspace(0, budget, windows + 1) for env, budget in budget_of.items()}
 
 
@@ -385,10 +411,15 @@ def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> 
         groups[(run.env, run.variant)].append((run, means))
     edges = next(iter(edges_of.values()))
     shared = all(np.array_equal(edges, other) for other in edges_of.values())
-    labels = (", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(edges))
-              if shared else f"{len(edges) - 1} equal windows of each env's budget")
-    lines = [f"| env | variant | mean {tag} per window ({labels}) | whole-run mean per seed | best window minus last, per seed | seeds |",
-             "|---|---|---|---|---|---|"]
+    labels = (
+        ", ".join(f"{steps_label(lo)}-{steps_label(hi)}" for lo, hi in itertools.pairwise(edges))
+        if shared
+        else f"{len(edges) - 1} equal windows of each env's budget"
+    )
+    lines = [
+        f"| env | variant | mean {tag} per window ({labels}) | whole-run mean per seed | best window minus last, per seed | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     notes = []
     for (env, variant), members in sorted(groups.items()):
         members.sort(key=lambda member: _seed_order(member[0]))
@@ -401,15 +432,21 @@ def window_table(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> 
         else:
             whole = drops = "-"
         if not covered.all():
-            notes.append(f"{env}/{variant}: {tag} has points from every seed in {covered.sum()} of {len(covered)} windows; "
-                         "the whole-run means and drops cover those")
+            notes.append(
+                f"{env}/{variant}: {tag} has points from every seed in {covered.sum()} of {len(covered)} windows; "
+                "the whole-run means and drops cover those"
+            )
         seeds = ", ".join(run.seed for run, _ in members)
         lines.append(f"| {env} | {variant} | {per_window} | {whole} | {drops} | {len(members)} ({seeds}) |")
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
-def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction: float = 0.1,
-                  edges_of: dict[str, np.ndarray] | None = None) -> Path:
+def write_run_csv(
+    runs_of: dict[str, list[Run]],
+    path: str | Path,
+    last_fraction: float = 0.1,
+    edges_of: dict[str, np.ndarray] | None = None,
+) -> Path:
     """One row per run and metric: its final value (``run_finals``) and, with ``edges_of``, its
     env's budget and its window means (``run_windows``; empty where it logged nothing), so
     others can recompute any statistic over seeds; then where the run came from
@@ -417,13 +454,31 @@ def write_run_csv(runs_of: dict[str, list[Run]], path: str | Path, last_fraction
     windows = len(next(iter(edges_of.values()))) - 1 if edges_of else 0
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["metric", "env", "variant", "seed", f"final_last_{last_fraction:g}",
-                     *(["budget", *(f"window_{i + 1}_of_{windows}" for i in range(windows))] if windows else []),
-                     "commit", "clean_tree", "resumes", "resumed_exactly"])
+    writer.writerow(
+        [
+            "metric",
+            "env",
+            "variant",
+            "seed",
+            f"final_last_{last_fraction:g}",
+            *(["budget", *(f"window_{i + 1}_of_{windows}" for i in range(windows))] if windows else []),
+            "commit",
+            "clean_tree",
+            "resumes",
+            "resumed_exactly",
+        ]
+    )
     for metric, runs in runs_of.items():
         window_of = dict(run_windows(runs, metric, edges_of)) if windows else {}
-        for run, final in sorted(run_finals(runs, metric, last_fraction), key=lambda item: (item[0].env, item[0].variant, _seed_order(item[0]))):
-            extra = [f"{edges_of[run.env][-1]:.0f}", *("" if np.isnan(v) else f"{v:.6g}" for v in window_of[run])] if windows else []
+        for run, final in sorted(
+            run_finals(runs, metric, last_fraction),
+            key=lambda item: (item[0].env, item[0].variant, _seed_order(item[0])),
+        ):
+            extra = (
+                [f"{edges_of[run.env][-1]:.0f}", *("" if np.isnan(v) else f"{v:.6g}" for v in window_of[run])]
+                if windows
+                else []
+            )
             writer.writerow([metric, run.env, run.variant, run.seed, f"{final:.6g}", *extra, *provenance(run.path)])
     return atomic_write_text(path, buffer.getvalue())
 
@@ -436,8 +491,12 @@ def provenance(run_dir: Path) -> list[str]:
         return ["", "", "", ""]
     commits = list(dict.fromkeys(str(a.get("commit") or "?")[:12] for a in attempts))
     resumes = [a for a in attempts if a.get("resumed_from_step") is not None]
-    return ["+".join(commits), str(all(a.get("clean") for a in attempts)).lower(), str(len(resumes)),
-            str(all(a.get("exact", True) for a in resumes)).lower()]
+    return [
+        "+".join(commits),
+        str(all(a.get("clean") for a in attempts)).lower(),
+        str(len(resumes)),
+        str(all(a.get("exact", True) for a in resumes)).lower(),
+    ]
 
 
 def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
@@ -445,13 +504,21 @@ def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int
     and, from five seeds on, the interquartile mean, each with a 95% percentile-bootstrap
     interval over seeds (rliable), and the seed count."""
     finals = final_scores(runs, tag, last_fraction)
-    lines = [f"| env | variant | final {tag} (mean) | 95% CI | IQM | IQM 95% CI | seeds |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| env | variant | final {tag} (mean) | 95% CI | IQM | IQM 95% CI | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (env, variant), values in sorted(finals.items()):
         estimate = interval_estimates({variant: np.array(values)[:, None]}, seed=seed)[variant]
         mean = estimate["mean"]
-        iqm = (f"{estimate['iqm'].point:.4g} | [{estimate['iqm'].low:.4g}, {estimate['iqm'].high:.4g}]"
-               if "iqm" in estimate else f"- | (needs {IQM_MIN_SEEDS} seeds)")
-        lines.append(f"| {env} | {variant} | {mean.point:.4g} | [{mean.low:.4g}, {mean.high:.4g}] | {iqm} | {len(values)} |")
+        iqm = (
+            f"{estimate['iqm'].point:.4g} | [{estimate['iqm'].low:.4g}, {estimate['iqm'].high:.4g}]"
+            if "iqm" in estimate
+            else f"- | (needs {IQM_MIN_SEEDS} seeds)"
+        )
+        lines.append(
+            f"| {env} | {variant} | {mean.point:.4g} | [{mean.low:.4g}, {mean.high:.4g}] | {iqm} | {len(values)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -464,6 +531,7 @@ class Comparison:
     """B - A on one env and metric, of the final value (``measure="final"``) or of the whole-run
     mean (``"whole-run mean"``); ``difference`` None where it cannot be computed (no window every
     seed of both logged), ``p_holm`` Holm-adjusted over every comparison of the command."""
+
     metric: str
     env: str
     a: str
@@ -488,15 +556,22 @@ def check_compare_pairs(pairs: list[list[str]] | None, found: list[Run], kept: l
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise UsageError(f"--compare: no variant {name!r} in the sweep; {hint}variants: {', '.join(known)}")
             if name not in selected:
-                raise UsageError(f"--compare: variant {name!r} has no complete runs; --include-partial includes unfinished ones")
+                raise UsageError(
+                    f"--compare: variant {name!r} has no complete runs; --include-partial includes unfinished ones"
+                )
         if a == b:
             raise UsageError(f"--compare {a} {b}: name two different variants")
         chosen.append((a, b))
     return list(dict.fromkeys(chosen))
 
 
-def comparisons(runs_of: dict[str, list[Run]], pairs: list[tuple[str, str]], last_fraction: float,
-                edges_of: dict[str, np.ndarray], seed: int = 0) -> tuple[list[Comparison], list[str]]:
+def comparisons(
+    runs_of: dict[str, list[Run]],
+    pairs: list[tuple[str, str]],
+    last_fraction: float,
+    edges_of: dict[str, np.ndarray],
+    seed: int = 0,
+) -> tuple[list[Comparison], list[str]]:
     """(rows, notes): for each metric, pair and env with runs of both, B - A of each run's final value
     (``run_finals``, as in ``final_table``) and of its whole-run mean (``whole_run_mean`` over the
     windows of ``edges_of`` that every seed of A and B logged a point in), each by
@@ -521,11 +596,16 @@ def comparisons(runs_of: dict[str, list[Run]], pairs: list[tuple[str, str]], las
                 covered = covered_windows(np.concatenate([table_a, table_b]))
                 difference = None
                 if covered.any():
-                    difference = compare([whole_run_mean(m, covered) for m in table_a],
-                                         [whole_run_mean(m, covered) for m in table_b], seed=seed)
+                    difference = compare(
+                        [whole_run_mean(m, covered) for m in table_a],
+                        [whole_run_mean(m, covered) for m in table_b],
+                        seed=seed,
+                    )
                 if not covered.all():
-                    notes.append(f"{env}: {a} v {b}: {tag} has points from every seed of both in {covered.sum()} of "
-                                 f"{len(covered)} windows; the whole-run means cover those")
+                    notes.append(
+                        f"{env}: {a} v {b}: {tag} has points from every seed of both in {covered.sum()} of "
+                        f"{len(covered)} windows; the whole-run means cover those"
+                    )
                 rows.append(Comparison(tag, env, a, b, "whole-run mean", difference))
     adjusted = holm([row.difference.p if row.difference else np.nan for row in rows])
     rows = [replace(row, p_holm=float(p)) for row, p in zip(rows, adjusted)]
@@ -536,15 +616,21 @@ def _few_seeds_notes(rows: list[Comparison]) -> list[str]:
     envs_of: dict[tuple[str, str, int, int], list[str]] = defaultdict(list)
     for row in rows:
         d = row.difference
-        if d and min(d.seeds_a, d.seeds_b) < MIN_SEEDS_FOR_INTERVALS and row.env not in envs_of[(row.a, row.b, d.seeds_a, d.seeds_b)]:
+        if (
+            d
+            and min(d.seeds_a, d.seeds_b) < MIN_SEEDS_FOR_INTERVALS
+            and row.env not in envs_of[(row.a, row.b, d.seeds_a, d.seeds_b)]
+        ):
             envs_of[(row.a, row.b, d.seeds_a, d.seeds_b)].append(row.env)
     notes = []
     for (a, b, n_a, n_b), envs in envs_of.items():
         count, smallest = relabelings(n_a, n_b), smallest_p(n_a, n_b)
-        notes.append(f"{a} v {b} on {', '.join(envs)}: {n_a} v {n_b} seeds, under {MIN_SEEDS_FOR_INTERVALS} per variant: the 95% "
-                     f"intervals are little more than the range of the seeds, and the smallest p the exact permutation test "
-                     f"can give is {2 if n_a == n_b else 1}/C({n_a + n_b},{n_a}) = {2 if n_a == n_b else 1}/{count:,} = "
-                     f"{smallest:.4g}, before Holm's correction, which can only raise it")
+        notes.append(
+            f"{a} v {b} on {', '.join(envs)}: {n_a} v {n_b} seeds, under {MIN_SEEDS_FOR_INTERVALS} per variant: the 95% "
+            f"intervals are little more than the range of the seeds, and the smallest p the exact permutation test "
+            f"can give is {2 if n_a == n_b else 1}/C({n_a + n_b},{n_a}) = {2 if n_a == n_b else 1}/{count:,} = "
+            f"{smallest:.4g}, before Holm's correction, which can only raise it"
+        )
     return notes
 
 
@@ -554,25 +640,37 @@ def compare_table(rows: list[Comparison], notes: list[str], last_fraction: float
     and the seed counts; then a legend and the notes (few seeds, windows left out, pairs not compared)."""
     lines = []
     for tag in dict.fromkeys(row.metric for row in rows):
-        lines += [f"| env | A | B | {tag} | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"| env | A | B | {tag} | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for row in (row for row in rows if row.metric == tag):
             d = row.difference
             if d is None:
                 lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | - | - | - | - | - | - |")
                 continue
             p = f"{'' if d.exact else '~'}{d.p:.4g}"
-            lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | {d.point:.4g} | [{d.low:.4g}, {d.high:.4g}] | "
-                         f"{p} | {row.p_holm:.4g} | {d.improvement:.3g} | {d.seeds_a}, {d.seeds_b} |")
+            lines.append(
+                f"| {row.env} | {row.a} | {row.b} | {row.measure} | {d.point:.4g} | [{d.low:.4g}, {d.high:.4g}] | "
+                f"{p} | {row.p_holm:.4g} | {d.improvement:.3g} | {d.seeds_a}, {d.seeds_b} |"
+            )
         lines.append("")
     tested = sum(row.difference is not None for row in rows)
-    legend = [f"B − A: final = mean of each run's last {last_fraction:.0%} of points (as above); whole-run mean = mean of its "
-              f"{windows} window means of env steps (the area under its curve); 95% CI: stratified bootstrap, each variant's "
-              f"seeds resampled apart ({BOOTSTRAP_REPS:,} draws, seed 0); p: two-sided exact permutation test of the "
-              f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
-              f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"] if rows else []
+    legend = (
+        [
+            f"B − A: final = mean of each run's last {last_fraction:.0%} of points (as above); whole-run mean = mean of its "
+            f"{windows} window means of env steps (the area under its curve); 95% CI: stratified bootstrap, each variant's "
+            f"seeds resampled apart ({BOOTSTRAP_REPS:,} draws, seed 0); p: two-sided exact permutation test of the "
+            f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
+            f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"
+        ]
+        if rows
+        else []
+    )
     if any(row.difference and not row.difference.exact for row in rows):
-        legend.append(f"~p: more than {EXACT_PERMUTATION_LIMIT:,} relabelings; estimated from {RANDOM_RELABELINGS:,} random ones")
+        legend.append(
+            f"~p: more than {EXACT_PERMUTATION_LIMIT:,} relabelings; estimated from {RANDOM_RELABELINGS:,} random ones"
+        )
     return "\n".join(lines + legend + _few_seeds_notes(rows) + notes) + "\n"
 
 
@@ -587,12 +685,43 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
     measure_of = {"final": f"final_last_{last_fraction:g}", "whole-run mean": f"whole_run_mean_{windows}_windows"}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["metric", "env", "a", "b", "measure", "mean_b_minus_a", "ci_low", "ci_high", "p", "p_holm",
-                     "p_exact", "relabelings", "probability_of_improvement", "seeds_a", "seeds_b"])
+    writer.writerow(
+        [
+            "metric",
+            "env",
+            "a",
+            "b",
+            "measure",
+            "mean_b_minus_a",
+            "ci_low",
+            "ci_high",
+            "p",
+            "p_holm",
+            "p_exact",
+            "relabelings",
+            "probability_of_improvement",
+            "seeds_a",
+            "seeds_b",
+        ]
+    )
     for row in rows:
         d = row.difference
-        values = ([f"{d.point:.6g}", f"{d.low:.6g}", f"{d.high:.6g}", f"{d.p:.6g}", f"{row.p_holm:.6g}", str(d.exact).lower(),
-                   d.relabelings, f"{d.improvement:.6g}", d.seeds_a, d.seeds_b] if d else [""] * 10)
+        values = (
+            [
+                f"{d.point:.6g}",
+                f"{d.low:.6g}",
+                f"{d.high:.6g}",
+                f"{d.p:.6g}",
+                f"{row.p_holm:.6g}",
+                str(d.exact).lower(),
+                d.relabelings,
+                f"{d.improvement:.6g}",
+                d.seeds_a,
+                d.seeds_b,
+            ]
+            if d
+            else [""] * 10
+        )
         writer.writerow([row.metric, row.env, row.a, row.b, measure_of[row.measure], *values])
     return atomic_write_text(path, buffer.getvalue())
 
@@ -610,7 +739,9 @@ def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: st
         thresholds = np.linspace(everything.min(), everything.max(), points)
         axes = figure.add_subplot(1, len(envs), index + 1)
         for variant, (fraction, low, high) in sorted(performance_profiles(scores, thresholds).items()):
-            axes.plot(thresholds, fraction, color=colours[variant], label=f"{variant} ({seeds_label(len(scores[variant]))})")
+            axes.plot(
+                thresholds, fraction, color=colours[variant], label=f"{variant} ({seeds_label(len(scores[variant]))})"
+            )
             axes.fill_between(thresholds, low, high, color=colours[variant], alpha=0.2, linewidth=0)
         axes.set_title(env)
         axes.set_xlabel(f"final {tag} > tau")
@@ -641,7 +772,9 @@ def heatmaps_side_by_side(runs: list[Path], step: int | None, path: str | Path) 
         chosen, matrix, order = load_covariance(Path(run), step)
         axes = figure.add_subplot(1, len(runs), index + 1)
         drawing = heatmap_drawing()
-        image = axes.imshow(drawing.reorder(matrix, order), cmap=drawing.COLORMAP, vmin=-1, vmax=1, interpolation="nearest")
+        image = axes.imshow(
+            drawing.reorder(matrix, order), cmap=drawing.COLORMAP, vmin=-1, vmax=1, interpolation="nearest"
+        )
         axes.set_title(f"{'/'.join(Path(run).parts[-2:])}\nstep {chosen}", fontsize=8)
         axes.set_xticks([])
         axes.set_yticks([])

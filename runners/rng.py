@@ -85,7 +85,9 @@ class GlobalStream:
     def load_state_dict(self, state: dict) -> None:
         self._numpy, self._torch = state["numpy"], state["torch"].cpu()
         # a checkpoint moves between machines: CUDA states only where this one has the devices
-        self._cuda = [s.cpu() for s in state.get("cuda") or []][: torch.cuda.device_count()] if torch.cuda.is_available() else []
+        self._cuda = (
+            [s.cpu() for s in state.get("cuda") or []][: torch.cuda.device_count()] if torch.cuda.is_available() else []
+        )
 
 
 def _cuda_states() -> list[torch.Tensor]:

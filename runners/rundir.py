@@ -51,9 +51,15 @@ def code_version() -> dict:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "clean": None}
     if commit.returncode or changes.returncode:
@@ -136,7 +142,11 @@ def effective_state(path: str | Path, status: dict | None, slurm_job_alive=lambd
         gone = None if alive is None else not alive
     if not gone:
         return status
-    where = f"SLURM job {status['slurm_job']}" if status.get("slurm_job") else f"process {status.get('pid')} on {status.get('host')}"
+    where = (
+        f"SLURM job {status['slurm_job']}"
+        if status.get("slurm_job")
+        else f"process {status.get('pid')} on {status.get('host')}"
+    )
     return {**status, "state": "interrupted", "stale": f"{where} is gone (killed?)"}
 
 
@@ -163,9 +173,13 @@ class RunDirectory:
         for parent in [self.path, *self.path.parents]:
             if parent.exists():
                 if not parent.is_dir():
-                    raise UsageError(f"--run-dir {self.path}: {parent} exists and is not a directory; give a directory path")
+                    raise UsageError(
+                        f"--run-dir {self.path}: {parent} exists and is not a directory; give a directory path"
+                    )
                 if not os.access(parent, os.W_OK | os.X_OK):
-                    raise UsageError(f"--run-dir {self.path}: {parent} is not writable; give a directory you can write to")
+                    raise UsageError(
+                        f"--run-dir {self.path}: {parent} is not writable; give a directory you can write to"
+                    )
                 return
 
     @contextlib.contextmanager
@@ -183,8 +197,10 @@ class RunDirectory:
                 time.sleep(0.1)
         else:
             os.close(descriptor)
-            raise UsageError(f"run directory {self.path} is being trained by {describe_holder(self.status())}; "
-                             f"wait for it, or stop it first (a second trainer would corrupt the run)")
+            raise UsageError(
+                f"run directory {self.path} is being trained by {describe_holder(self.status())}; "
+                f"wait for it, or stop it first (a second trainer would corrupt the run)"
+            )
         self._lock, self.started = descriptor, time.time()
         try:
             yield self
@@ -212,12 +228,21 @@ class RunDirectory:
             raise UsageError(f"{saved_file} cannot be read ({error}); use a new --run-dir") from None
         differing = self._differing(saved, config)
         if differing:
-            details = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} in the run directory, {config.get(k, '<absent>')!r} now" for k in differing)
-            raise UsageError(f"run directory {self.path} was made with a different config ({details}); use a new --run-dir")
+            details = "; ".join(
+                f"{k}: {saved.get(k, '<absent>')!r} in the run directory, {config.get(k, '<absent>')!r} now"
+                for k in differing
+            )
+            raise UsageError(
+                f"run directory {self.path} was made with a different config ({details}); use a new --run-dir"
+            )
         return True
 
     def _differing(self, saved: dict, config: dict) -> list[str]:
-        return sorted(k for k in set(saved) | set(config) if k not in self.free_keys and saved.get(k, "<absent>") != config.get(k, "<absent>"))
+        return sorted(
+            k
+            for k in set(saved) | set(config)
+            if k not in self.free_keys and saved.get(k, "<absent>") != config.get(k, "<absent>")
+        )
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict | None:
         """The checkpoint, refused in one line if it cannot be read or belongs to another run."""
@@ -229,13 +254,17 @@ class RunDirectory:
             # Our own file; it holds RNG states and numpy arrays, which weights_only refuses.
             checkpoint = torch.load(file, map_location=map_location, weights_only=False)
         except Exception as error:  # torch raises many types for a damaged or foreign file
-            raise UsageError(f"checkpoint {file} cannot be read ({type(error).__name__}: {str(error)[:200]}); {advice}") from None
+            raise UsageError(
+                f"checkpoint {file} cannot be read ({type(error).__name__}: {str(error)[:200]}); {advice}"
+            ) from None
         if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
             raise UsageError(f"{file} is not a ClipZoo checkpoint; {advice}")
         saved_config = checkpoint.get("run_config")  # absent in checkpoints of older versions
         if saved_config is not None and self.config is not None and self._differing(saved_config, self.config):
             keys = ", ".join(self._differing(saved_config, self.config)[:5])
-            raise UsageError(f"checkpoint {file} belongs to another run or agent (options that differ: {keys}); {advice}")
+            raise UsageError(
+                f"checkpoint {file} belongs to another run or agent (options that differ: {keys}); {advice}"
+            )
         return checkpoint
 
     def save_checkpoint(self, state: dict) -> None:
@@ -245,8 +274,15 @@ class RunDirectory:
         atomic_torch_save(state, self.path / MODEL_FILE)
 
     def set_status(self, state: str, **details: Any) -> None:
-        record = {"state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-                  "started": self.started, "slurm_job": slurm_job_of_this_process(), **details}
+        record = {
+            "state": state,
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "slurm_job": slurm_job_of_this_process(),
+            **details,
+        }
         atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n")
         self._running = record if state == "running" else None
         if self._attempts and state != "running":
@@ -257,15 +293,29 @@ class RunDirectory:
         """Add where training is now to the "running" record (whose ``global_step`` stays the
         last checkpoint's), so ``sweep`` can show each run's step and ETA."""
         if self._running is not None:
-            record = {**self._running, "step": step, "steps_per_second": steps_per_second, "eta_seconds": eta_seconds,
-                      "time": time.time()}
+            record = {
+                **self._running,
+                "step": step,
+                "steps_per_second": steps_per_second,
+                "eta_seconds": eta_seconds,
+                "time": time.time(),
+            }
             atomic_write_text(self.path / STATUS_FILE, json.dumps(_jsonable(record), indent=2) + "\n", durable=False)
 
     def begin_attempt(self, resumed_from: int | None) -> None:
         """Append this attempt to ``attempts.json``: when, the command, the code's version, the step it resumes from."""
         self._attempts = read_attempts(self.path)
-        self._attempts.append({"started": time.time(), "host": socket.gethostname(), "slurm_job": slurm_job_of_this_process(),
-                               "command": sys.argv, **code_version(), "resumed_from_step": resumed_from, "exact": True})
+        self._attempts.append(
+            {
+                "started": time.time(),
+                "host": socket.gethostname(),
+                "slurm_job": slurm_job_of_this_process(),
+                "command": sys.argv,
+                **code_version(),
+                "resumed_from_step": resumed_from,
+                "exact": True,
+            }
+        )
         self._write_attempts()
 
     def record_inexact_resume(self, step: int, reason: str) -> None:
@@ -397,8 +447,10 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
         wait_for_a_later_second_than_the_newest_event_file(run.path)
         try:
             # --track: W&B starts before the writer (it patches it) and finishes after it is closed
-            with (mirrored(wandb, run.path, config),
-                  SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer):
+            with (
+                mirrored(wandb, run.path, config),
+                SummaryWriter(str(run.path), purge_step=checkpoint["global_step"] + 1 if checkpoint else 0) as writer,
+            ):
                 train(run, writer, checkpoint)
         except RunInterrupted:
             raise  # the agent marked the run interrupted after its checkpoint
@@ -423,8 +475,11 @@ def wait_for_a_later_second_than_the_newest_event_file(run_dir: Path) -> None:
     opened_at = [int(stamp) for stamp in stamps if stamp.isdigit()]
     wait = max(opened_at, default=0) + 1 - time.time()
     if wait > 2:  # a file from another host's clock; waiting for it could take hours
-        print(f"warning: an event file in {run_dir} is {wait:.0f} s ahead of this host's clock; "
-              "TensorBoard may read this attempt's points out of order", file=sys.stderr)
+        print(
+            f"warning: an event file in {run_dir} is {wait:.0f} s ahead of this host's clock; "
+            "TensorBoard may read this attempt's points out of order",
+            file=sys.stderr,
+        )
     elif wait > 0:
         time.sleep(wait)
 

@@ -31,7 +31,11 @@ SIGNAL_LEAD_SECONDS = 120
 def default_activation() -> str:
     """A line that puts this interpreter's environment first on PATH in the batch script."""
     activate = Path(sys.prefix) / "bin" / "activate"
-    return f"source {shlex.quote(str(activate))}" if activate.exists() else f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"
+    return (
+        f"source {shlex.quote(str(activate))}"
+        if activate.exists()
+        else f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"
+    )
 
 
 def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources: dict, activation: str) -> str:
@@ -48,7 +52,13 @@ def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources
         f"#SBATCH --error={slurm_dir}/%A_%a.err",
         f"#SBATCH --cpus-per-task={resources.get('cpus', 1)}",
     ]
-    for key, flag in (("mem", "mem"), ("time", "time"), ("partition", "partition"), ("account", "account"), ("gpus", "gpus")):
+    for key, flag in (
+        ("mem", "mem"),
+        ("time", "time"),
+        ("partition", "partition"),
+        ("account", "account"),
+        ("gpus", "gpus"),
+    ):
         if resources.get(key):
             lines.append(f"#SBATCH --{flag}={resources[key]}")
     lines += [
@@ -68,8 +78,14 @@ def array_script(sweep: Sweep, runs: list[SweepRun], tasks_file: Path, resources
     return "\n".join(lines)
 
 
-def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool, only_failed: bool,
-           chosen: list[SweepRun] | None = None) -> str | None:
+def submit(
+    sweep: Sweep,
+    resources: dict,
+    activation: str | None,
+    dry_run: bool,
+    only_failed: bool,
+    chosen: list[SweepRun] | None = None,
+) -> str | None:
     """Write the array script for the runs (of ``chosen`` where given) that need it and submit
     it; returns the job id.
 
@@ -82,21 +98,32 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
     runs = [run for run, state in states.items() if state["state"] in wanted]
     busy = [run for run, state in states.items() if state["state"] in BUSY]
     if busy:
-        print(f"sweep {sweep.name}: leaving out {len(busy)} runs that are running or queued "
-              f"({', '.join(f'{run.env}/{run.variant}/seed_{run.seed}' for run in busy[:5])}{', ...' if len(busy) > 5 else ''})")
+        print(
+            f"sweep {sweep.name}: leaving out {len(busy)} runs that are running or queued "
+            f"({', '.join(f'{run.env}/{run.variant}/seed_{run.seed}' for run in busy[:5])}{', ...' if len(busy) > 5 else ''})"
+        )
     if not runs:
         which = "run" if len(chosen_runs) == len(sweep.runs) else "chosen run"
-        reason = f"no failed or interrupted {which}s" if only_failed else f"every {which} is complete, running or queued"
+        reason = (
+            f"no failed or interrupted {which}s" if only_failed else f"every {which} is complete, running or queued"
+        )
         print(f"sweep {sweep.name}: nothing to submit ({reason})")
         return None
     slurm_dir = sweep.directory / "slurm"
     slurm_dir.mkdir(parents=True, exist_ok=True)
     # a fresh number: the tasks file of a submitted array must never be overwritten
-    number = next(n for n in itertools.count() if not (slurm_dir / f"array_{n}.sbatch").exists()
-                  and not (slurm_dir / f"tasks_{n}.txt").exists())
-    tasks_file = atomic_write_text(slurm_dir / f"tasks_{number}.txt", "".join(f"{run.path.resolve()}\n" for run in runs))
-    script = atomic_write_text(slurm_dir / f"array_{number}.sbatch",
-                               array_script(sweep, runs, tasks_file, resources, activation or default_activation()))
+    number = next(
+        n
+        for n in itertools.count()
+        if not (slurm_dir / f"array_{n}.sbatch").exists() and not (slurm_dir / f"tasks_{n}.txt").exists()
+    )
+    tasks_file = atomic_write_text(
+        slurm_dir / f"tasks_{number}.txt", "".join(f"{run.path.resolve()}\n" for run in runs)
+    )
+    script = atomic_write_text(
+        slurm_dir / f"array_{number}.sbatch",
+        array_script(sweep, runs, tasks_file, resources, activation or default_activation()),
+    )
     if dry_run:
         print(script.read_text(), end="")
         print(f"# written to {script}; not submitted (--dry-run)")
@@ -109,7 +136,13 @@ def submit(sweep: Sweep, resources: dict, activation: str | None, dry_run: bool,
     job_id = result.stdout.strip().split(";")[0]
     jobs_file = slurm_dir / "jobs.json"
     jobs = json.loads(jobs_file.read_text()) if jobs_file.exists() else []
-    atomic_write_text(jobs_file, json.dumps(jobs + [{"job_id": job_id, "script": script.name, "tasks": len(runs),
-                                                     "tasks_file": tasks_file.name}], indent=2) + "\n")
+    atomic_write_text(
+        jobs_file,
+        json.dumps(
+            jobs + [{"job_id": job_id, "script": script.name, "tasks": len(runs), "tasks_file": tasks_file.name}],
+            indent=2,
+        )
+        + "\n",
+    )
     print(f"submitted job array {job_id}: {len(runs)} runs ({script})")
     return job_id

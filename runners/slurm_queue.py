@@ -14,13 +14,17 @@ from pathlib import Path
 
 from runners.rundir import read_status
 
+
 def squeue_tasks(job_ids: list[str]) -> dict[str, str] | None:
     """``{"<job>_<task>" or "<job>": state}`` of the given jobs in SLURM's queue (array tasks one
     by one), or None where squeue cannot be asked."""
     if not job_ids or shutil.which("squeue") is None:
         return None
-    result = subprocess.run(["squeue", "--noheader", "--array", "--jobs", ",".join(job_ids), "--format", "%i %T"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["squeue", "--noheader", "--array", "--jobs", ",".join(job_ids), "--format", "%i %T"],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         # squeue refuses ids that have all left its memory; then none of them is queued
         return {} if "Invalid job id" in result.stderr else None
@@ -50,14 +54,20 @@ def sweep_queue(sweep) -> SweepQueue | None:
     """What SLURM has queued or running for this sweep's arrays and for the jobs its runs
     recorded; None when the sweep never used SLURM or squeue cannot be asked."""
     submissions = _submissions(sweep)
-    recorded = {status["slurm_job"] for run in sweep.runs if (status := read_status(run.path)) and status.get("slurm_job")}
+    recorded = {
+        status["slurm_job"] for run in sweep.runs if (status := read_status(run.path)) and status.get("slurm_job")
+    }
     ids = sorted({job["job_id"] for job in submissions} | {job.split("_")[0] for job in recorded})
     jobs = squeue_tasks(ids)
     if jobs is None:
         return None
     tasks = {}
     for job in submissions:
-        tasks_file = sweep.directory / "slurm" / job.get("tasks_file", job["script"].replace("array_", "tasks_").replace(".sbatch", ".txt"))
+        tasks_file = (
+            sweep.directory
+            / "slurm"
+            / job.get("tasks_file", job["script"].replace("array_", "tasks_").replace(".sbatch", ".txt"))
+        )
         try:
             paths = tasks_file.read_text().splitlines()
         except OSError:

@@ -82,7 +82,9 @@ def _safe(text: str) -> str:
 def _unique_list(value, key: str, path: Path) -> None:
     duplicates = sorted({str(v) for v in value if value.count(v) > 1})
     if duplicates:
-        raise UsageError(f"{key!r} in {path} lists {', '.join(duplicates)} more than once; two runs would share one directory")
+        raise UsageError(
+            f"{key!r} in {path} lists {', '.join(duplicates)} more than once; two runs would share one directory"
+        )
 
 
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
@@ -136,7 +138,11 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     _unique_list(envs, "envs", path)
     count = spec["seeds"]
     seeds = list(range(1, count + 1)) if isinstance(count, int) and not isinstance(count, bool) else count
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise UsageError(f"'seeds' in {path} must be a positive count or a non-empty list of integers, got {count!r}")
     _unique_list(seeds, "seeds", path)
     variants = spec["variants"]
@@ -157,9 +163,11 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
     budget = spec.get("budget")
     if isinstance(budget, dict) and sorted(budget) != sorted(envs):
         raise UsageError(f"'budget' in {path} must give a budget for exactly the envs {envs}, got {sorted(budget)}")
-    for value in (budget.values() if isinstance(budget, dict) else [budget] if budget is not None else []):
+    for value in budget.values() if isinstance(budget, dict) else [budget] if budget is not None else []:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"'budget' in {path} must be a positive whole number of env steps (or one per env), got {value!r}")
+            raise UsageError(
+                f"'budget' in {path} must be a positive whole number of env steps (or one per env), got {value!r}"
+            )
 
     agent_args = args_class(agent)
     common = dict(spec.get("common") or {})
@@ -195,8 +203,15 @@ def write_manifest(sweep: Sweep) -> Path:
     for run in sweep.runs:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.path / "run.yaml", yaml.safe_dump(run.options, sort_keys=True))
-        entries.append({"env": run.env, "variant": run.variant, "seed": run.seed,
-                        "path": str(run.path.relative_to(sweep.directory)), "options": run.options})
+        entries.append(
+            {
+                "env": run.env,
+                "variant": run.variant,
+                "seed": run.seed,
+                "path": str(run.path.relative_to(sweep.directory)),
+                "options": run.options,
+            }
+        )
     manifest = {"name": sweep.name, "agent": sweep.agent, "resources": sweep.resources, "runs": entries}
     return atomic_write_text(sweep.directory / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -204,7 +219,10 @@ def write_manifest(sweep: Sweep) -> Path:
 def choose_runs(sweep: Sweep, envs: list[str] | None = None, variants: list[str] | None = None) -> list[SweepRun]:
     """The sweep's runs of ``envs`` and ``variants`` (every one where None), in spec order; a
     name the spec does not have is refused. The manifest still lists every run."""
-    for names, known, flag in ((envs, [r.env for r in sweep.runs], "--env"), (variants, [r.variant for r in sweep.runs], "--variant")):
+    for names, known, flag in (
+        (envs, [r.env for r in sweep.runs], "--env"),
+        (variants, [r.variant for r in sweep.runs], "--variant"),
+    ):
         known = list(dict.fromkeys(known))
         for name in names or []:
             if name not in known:
@@ -213,7 +231,17 @@ def choose_runs(sweep: Sweep, envs: list[str] | None = None, variants: list[str]
 
 
 def run_command(agent: str, run: SweepRun) -> list[str]:
-    return [sys.executable, "-m", "runners.cli", "train", agent, "--config", str(run.path / "run.yaml"), "--run-dir", str(run.path)]
+    return [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "train",
+        agent,
+        "--config",
+        str(run.path / "run.yaml"),
+        "--run-dir",
+        str(run.path),
+    ]
 
 
 def run_states(sweep: Sweep, runs: list[SweepRun] | None = None) -> dict[SweepRun, dict]:
@@ -237,7 +265,9 @@ def run_states(sweep: Sweep, runs: list[SweepRun] | None = None) -> dict[SweepRu
 BUSY = ("running", "queued")
 
 
-def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: list[SweepRun] | None = None) -> list[SweepRun]:
+def run_local(
+    sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: list[SweepRun] | None = None
+) -> list[SweepRun]:
     """Run every incomplete run (of ``chosen`` where given), ``workers`` at a time, one thread
     each; returns the runs (of ``chosen``) not complete.
 
@@ -266,8 +296,13 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
                 return None
             with open(run.path / "stdout.log", "a") as log:
                 # same process group: a terminal's Ctrl-C or a kill of the group reaches the runs too
-                child = subprocess.Popen(run_command(sweep.agent, run), stdout=log, stderr=subprocess.STDOUT,
-                                         env={**environment, "PYTHONPATH": str(repo)}, cwd=Path.cwd())
+                child = subprocess.Popen(
+                    run_command(sweep.agent, run),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**environment, "PYTHONPATH": str(repo)},
+                    cwd=Path.cwd(),
+                )
             children[run] = child
         return child.wait()
 
@@ -276,7 +311,10 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
             return
         received.append(number)
         stopping.set()
-        print(f"\n{signal.Signals(number).name}: starting no more runs; the runs in flight checkpoint and stop", flush=True)
+        print(
+            f"\n{signal.Signals(number).name}: starting no more runs; the runs in flight checkpoint and stop",
+            flush=True,
+        )
         with guard:  # for a signal sent to the sweep alone; a second one to a run changes nothing
             for child in children.values():
                 if child.poll() is None:
@@ -285,7 +323,9 @@ def run_local(sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: lis
     for run in busy:
         print(f"not started: {run.path} is {states[run]['state']} elsewhere ({_who(states[run])})")
     part = "" if len(chosen_runs) == len(sweep.runs) else f" ({len(chosen_runs)} of its {len(sweep.runs)} chosen)"
-    print(f"sweep {sweep.name}: {len(states)} runs{part}, {skipped} already complete, {len(todo)} to run on {workers} workers")
+    print(
+        f"sweep {sweep.name}: {len(states)} runs{part}, {skipped} already complete, {len(todo)} to run on {workers} workers"
+    )
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -340,18 +380,25 @@ class Progress:
         parts = []
         for run, s in running.items():
             eta = f", ETA {duration(s['eta_seconds'])}" if "eta_seconds" in s else ""
-            parts.append(f"{run.env}/{run.variant}/seed_{run.seed} {s.get('step', s.get('global_step', 0)):,}/"
-                         f"{s.get('total_timesteps', 0):,}{eta}")
+            parts.append(
+                f"{run.env}/{run.variant}/seed_{run.seed} {s.get('step', s.get('global_step', 0)):,}/"
+                f"{s.get('total_timesteps', 0):,}{eta}"
+            )
         line = f"{done}/{len(states)} runs done" + (f"; running: {', '.join(parts)}" if parts else "")
         print(line + self.sweep_eta(states), flush=True)
 
     def sweep_eta(self, states: dict) -> str:
         """The env steps left in every unfinished run over the running runs' summed rate (``workers`` of them at most)."""
-        rates = [s["steps_per_second"] for s in states.values() if s["state"] == "running" and s.get("steps_per_second")]
+        rates = [
+            s["steps_per_second"] for s in states.values() if s["state"] == "running" and s.get("steps_per_second")
+        ]
         if not rates:
             return ""
-        left = sum(max(0, int(run.options.get("total_timesteps", 0)) - int(s.get("step", s.get("global_step", 0))))
-                   for run, s in states.items() if s["state"] != "complete")
+        left = sum(
+            max(0, int(run.options.get("total_timesteps", 0)) - int(s.get("step", s.get("global_step", 0))))
+            for run, s in states.items()
+            if s["state"] != "complete"
+        )
         unfinished = sum(s["state"] != "complete" for s in states.values())
         rate = sum(rates) / len(rates) * min(self.workers, unfinished)
         return f"; sweep ETA ~{duration(left / rate)} at the running runs' rates" if left else ""
@@ -377,9 +424,13 @@ def load_manifest(directory: str | Path) -> Sweep:
     directory = Path(directory)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
-        runs = [SweepRun(e["env"], e["variant"], e["seed"], directory / e["path"], e["options"]) for e in manifest["runs"]]
+        runs = [
+            SweepRun(e["env"], e["variant"], e["seed"], directory / e["path"], e["options"]) for e in manifest["runs"]
+        ]
         return Sweep(manifest["name"], manifest["agent"], directory, runs, manifest["resources"])
     except (FileNotFoundError, NotADirectoryError):
         raise UsageError(f"{directory} has no manifest.json; is it a sweep directory?") from None
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"{directory / 'manifest.json'} cannot be read ({type(error).__name__}: {error}); rerun the sweep spec to rewrite it") from None
+        raise UsageError(
+            f"{directory / 'manifest.json'} cannot be read ({type(error).__name__}: {error}); rerun the sweep spec to rewrite it"
+        ) from None

@@ -127,9 +127,16 @@ def _sync_dir(wandb_run, run_dir: Path) -> str:
 def start(wandb, run_dir: Path, config: dict[str, Any]):
     """Start (or resume) the run directory's W&B run, offline where it must be, before any SummaryWriter exists."""
     reason = offline_reason()
-    options = dict(project=config.get("wandb_project_name") or "clipzoo", entity=config.get("wandb_entity"),
-                   sync_tensorboard=True, config=config, name=run_dir.name, dir=str(run_dir), id=run_id(run_dir),
-                   resume="allow")
+    options = dict(
+        project=config.get("wandb_project_name") or "clipzoo",
+        entity=config.get("wandb_entity"),
+        sync_tensorboard=True,
+        config=config,
+        name=run_dir.name,
+        dir=str(run_dir),
+        id=run_id(run_dir),
+        resume="allow",
+    )
     try:
         try:
             wandb_run = wandb.init(**options, mode="offline" if reason else None)

@@ -19,9 +19,12 @@ class NatureCNN(nn.Module):
     def __init__(self, actions: int = 6) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(4, 32, 8, stride=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Linear(3136, 512), nn.ReLU(inplace=True), nn.Linear(512, actions))
@@ -37,7 +40,9 @@ class TanhActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int = 11, act_dim: int = 3) -> None:
         super().__init__()
-        self.actor = nn.Sequential(nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, act_dim))
+        self.actor = nn.Sequential(
+            nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, act_dim)
+        )
         self.critic = nn.Sequential(nn.Linear(obs_dim, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
@@ -77,8 +82,13 @@ def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: 
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, str(repo / "agents" / script), *args], cwd=repo,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(repo / "agents" / script), *args],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     status = Path(run_dir) / "status.json"
     deadline = time.time() + 180
     while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
@@ -100,8 +110,12 @@ def kill_after_first_checkpoint(script: str, args: list[str], run_dir, after_sec
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, str(repo / "agents" / script), *args], cwd=repo,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(repo / "agents" / script), *args],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = Path(run_dir) / "checkpoint.pt"
     deadline = time.time() + 180
     while time.time() < deadline and not checkpoint.exists():

@@ -13,8 +13,16 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from runners import plots
-from runners.aggregates import (bootstrap_difference, compare, holm, interval_estimates, performance_profiles,
-                                permutation_p_value, probability_of_improvement, smallest_p)
+from runners.aggregates import (
+    bootstrap_difference,
+    compare,
+    holm,
+    interval_estimates,
+    performance_profiles,
+    permutation_p_value,
+    probability_of_improvement,
+    smallest_p,
+)
 
 
 def slow_percentile_bootstrap(values: np.ndarray, statistic, reps: int = 20000, seed: int = 1):
@@ -26,7 +34,7 @@ def slow_percentile_bootstrap(values: np.ndarray, statistic, reps: int = 20000, 
 def middle_half_mean(values: np.ndarray) -> float:
     ordered = np.sort(values)
     cut = int(0.25 * len(ordered))  # scipy.stats.trim_mean's rule: whole runs only
-    return float(ordered[cut:len(ordered) - cut].mean())
+    return float(ordered[cut : len(ordered) - cut].mean())
 
 
 def test_mean_and_iqm_points_match_hand_computed_values():
@@ -92,7 +100,9 @@ def test_permutation_p_of_three_against_three_fully_separated_is_two_of_twenty()
     assert permutation_p_value([1, 2, 3], [4, 5, 6]) == (pytest.approx(0.1), 20, True)
     # in floating point the mirror split of these comes out a rounding error short of the observed
     # difference; it ties in exact arithmetic, so it counts
-    assert permutation_p_value([0.8, 0.6, 0.5], [0.3, 0.3, 0.1])[0] == pytest.approx(float(slow_permutation_p([8, 6, 5], [3, 3, 1])))
+    assert permutation_p_value([0.8, 0.6, 0.5], [0.3, 0.3, 0.1])[0] == pytest.approx(
+        float(slow_permutation_p([8, 6, 5], [3, 3, 1]))
+    )
     assert permutation_p_value([4, 5, 6], [1, 2, 3])[0] == pytest.approx(0.1)  # two-sided
     assert permutation_p_value([1, 2], [1, 2])[0] == 1.0
     assert smallest_p(3, 3) == pytest.approx(0.1) and smallest_p(2, 3) == pytest.approx(0.1)  # 2/20; 1/10
@@ -153,11 +163,20 @@ def test_bootstrap_difference_resamples_each_variants_seeds_apart_and_is_reprodu
 
 def test_compare_gathers_the_statistics_with_seed_counts():
     d = compare([1, 2, 3], [4, 5, 6])
-    assert (d.point, d.p, d.relabelings, d.exact, d.improvement, d.seeds_a, d.seeds_b) == (3.0, pytest.approx(0.1), 20, True, 1.0, 3, 3)
+    assert (d.point, d.p, d.relabelings, d.exact, d.improvement, d.seeds_a, d.seeds_b) == (
+        3.0,
+        pytest.approx(0.1),
+        20,
+        True,
+        1.0,
+        3,
+        3,
+    )
 
 
-def write_constant_run(root: Path, env: str, variant: str, seed: int, first_half: float, second_half: float,
-                       last_step: int = 1000) -> None:
+def write_constant_run(
+    root: Path, env: str, variant: str, seed: int, first_half: float, second_half: float, last_step: int = 1000
+) -> None:
     """Points at steps 100, 200, ..., ``last_step`` (budget 1000; interrupted before it):
     ``first_half`` up to 500, ``second_half`` after."""
     run = root / env / variant / f"seed_{seed}"
@@ -176,25 +195,39 @@ def test_table_compare_prints_b_minus_a_with_exact_p_holm_and_a_few_seeds_note(t
         write_constant_run(tmp_path, "Hopper-v5", "wc", seed, 4 + seed, 10 + seed)  # 4, 5, 6 then 10, 11, 12
         write_constant_run(tmp_path, "Walker2d-v5", "adam", seed, 1, 1)  # no wc runs on Walker2d
     out_csv = tmp_path / "out" / "runs.csv"
-    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
-                             "--csv", str(out_csv))
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc", "--csv", str(out_csv)
+    )
     assert code == 0, err
     # final: 10, 11, 12 against 1, 2, 3 -> 9; whole run (10 windows, a point each): 7, 8, 9 against 1, 2, 3 -> 6;
     # exact p 2/20 for each, Holm over the 2 comparisons 0.2; every wc seed beats every adam seed
     assert "| env | A | B | charts/episodic_return | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |" in out
-    assert "| Hopper-v5 | adam | wc | final | 9 | [" in out and "| Hopper-v5 | adam | wc | whole-run mean | 6 | [" in out
+    assert (
+        "| Hopper-v5 | adam | wc | final | 9 | [" in out and "| Hopper-v5 | adam | wc | whole-run mean | 6 | [" in out
+    )
     rows = [line for line in out.splitlines() if line.startswith("| Hopper-v5 | adam | wc |")]
     assert len(rows) == 2 and all(line.endswith("| 0.1 | 0.2 | 1 | 3, 3 |") for line in rows)
     assert "3 v 3 seeds, under 5 per variant" in out and "2/C(6,3) = 2/20 = 0.1" in out
     assert "Walker2d-v5: no runs of wc with charts/episodic_return; adam v wc not compared there" in out
     written = list(csv.DictReader(io.StringIO(plots.compare_csv_path(out_csv).read_text())))
     assert plots.compare_csv_path(out_csv) == tmp_path / "out" / "runs_compare.csv" and out_csv.exists()
-    assert [(r["measure"], float(r["mean_b_minus_a"]), float(r["p"]), float(r["p_holm"]), r["seeds_a"]) for r in written] == [
-        ("final_last_0.1", 9.0, 0.1, 0.2, "3"), ("whole_run_mean_10_windows", 6.0, 0.1, 0.2, "3")]
+    assert [
+        (r["measure"], float(r["mean_b_minus_a"]), float(r["p"]), float(r["p_holm"]), r["seeds_a"]) for r in written
+    ] == [("final_last_0.1", 9.0, 0.1, 0.2, "3"), ("whole_run_mean_10_windows", 6.0, 0.1, 0.2, "3")]
     for r in written:
         assert float(r["ci_low"]) <= float(r["mean_b_minus_a"]) <= float(r["ci_high"])
-    code, again, _ = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
-                             "--compare", "adam", "wc")  # the same pair twice counts once; the same numbers on a rerun
+    code, again, _ = clipzoo(
+        "table",
+        str(tmp_path),
+        "--metric",
+        "charts/episodic_return",
+        "--compare",
+        "adam",
+        "wc",
+        "--compare",
+        "adam",
+        "wc",
+    )  # the same pair twice counts once; the same numbers on a rerun
     assert code == 0 and again == out.split("wrote")[0]
 
 
@@ -202,9 +235,13 @@ def test_table_compare_refuses_an_unknown_variant_in_one_line_with_the_closest_n
     for seed in range(2):
         write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1, 1)
         write_constant_run(tmp_path, "Hopper-v5", "adam_wc", seed, 2, 2)
-    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adma", "adam_wc")
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adma", "adam_wc"
+    )
     assert code == 2 and out == ""
-    assert err.strip().splitlines() == ["error: --compare: no variant 'adma' in the sweep; did you mean 'adam'? variants: adam, adam_wc"]
+    assert err.strip().splitlines() == [
+        "error: --compare: no variant 'adma' in the sweep; did you mean 'adam'? variants: adam, adam_wc"
+    ]
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "adam")
     assert code == 2 and "name two different variants" in err
 
@@ -213,8 +250,9 @@ def test_compared_whole_run_means_cover_only_the_windows_every_seed_of_both_logg
     for seed in range(3):
         write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 100)  # 1, 2, 3 up to 500, then 100
         write_constant_run(tmp_path, "Hopper-v5", "wc", seed, 4 + seed, 0, last_step=500)  # 4, 5, 6, stopped at 500
-    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
-                             "--include-partial")
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc", "--include-partial"
+    )
     assert code == 0, err
     # 10 windows of 100 steps, a point each; wc logged the first 5, where adam's runs hold 1, 2, 3 and wc's 4, 5, 6
     # (over all 10 windows adam's would be 50.5, 51, 51.5); each group's final value is at its own last step

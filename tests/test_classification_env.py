@@ -160,20 +160,60 @@ def test_a_seed_reproduces_and_two_seeds_differ(env_id):
 
 @pytest.mark.parametrize(("env_id", "reset_fresh"), [(TRUE, True), (RANDOM, False), (SPARSE, True)])
 def test_capture_and_restore_continue_bitwise(env_id, reset_fresh):
-    check_exact_continuation(make_env(env_id, training=True), warmup=37, steps=400, reset_fresh=reset_fresh,
-                             ends_needed=("truncated",))
+    check_exact_continuation(
+        make_env(env_id, training=True), warmup=37, steps=400, reset_fresh=reset_fresh, ends_needed=("truncated",)
+    )
     state = capture_env_state(make_env(env_id, training=True)())
     assert state["family"] == "classification" and set(state["base"]) == {"mdp", "np_random", "np_random_seed"}
 
 
 def test_dqn_trains_on_the_true_label_mdp(tmp_path):
     run = tmp_path / "run"
-    dqn.main(["--env-id", TRUE, "--total-timesteps", "300", "--num-envs", "1", "--learning-starts", "100",
-              "--batch-size", "32", "--buffer-size", "1000", "--target-update-period", "50", "--n-step", "1",
-              "--log-every", "100", "--diagnostics-every", "100", "--heatmap-every", "1000", "--gradcov-samples", "32",
-              "--probe-samples", "32", "--plasticity-probe-every", "100", "--plasticity-probe-steps", "5",
-              "--plasticity-probe-targets", "2", "--plasticity-probe-samples", "32", "--wc-kappa", "2",
-              "--wc-skip-last-layer", "--device", "cpu", "--run-dir", str(run)])
+    dqn.main(
+        [
+            "--env-id",
+            TRUE,
+            "--total-timesteps",
+            "300",
+            "--num-envs",
+            "1",
+            "--learning-starts",
+            "100",
+            "--batch-size",
+            "32",
+            "--buffer-size",
+            "1000",
+            "--target-update-period",
+            "50",
+            "--n-step",
+            "1",
+            "--log-every",
+            "100",
+            "--diagnostics-every",
+            "100",
+            "--heatmap-every",
+            "1000",
+            "--gradcov-samples",
+            "32",
+            "--probe-samples",
+            "32",
+            "--plasticity-probe-every",
+            "100",
+            "--plasticity-probe-steps",
+            "5",
+            "--plasticity-probe-targets",
+            "2",
+            "--plasticity-probe-samples",
+            "32",
+            "--wc-kappa",
+            "2",
+            "--wc-skip-last-layer",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run),
+        ]
+    )
     assert json.loads((run / "status.json").read_text())["state"] == "complete"
     logged = scalars(run)
     returns = [value for _, value in logged["charts/episodic_return"]]

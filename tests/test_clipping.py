@@ -96,12 +96,15 @@ def test_clipped_fraction_is_averaged_over_the_window():
     torch.testing.assert_close(model.weight.detach(), torch.tensor([[1.0, 1.0, -1.0, 0.5]]))
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
-    lambda p: torch.optim.Adam(p, lr=0.5),
-    lambda p: torch.optim.RMSprop(p, lr=0.5),
-    lambda p: torch.optim.AdamW(p, lr=0.5, foreach=True),
-])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=0.5),
+        lambda p: torch.optim.RMSprop(p, lr=0.5),
+        lambda p: torch.optim.AdamW(p, lr=0.5, foreach=True),
+    ],
+)
 def test_every_optimizer_keeps_weights_in_bounds_and_leaves_the_rest_alone(make_optimizer):
     model = nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.Tanh(), nn.Linear(32, 2))
     clipping = WeightClipping(model, kappa=1.0)
@@ -115,7 +118,9 @@ def test_every_optimizer_keeps_weights_in_bounds_and_leaves_the_rest_alone(make_
         optimizer.step()
     for name, bound in clipping.bounds().items():
         assert model.get_parameter(name).abs().max() <= bound + 1e-7, name
-    assert any(not torch.equal(a, b) for a, b in zip(norm_before, model[1].parameters())), "LayerNorm should train unclipped"
+    assert any(not torch.equal(a, b) for a, b in zip(norm_before, model[1].parameters())), (
+        "LayerNorm should train unclipped"
+    )
     assert set(clipping.bounds()) == {"0.weight", "0.bias", "3.weight", "3.bias"}
 
 
@@ -140,7 +145,9 @@ def test_skip_last_layer_uses_declared_output_layers_or_the_last_affine_module()
     assert set(WeightClipping(plain, skip_last_layer=True).bounds()) == {"0.weight", "0.bias"}
     actor_critic = TanhActorCritic()
     clipped = set(WeightClipping(actor_critic, skip_last_layer=True).bounds())
-    assert clipped == {f"{head}.{i}.{kind}" for head in ("actor", "critic") for i in (0, 2) for kind in ("weight", "bias")}
+    assert clipped == {
+        f"{head}.{i}.{kind}" for head in ("actor", "critic") for i in (0, 2) for kind in ("weight", "bias")
+    }
 
 
 def test_include_exclude_and_scales():

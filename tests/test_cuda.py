@@ -20,14 +20,56 @@ from agents.clipping import WeightClipping
 from runners.rundir import StopRequest, restore_rng_state, rng_state
 from test_qlearning import PONG, images, scalars
 
-cuda_present = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+cuda_present = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
+)
 
-PPO_TINY = ["--env-id", "Hopper-v5", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
-            "--gradcov-samples", "32", "--heatmap-every", "2", "--checkpoint-every", "1"]
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
-            "--learning-starts", "200", "--n-step", "1", "--target-update-period", "100", "--eps-decay-steps", "500",
-            "--log-every", "100", "--diagnostics-every", "200", "--heatmap-every", "400", "--gradcov-samples", "32",
-            "--probe-samples", "64", "--checkpoint-every", "100"]
+PPO_TINY = [
+    "--env-id",
+    "Hopper-v5",
+    "--num-steps",
+    "256",
+    "--num-minibatches",
+    "4",
+    "--update-epochs",
+    "2",
+    "--gradcov-samples",
+    "32",
+    "--heatmap-every",
+    "2",
+    "--checkpoint-every",
+    "1",
+]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "32",
+    "--buffer-size",
+    "2000",
+    "--learning-starts",
+    "200",
+    "--n-step",
+    "1",
+    "--target-update-period",
+    "100",
+    "--eps-decay-steps",
+    "500",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "200",
+    "--heatmap-every",
+    "400",
+    "--gradcov-samples",
+    "32",
+    "--probe-samples",
+    "64",
+    "--checkpoint-every",
+    "100",
+]
 
 
 def state(run_dir: Path) -> str:
@@ -43,7 +85,9 @@ class CudaGenerators:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
-        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), d, dtype=torch.uint8) for d in range(devices)])
+        monkeypatch.setattr(
+            torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), d, dtype=torch.uint8) for d in range(devices)]
+        )
         record = lambda new_state, device="cuda": self.restored.__setitem__(int(device), new_state)  # noqa: E731
         monkeypatch.setattr(torch.cuda, "set_rng_state", record)
         monkeypatch.setattr(torch.cuda.random, "set_rng_state", record)  # what set_rng_state_all calls
@@ -134,10 +178,22 @@ def assert_complete_with(run_dir, tags: tuple[str, ...]) -> None:
 @pytest.mark.cuda
 @cuda_present
 def test_ppo_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path):
-    ppo_continuous.main([*PPO_TINY, "--total-timesteps", "1024", "--device", "cuda", "--wc-kappa", "1.5", "--run-dir", str(tmp_path)])
-    assert_complete_with(tmp_path, ("charts/episodic_return", "losses/approx_kl", "diagnostics/saturated_units_frac",
-                                    "diagnostics/effective_rank", "diagnostics/grad_norm", "diagnostics/distance_from_init",
-                                    "wc/clipped_fraction", "gradcov/mean_offdiag"))
+    ppo_continuous.main(
+        [*PPO_TINY, "--total-timesteps", "1024", "--device", "cuda", "--wc-kappa", "1.5", "--run-dir", str(tmp_path)]
+    )
+    assert_complete_with(
+        tmp_path,
+        (
+            "charts/episodic_return",
+            "losses/approx_kl",
+            "diagnostics/saturated_units_frac",
+            "diagnostics/effective_rank",
+            "diagnostics/grad_norm",
+            "diagnostics/distance_from_init",
+            "wc/clipped_fraction",
+            "gradcov/mean_offdiag",
+        ),
+    )
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     agent = ppo_continuous.Agent(11, 3)
     agent.load_state_dict(saved["agent"])
@@ -147,15 +203,28 @@ def test_ppo_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path):
 
 @pytest.mark.cuda
 @cuda_present
-@pytest.mark.parametrize(("agent", "argv"), [
-    pytest.param(dqn, [*CARTPOLE, "--total-timesteps", "600"], id="dqn-cartpole"),
-    pytest.param(rainbow, PONG, id="rainbow-pong"),
-])
+@pytest.mark.parametrize(
+    ("agent", "argv"),
+    [
+        pytest.param(dqn, [*CARTPOLE, "--total-timesteps", "600"], id="dqn-cartpole"),
+        pytest.param(rainbow, PONG, id="rainbow-pong"),
+    ],
+)
 def test_dqn_and_rainbow_on_cuda_with_weight_clipping_diagnostics_and_heatmap(tmp_path, agent, argv):
     agent.main([*argv, "--device", "cuda", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
-    assert_complete_with(tmp_path, ("losses/td_loss", "losses/q_values", "diagnostics/dead_units_frac", "diagnostics/weight_norm",
-                                    "diagnostics/grad_norm", "wc/clipped_fraction", "gradcov/mean_offdiag",
-                                    "charts/gradient_steps_per_second"))
+    assert_complete_with(
+        tmp_path,
+        (
+            "losses/td_loss",
+            "losses/q_values",
+            "diagnostics/dead_units_frac",
+            "diagnostics/weight_norm",
+            "diagnostics/grad_norm",
+            "wc/clipped_fraction",
+            "gradcov/mean_offdiag",
+            "charts/gradient_steps_per_second",
+        ),
+    )
     saved = torch.load(tmp_path / "model.pt", weights_only=False, map_location="cpu")
     for name, bound in saved["clipping_bounds"].items():
         assert saved["network"][name].abs().max().item() <= bound + 1e-6, name
@@ -172,13 +241,18 @@ def stop_after_first_checkpoint(monkeypatch, agent, argv: list[str]) -> None:
 
 @pytest.mark.cuda
 @cuda_present
-@pytest.mark.parametrize(("agent", "argv"), [
-    pytest.param(ppo_continuous, [*PPO_TINY, "--total-timesteps", "1024"], id="ppo"),
-    pytest.param(dqn, [*CARTPOLE, "--total-timesteps", "600"], id="dqn"),
-    pytest.param(rainbow, [*CARTPOLE, "--total-timesteps", "600"], id="rainbow"),
-])
+@pytest.mark.parametrize(
+    ("agent", "argv"),
+    [
+        pytest.param(ppo_continuous, [*PPO_TINY, "--total-timesteps", "1024"], id="ppo"),
+        pytest.param(dqn, [*CARTPOLE, "--total-timesteps", "600"], id="dqn"),
+        pytest.param(rainbow, [*CARTPOLE, "--total-timesteps", "600"], id="rainbow"),
+    ],
+)
 @pytest.mark.parametrize(("first", "then"), [("cuda", "cpu"), ("cpu", "cuda")])
-def test_a_checkpoint_written_on_one_device_resumes_on_the_other(tmp_path, monkeypatch, capsys, agent, argv, first, then):
+def test_a_checkpoint_written_on_one_device_resumes_on_the_other(
+    tmp_path, monkeypatch, capsys, agent, argv, first, then
+):
     argv = [*argv, "--wc-kappa", "2", "--run-dir", str(tmp_path)]
     stop_after_first_checkpoint(monkeypatch, agent, [*argv, "--device", first])
     assert state(tmp_path) == "interrupted"

@@ -113,7 +113,11 @@ def test_representation_metrics_hooks_every_activation_module_and_the_feature_la
     assert metrics["layers/actor.1/saturated_frac_90"] == pytest.approx((first.abs() > 0.9).float().mean().item())
     assert metrics["layers/actor.4/effective_rank"] == pytest.approx(effective_rank(actor_hidden))
     assert {name.split("/")[1] for name in metrics if name.startswith("layers/") and "saturated" in name} == {
-        "actor.1", "actor.3", "critic.1", "critic.3"}
+        "actor.1",
+        "actor.3",
+        "critic.1",
+        "critic.3",
+    }
     assert not any("dormant" in name for name in metrics)  # no ReLU in this network
     cnn = NatureCNN()
     frames = torch.rand(8, 4, 84, 84)

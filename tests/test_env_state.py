@@ -35,7 +35,15 @@ def episode_statistics(env: gym.Env):
     records, layer = [], env
     while isinstance(layer, gym.Wrapper):
         if isinstance(layer, gym.wrappers.RecordEpisodeStatistics):
-            records.append((layer.episode_count, list(layer.return_queue), list(layer.length_queue), layer.episode_returns, layer.episode_lengths))
+            records.append(
+                (
+                    layer.episode_count,
+                    list(layer.return_queue),
+                    list(layer.length_queue),
+                    layer.episode_returns,
+                    layer.episode_lengths,
+                )
+            )
         if isinstance(layer, discrete.EpisodeTap):
             records.append((list(layer.finished), layer.agent_steps))
         layer = layer.env
@@ -72,7 +80,9 @@ def check_exact_continuation(make, warmup: int, steps: int, reset_fresh: bool, e
     state = pickle.loads(pickle.dumps(capture_env_state(original)))
     actions = [original.action_space.sample() for _ in range(steps)]
     reference, ends = play(original, actions)
-    assert ends and ends >= set(ends_needed), f"the test must cross episode ends (of each kind in {ends_needed}), saw {ends}"
+    assert ends and ends >= set(ends_needed), (
+        f"the test must cross episode ends (of each kind in {ends_needed}), saw {ends}"
+    )
 
     for attempt in range(2):  # a second restore from the same dict: restoring leaves it unchanged
         restored = make()
@@ -80,7 +90,9 @@ def check_exact_continuation(make, warmup: int, steps: int, reset_fresh: bool, e
             restored.reset(seed=99)
         restore_env_state(restored, state)
         trajectory, _ = play(restored, actions)
-        assert first_difference(reference, trajectory) is None, f"attempt {attempt}: differs at output {first_difference(reference, trajectory)}"
+        assert first_difference(reference, trajectory) is None, (
+            f"attempt {attempt}: differs at output {first_difference(reference, trajectory)}"
+        )
 
     # the control: without the restore, the same actions give something else
     unrestored = make()
@@ -90,6 +102,7 @@ def check_exact_continuation(make, warmup: int, steps: int, reset_fresh: bool, e
 
 def short_episodes(make, max_episode_steps: int):
     """``make`` with the TimeLimit of gym.make cut short, so truncations happen too."""
+
     def thunk():
         env = make()
         layer = env
@@ -97,26 +110,36 @@ def short_episodes(make, max_episode_steps: int):
             layer = layer.env
         layer._max_episode_steps = max_episode_steps
         return env
+
     return thunk
 
 
 @pytest.mark.parametrize("reset_fresh", [True, False])
 def test_hopper_with_the_ppo_wrapper_stack_continues_exactly(reset_fresh):
     # a limit of 25 steps: episodes end both ways, and TimeLimit's count decides some of them
-    check_exact_continuation(short_episodes(continuous.make_env("Hopper-v5", 0.99), 25), warmup=37, steps=1500,
-                             reset_fresh=reset_fresh, ends_needed=("terminated", "truncated"))
+    check_exact_continuation(
+        short_episodes(continuous.make_env("Hopper-v5", 0.99), 25),
+        warmup=37,
+        steps=1500,
+        reset_fresh=reset_fresh,
+        ends_needed=("terminated", "truncated"),
+    )
 
 
 @pytest.mark.parametrize("env_id", ["Ant-v5", "Humanoid-v5"])
 def test_mujoco_envs_that_read_derived_positions_before_stepping_continue_exactly(env_id):
     # these read xpos/xipos, computed during the previous step, before stepping: the
     # integration state alone would change their first reward after a restore
-    check_exact_continuation(short_episodes(continuous.make_env(env_id, 0.99), 40), warmup=23, steps=120, reset_fresh=True)
+    check_exact_continuation(
+        short_episodes(continuous.make_env(env_id, 0.99), 40), warmup=23, steps=120, reset_fresh=True
+    )
 
 
 @pytest.mark.parametrize("reset_fresh", [True, False])
 def test_cartpole_continues_exactly(reset_fresh):
-    check_exact_continuation(discrete.make_env("CartPole-v1", training=True), warmup=9, steps=2000, reset_fresh=reset_fresh)
+    check_exact_continuation(
+        discrete.make_env("CartPole-v1", training=True), warmup=9, steps=2000, reset_fresh=reset_fresh
+    )
 
 
 @pytest.mark.parametrize(("env_id", "reset_fresh"), [("MinAtar/Breakout-v1", True), ("MinAtar/Seaquest-v1", False)])
@@ -128,7 +151,12 @@ def test_atari_with_the_dqn_wrapper_stack_continues_exactly():
     # life loss ends training episodes (EpisodicLifeEnv), sticky actions exercise the ALE's own RNG
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_exact_continuation(discrete.make_env("ALE/Breakout-v5", training=True, sticky_actions=0.25), warmup=30, steps=400, reset_fresh=False)
+        check_exact_continuation(
+            discrete.make_env("ALE/Breakout-v5", training=True, sticky_actions=0.25),
+            warmup=30,
+            steps=400,
+            reset_fresh=False,
+        )
 
 
 def test_a_state_does_not_fit_another_env_or_family():

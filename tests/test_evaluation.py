@@ -4,7 +4,6 @@ never a change to what is learned (bitwise)."""
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -12,12 +11,55 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import dqn, ppo_continuous, rainbow
 from agents.evaluation import Evaluator
 
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "1000",
-            "--learning-starts", "200", "--n-step", "1", "--target-update-period", "50", "--eps-decay-steps", "300",
-            "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "0", "--gradcov-samples", "16",
-            "--probe-samples", "32", "--checkpoint-every", "10000", "--total-timesteps", "500"]
-HOPPER = ["--env-id", "Hopper-v5", "--num-steps", "128", "--num-minibatches", "4", "--update-epochs", "2",
-          "--total-timesteps", "640", "--gradcov-samples", "16", "--heatmap-every", "0", "--no-compile"]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "16",
+    "--buffer-size",
+    "1000",
+    "--learning-starts",
+    "200",
+    "--n-step",
+    "1",
+    "--target-update-period",
+    "50",
+    "--eps-decay-steps",
+    "300",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "300",
+    "--heatmap-every",
+    "0",
+    "--gradcov-samples",
+    "16",
+    "--probe-samples",
+    "32",
+    "--checkpoint-every",
+    "10000",
+    "--total-timesteps",
+    "500",
+]
+HOPPER = [
+    "--env-id",
+    "Hopper-v5",
+    "--num-steps",
+    "128",
+    "--num-minibatches",
+    "4",
+    "--update-epochs",
+    "2",
+    "--total-timesteps",
+    "640",
+    "--gradcov-samples",
+    "16",
+    "--heatmap-every",
+    "0",
+    "--no-compile",
+]
 
 
 def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
@@ -26,8 +68,11 @@ def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 def learning(run_dir) -> dict[str, list[tuple[int, float]]]:
-    return {tag: values for tag, values in scalars(run_dir).items()
-            if not tag.startswith("eval/") and tag not in ("charts/SPS", "charts/gradient_steps_per_second")}
+    return {
+        tag: values
+        for tag, values in scalars(run_dir).items()
+        if not tag.startswith("eval/") and tag not in ("charts/SPS", "charts/gradient_steps_per_second")
+    }
 
 
 def weights(run_dir, key: str) -> dict[str, torch.Tensor]:
@@ -38,7 +83,9 @@ def weights(run_dir, key: str) -> dict[str, torch.Tensor]:
 def test_q_learning_evaluates_at_the_steps_asked_and_learns_bitwise_the_same(tmp_path, agent):
     extra = ["--num-atoms", "11"] if agent is rainbow else []
     agent.main([*CARTPOLE, *extra, "--run-dir", str(tmp_path / "plain")])
-    agent.main([*CARTPOLE, *extra, "--eval-every", "300", "--eval-episodes", "3", "--run-dir", str(tmp_path / "evaluated")])
+    agent.main(
+        [*CARTPOLE, *extra, "--eval-every", "300", "--eval-episodes", "3", "--run-dir", str(tmp_path / "evaluated")]
+    )
     evaluated = scalars(tmp_path / "evaluated")
     assert [step for step, _ in evaluated["eval/episodic_return"]] == [300, 500]  # from 0, and at the end
     assert all(1 <= value <= 500 for _, value in evaluated["eval/episodic_length"])  # CartPole's limit: 500
@@ -49,7 +96,9 @@ def test_q_learning_evaluates_at_the_steps_asked_and_learns_bitwise_the_same(tmp
 
 def test_ppo_evaluates_at_the_steps_asked_and_learns_bitwise_the_same(tmp_path):
     ppo_continuous.main([*HOPPER, "--run-dir", str(tmp_path / "plain")])
-    ppo_continuous.main([*HOPPER, "--eval-every", "256", "--eval-episodes", "2", "--run-dir", str(tmp_path / "evaluated")])
+    ppo_continuous.main(
+        [*HOPPER, "--eval-every", "256", "--eval-episodes", "2", "--run-dir", str(tmp_path / "evaluated")]
+    )
     evaluated = scalars(tmp_path / "evaluated")
     assert [step for step, _ in evaluated["eval/episodic_return"]] == [256, 512, 640]
     assert learning(tmp_path / "evaluated") == learning(tmp_path / "plain")

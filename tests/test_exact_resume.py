@@ -19,26 +19,91 @@ from runners.rundir import read_attempts, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING_TAGS = {"charts/SPS", "charts/gradient_steps_per_second"}  # wall-clock rates differ between any two runs
-SMALL = ["--batch-size", "32", "--learning-starts", "200", "--target-update-period", "50", "--eps-decay-steps", "400",
-         "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "0", "--gradcov-samples", "16",
-         "--probe-samples", "32", "--checkpoint-every", "300"]  # the heatmap of every run's end is drawn all the same
+SMALL = [
+    "--batch-size",
+    "32",
+    "--learning-starts",
+    "200",
+    "--target-update-period",
+    "50",
+    "--eps-decay-steps",
+    "400",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "300",
+    "--heatmap-every",
+    "0",
+    "--gradcov-samples",
+    "16",
+    "--probe-samples",
+    "32",
+    "--checkpoint-every",
+    "300",
+]  # the heatmap of every run's end is drawn all the same
 RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritized: the Rainbow ones
-    "rainbow-cartpole-per": ("rainbow", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW,
-                                         "--eval-every", "250", "--eval-episodes", "2"], 500),  # evaluation rounds too
-    "dqn-minatar-rr2": ("dqn", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                "--replay-ratio", "2"], 400),
-    "rainbow-minatar": ("rainbow", ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000",
-                                    *RAINBOW], 400),
-    "dqn-atari": ("dqn", ["--env-id", "ALE/Pong-v5", "--num-envs", "1", "--buffer-size", "1000", "--batch-size", "8",
-                          "--learning-starts", "32", "--gradcov-samples", "8", "--probe-samples", "8",
-                          "--log-every", "50", "--checkpoint-every", "100"], 182),
+    "rainbow-cartpole-per": (
+        "rainbow",
+        [
+            "--env-id",
+            "CartPole-v1",
+            "--num-envs",
+            "2",
+            "--buffer-size",
+            "2000",
+            *RAINBOW,
+            "--eval-every",
+            "250",
+            "--eval-episodes",
+            "2",
+        ],
+        500,
+    ),  # evaluation rounds too
+    "dqn-minatar-rr2": (
+        "dqn",
+        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", "--replay-ratio", "2"],
+        400,
+    ),
+    "rainbow-minatar": (
+        "rainbow",
+        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW],
+        400,
+    ),
+    "dqn-atari": (
+        "dqn",
+        [
+            "--env-id",
+            "ALE/Pong-v5",
+            "--num-envs",
+            "1",
+            "--buffer-size",
+            "1000",
+            "--batch-size",
+            "8",
+            "--learning-starts",
+            "32",
+            "--gradcov-samples",
+            "8",
+            "--probe-samples",
+            "8",
+            "--log-every",
+            "50",
+            "--checkpoint-every",
+            "100",
+        ],
+        182,
+    ),
 }
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if tag not in TIMING_TAGS}
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag not in TIMING_TAGS
+    }
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -46,8 +111,19 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def command(agent: str, options: list[str], budget: int, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "runners.cli", "train", agent, *SMALL, *options, "--total-timesteps", str(budget),
-            "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "train",
+        agent,
+        *SMALL,
+        *options,
+        "--total-timesteps",
+        str(budget),
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def run_here(agent: str, options: list[str], budget: int, run_dir: Path) -> None:
@@ -59,8 +135,9 @@ def run_here(agent: str, options: list[str], budget: int, run_dir: Path) -> None
 
 def run_interrupted(agent, options, budget, run_dir, how: signal.Signals, capfd) -> int:
     """Start the run, interrupt it once it has checkpointed, rerun the same command; the step it resumed from."""
-    process = subprocess.Popen(command(agent, options, budget, run_dir), cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command(agent, options, budget, run_dir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while not (run_dir / "checkpoint.pt").exists():
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -103,8 +180,9 @@ def test_without_the_buffer_a_resume_says_it_is_not_exact(tmp_path, capfd):
     agent, options, budget = "dqn", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000"], 500
     options = [*options, "--checkpoint-buffer", "never"]
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(command(agent, options, budget, run_dir), cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command(agent, options, budget, run_dir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     while not (run_dir / "checkpoint.pt").exists():
         assert process.poll() is None
         time.sleep(0.02)
@@ -112,6 +190,9 @@ def test_without_the_buffer_a_resume_says_it_is_not_exact(tmp_path, capfd):
     process.communicate(timeout=60)
     capfd.readouterr()
     run_here(agent, options, budget, run_dir)
-    assert "this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never)" in capfd.readouterr().out
+    assert (
+        "this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never)"
+        in capfd.readouterr().out
+    )
     assert read_status(run_dir)["resumed_exactly"] is False
     assert read_attempts(run_dir)[-1]["exact"] is False

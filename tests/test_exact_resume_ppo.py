@@ -24,23 +24,61 @@ REPO = Path(__file__).resolve().parent.parent
 ITERATIONS = 8
 # Two envs, short rollouts, and every stream in use: plug-ins (interventions), probes and the
 # heatmap (diagnostics), weight clipping; eager, as compiling would dominate the test's time.
-OPTIONS = ["--env-id", "Hopper-v5", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "2",
-           "--total-timesteps", str(ITERATIONS * 128), "--no-compile", "--wc-kappa", "2", "--heatmap-every", "5",
-           "--gradcov-samples", "16", "--sp-every", "5", "--reset-last-layer-every", "7",
-           "--plasticity-probe-every", "4", "--plasticity-probe-steps", "3", "--plasticity-probe-samples", "32",
-           "--sharpness-every", "4", "--sharpness-samples", "32", "--sharpness-iterations", "3"]
+OPTIONS = [
+    "--env-id",
+    "Hopper-v5",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "64",
+    "--num-minibatches",
+    "2",
+    "--update-epochs",
+    "2",
+    "--total-timesteps",
+    str(ITERATIONS * 128),
+    "--no-compile",
+    "--wc-kappa",
+    "2",
+    "--heatmap-every",
+    "5",
+    "--gradcov-samples",
+    "16",
+    "--sp-every",
+    "5",
+    "--reset-last-layer-every",
+    "7",
+    "--plasticity-probe-every",
+    "4",
+    "--plasticity-probe-steps",
+    "3",
+    "--plasticity-probe-samples",
+    "32",
+    "--sharpness-every",
+    "4",
+    "--sharpness-samples",
+    "32",
+    "--sharpness-iterations",
+    "3",
+]
 TIMING_TAGS = {"charts/SPS"}  # wall-clock rates; no other tag is measured in time
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
     """Every scalar as (step, value in hex: NaN equals NaN, nothing rounds), timing tags left out."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return {tag: [(e.step, float(e.value).hex()) for e in events.Scalars(tag)]
-            for tag in events.Tags()["scalars"] if tag not in TIMING_TAGS}
+    return {
+        tag: [(e.step, float(e.value).hex()) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag not in TIMING_TAGS
+    }
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
-    ours, theirs = torch.load(run_dir / "model.pt", weights_only=False), torch.load(reference / "model.pt", weights_only=False)
+    ours, theirs = (
+        torch.load(run_dir / "model.pt", weights_only=False),
+        torch.load(reference / "model.pt", weights_only=False),
+    )
     assert ours["agent"].keys() == theirs["agent"].keys()
     for name, tensor in theirs["agent"].items():
         assert torch.equal(ours["agent"][name], tensor), name
@@ -58,8 +96,13 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "agents" / "ppo_continuous.py"), *OPTIONS, *extra, "--run-dir", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "agents" / "ppo_continuous.py"), *OPTIONS, *extra, "--run-dir", str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_9_after_the_first_checkpoint(process: subprocess.Popen, run_dir: Path) -> None:
@@ -82,9 +125,11 @@ def test_kill_9_and_sigterm_then_the_same_command_end_bitwise_as_the_uninterrupt
     # One test for both, so that one worker runs the three attempts: the uninterrupted run in
     # this process (whose global generators other tests have used), while the two attempts to
     # be interrupted run alongside it in their own processes.
-    attempts = {"killed": (["--checkpoint-every", "1"], kill_9_after_the_first_checkpoint),
-                # no periodic checkpoint before the end: the one the signal asks for is the only one
-                "stopped": (["--checkpoint-every", "1000"], sigterm_during_iteration_3)}
+    attempts = {
+        "killed": (["--checkpoint-every", "1"], kill_9_after_the_first_checkpoint),
+        # no periodic checkpoint before the end: the one the signal asks for is the only one
+        "stopped": (["--checkpoint-every", "1000"], sigterm_during_iteration_3),
+    }
     processes, watchers = {}, []
     for name, (extra, interrupt) in attempts.items():
         processes[name] = start(tmp_path / name, *extra)
@@ -112,7 +157,10 @@ def test_kill_9_and_sigterm_then_the_same_command_end_bitwise_as_the_uninterrupt
     status = read_status(run_dir)
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert status["state"] == "interrupted" and status["signal"] == "SIGTERM"
-    assert 2 <= saved["iteration"] < ITERATIONS and saved["global_step"] == status["global_step"] == 128 * saved["iteration"]
+    assert (
+        2 <= saved["iteration"] < ITERATIONS
+        and saved["global_step"] == status["global_step"] == 128 * saved["iteration"]
+    )
     code, out, err = clipzoo("train", "ppo", *OPTIONS, "--checkpoint-every", "1000", "--run-dir", str(run_dir))
     assert code == 0, err
     assert f"resuming {run_dir} from step {saved['global_step']}" in out
@@ -124,8 +172,11 @@ PPO_STREAMS = ("network_init", "envs", "actions", "minibatches", "interventions"
 
 def test_each_stream_is_reproduced_by_its_seed_and_differs_between_seeds_and_streams():
     def draws(seed: int, name: str) -> tuple:
-        return (stream_seed(seed, name), tuple(numpy_generator(seed, name).integers(0, 2**62, 4)),
-                tuple(torch.randint(0, 2**62, (4,), generator=torch_generator(seed, name)).tolist()))
+        return (
+            stream_seed(seed, name),
+            tuple(numpy_generator(seed, name).integers(0, 2**62, 4)),
+            tuple(torch.randint(0, 2**62, (4,), generator=torch_generator(seed, name)).tolist()),
+        )
 
     for name in PPO_STREAMS:
         assert draws(1, name) == draws(1, name), name
@@ -157,7 +208,7 @@ def test_each_stream_is_reproduced_by_its_seed_and_differs_between_seeds_and_str
 
 
 def test_a_checkpoint_of_an_older_version_is_refused_in_one_line(tmp_path, clipzoo):
-    options = [*OPTIONS[:OPTIONS.index("--total-timesteps")], "--total-timesteps", "256", "--no-compile"]
+    options = [*OPTIONS[: OPTIONS.index("--total-timesteps")], "--total-timesteps", "256", "--no-compile"]
     ppo_continuous.main([*options, "--run-dir", str(tmp_path)])
     old = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     del old["format"]

@@ -21,7 +21,9 @@ DEMO_SPECS = sorted((REPO / "configs" / "sweeps").glob("tiny_*.yaml"))
 
 
 def clipzoo(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runners.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
@@ -32,7 +34,11 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
 @pytest.mark.parametrize("spec", DEMO_SPECS, ids=lambda p: p.stem)
 def test_each_demo_specs_variants_differ_in_their_options_and_act_on_what_they_learn(tmp_path, spec):
     sweep = load_spec(spec, tmp_path)
-    variants = {run.variant: run.options for run in sweep.runs if run.seed == sweep.runs[0].seed and run.env == sweep.runs[0].env}
+    variants = {
+        run.variant: run.options
+        for run in sweep.runs
+        if run.seed == sweep.runs[0].seed and run.env == sweep.runs[0].env
+    }
     assert len(variants) >= 2
     for (a, options_a), (b, options_b) in itertools.combinations(variants.items(), 2):
         assert options_a != options_b, f"{spec.name}: variants {a} and {b} resolve to the same options"
@@ -40,7 +46,9 @@ def test_each_demo_specs_variants_differ_in_their_options_and_act_on_what_they_l
         for name, options in variants.items():
             # epsilon must be near its end value well before the budget runs out, or the runs act at random
             training = options["total_timesteps"] - options.get("learning_starts", 320)
-            assert options.get("eps_decay_steps", 1_000_000) <= training / 2, f"{spec.name} {name}: epsilon still decaying"
+            assert options.get("eps_decay_steps", 1_000_000) <= training / 2, (
+                f"{spec.name} {name}: epsilon still decaying"
+            )
 
 
 def test_tiny_dqn_replay_ratios_show_in_the_logs(tmp_path):
@@ -52,8 +60,22 @@ def test_tiny_dqn_replay_ratios_show_in_the_logs(tmp_path):
     write_manifest(sweep)
     returns, ratios = {}, {}
     for run in (r for r in sweep.runs if r.seed == 1):
-        train_dqn(["--config", str(run.path / "run.yaml"), "--run-dir", str(run.path), "--total-timesteps", "700",
-                   "--eps-decay-steps", "200", "--diagnostics-every", "0", "--heatmap-every", "0"])
+        train_dqn(
+            [
+                "--config",
+                str(run.path / "run.yaml"),
+                "--run-dir",
+                str(run.path),
+                "--total-timesteps",
+                "700",
+                "--eps-decay-steps",
+                "200",
+                "--diagnostics-every",
+                "0",
+                "--heatmap-every",
+                "0",
+            ]
+        )
         returns[run.variant] = [value for _, value in scalars(run.path, "charts/episodic_return")]
         ratios[run.variant] = scalars(run.path, "charts/replay_ratio")[-1][1]
     assert ratios == {"rr1": pytest.approx(1.0), "rr4": pytest.approx(4.0)}
@@ -63,8 +85,26 @@ def test_tiny_dqn_replay_ratios_show_in_the_logs(tmp_path):
 def test_a_short_dqn_run_fits_its_log_interval_and_logs_every_diagnostic(tmp_path, capsys):
     from agents.dqn import main as train_dqn
 
-    train_dqn(["--env-id", "CartPole-v1", "--total-timesteps", "600", "--num-envs", "2", "--learning-starts", "200",
-               "--buffer-size", "1000", "--gradcov-samples", "32", "--probe-samples", "64", "--run-dir", str(tmp_path)])
+    train_dqn(
+        [
+            "--env-id",
+            "CartPole-v1",
+            "--total-timesteps",
+            "600",
+            "--num-envs",
+            "2",
+            "--learning-starts",
+            "200",
+            "--buffer-size",
+            "1000",
+            "--gradcov-samples",
+            "32",
+            "--probe-samples",
+            "64",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "--log-every 5000 is longer than the 400 env steps after the warm-up; logging every 400 env steps" in printed
     assert "warm-up: filling the replay buffer with 200 random env steps" in printed
@@ -77,8 +117,26 @@ def test_a_short_dqn_run_fits_its_log_interval_and_logs_every_diagnostic(tmp_pat
 def test_one_env_step_per_collect_is_singular(tmp_path, capsys):
     from agents.dqn import main as train_dqn
 
-    train_dqn(["--env-id", "CartPole-v1", "--total-timesteps", "260", "--num-envs", "1", "--learning-starts", "200",
-               "--log-every", "20", "--gradcov-samples", "32", "--probe-samples", "64", "--run-dir", str(tmp_path)])
+    train_dqn(
+        [
+            "--env-id",
+            "CartPole-v1",
+            "--total-timesteps",
+            "260",
+            "--num-envs",
+            "1",
+            "--learning-starts",
+            "200",
+            "--log-every",
+            "20",
+            "--gradcov-samples",
+            "32",
+            "--probe-samples",
+            "64",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     assert "(1 env step and 1 gradient step per collect)" in capsys.readouterr().out
 
 
@@ -92,11 +150,11 @@ def test_train_help_lists_config_and_the_core_options_first_and_the_plug_ins_apa
     text = capsys.readouterr().out
     positions = [text.index(heading) for heading in ("core options", "algorithm options", "plug-in options")]
     assert positions == sorted(positions)
-    core = text[text.index("core options"):text.index("algorithm options")]
+    core = text[text.index("core options") : text.index("algorithm options")]
     for flag in ("--config", "--env-id", "--total-timesteps", "--seed", "--run-dir", "--wc-kappa"):
         assert flag in core, flag
     assert ("--replay-ratio" in core) == (agent != "ppo")
-    plug_ins = text[text.index("plug-in options"):]
+    plug_ins = text[text.index("plug-in options") :]
     assert "--wc-bound-mode" in plug_ins and "--layer-norm" in plug_ins and "--sharpness-every" in plug_ins
 
 
@@ -142,13 +200,32 @@ def test_the_quickstart_in_a_fresh_clone_writes_only_its_run_directory(tmp_path)
     command = re.search(r"&& \.venv/bin/clipzoo (train ppo [^\n`]+)", readme).group(1).split()
     command[command.index("--total-timesteps") + 1] = "256"
     before = sorted(p.name for p in clone.iterdir())
-    result = subprocess.run([sys.executable, "-m", "runners.cli", *command, "--num-steps", "128", "--num-minibatches", "2",
-                             "--update-epochs", "1", "--no-compile"], cwd=clone, capture_output=True, text=True, timeout=300,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            *command,
+            "--num-steps",
+            "128",
+            "--num-minibatches",
+            "2",
+            "--update-epochs",
+            "1",
+            "--no-compile",
+        ],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = clone / command[command.index("--run-dir") + 1]
     assert "TensorBoard:" in result.stdout and (run_dir / "status.json").is_file()
     assert sorted(p.name for p in clone.iterdir()) == sorted(before + ["runs"])
     assert [p.name for p in (clone / "runs").iterdir()] == [run_dir.name]
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True, check=True
+    )
     assert [line for line in status.stdout.splitlines() if "__pycache__" not in line] == ["!! runs/"]

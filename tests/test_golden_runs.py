@@ -27,21 +27,58 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).with_name("golden_runs.json")
 TIMING_TAGS = {"charts/SPS", "charts/gradient_steps_per_second"}
-SMALL_Q = {"log_every": 100, "diagnostics_every": 200, "heatmap_every": 400, "checkpoint_every": 300, "eval_every": 300,
-           "eval_episodes": 2}
+SMALL_Q = {
+    "log_every": 100,
+    "diagnostics_every": 200,
+    "heatmap_every": 400,
+    "checkpoint_every": 300,
+    "eval_every": 300,
+    "eval_episodes": 2,
+}
 # (spec, env, variant, agent, overrides: the budget and intervals that fit it, and the probes' sizes)
 CASES = {
-    "ppo_policy_collapse": ("repro_ppo_policy_collapse", "Hopper-v5", "adam+wc", "ppo",
-                            {"total_timesteps": 4096, "heatmap_every": 2, "eval_every": 2048, "eval_episodes": 2,
-                             "sp_every": 100, "compile": False}),
-    "dqn_minatar_rr8": ("repro_minatar_rr_dqn", "MinAtar/Breakout-v1", "rr8_adam+wc", "dqn",
-                        {"total_timesteps": 1800, **SMALL_Q, "learning_starts": 1600}),
-    "rainbow_minatar_rr1": ("repro_minatar_rr_rainbow", "MinAtar/Breakout-v1", "rr1_adam+wc", "rainbow",
-                            {"total_timesteps": 2000, **SMALL_Q}),
+    "ppo_policy_collapse": (
+        "repro_ppo_policy_collapse",
+        "Hopper-v5",
+        "adam+wc",
+        "ppo",
+        {
+            "total_timesteps": 4096,
+            "heatmap_every": 2,
+            "eval_every": 2048,
+            "eval_episodes": 2,
+            "sp_every": 100,
+            "compile": False,
+        },
+    ),
+    "dqn_minatar_rr8": (
+        "repro_minatar_rr_dqn",
+        "MinAtar/Breakout-v1",
+        "rr8_adam+wc",
+        "dqn",
+        {"total_timesteps": 1800, **SMALL_Q, "learning_starts": 1600},
+    ),
+    "rainbow_minatar_rr1": (
+        "repro_minatar_rr_rainbow",
+        "MinAtar/Breakout-v1",
+        "rr1_adam+wc",
+        "rainbow",
+        {"total_timesteps": 2000, **SMALL_Q},
+    ),
     "dqn_cartpole_kappa": ("repro_wc_kappa_cartpole", "CartPole-v1", None, "dqn", {"total_timesteps": 1200, **SMALL_Q}),
-    "dqn_lyle_classification": ("repro_lyle_classification", "Classification/Digits-TrueLabel-v0", "wc", "dqn",
-                                {"total_timesteps": 1600, **SMALL_Q, "plasticity_probe_every": 500,
-                                 "plasticity_probe_steps": 50, "plasticity_probe_targets": 2}),
+    "dqn_lyle_classification": (
+        "repro_lyle_classification",
+        "Classification/Digits-TrueLabel-v0",
+        "wc",
+        "dqn",
+        {
+            "total_timesteps": 1600,
+            **SMALL_Q,
+            "plasticity_probe_every": 500,
+            "plasticity_probe_steps": 50,
+            "plasticity_probe_targets": 2,
+        },
+    ),
 }
 
 
@@ -49,7 +86,9 @@ def spec_run(spec: str, env: str, variant: str | None):
     from runners.sweep import load_spec
 
     sweep = load_spec(REPO / "configs" / "sweeps" / f"{spec}.yaml", Path(tempfile.mkdtemp()) / "sweep")
-    runs = [run for run in sweep.runs if run.env == env and run.seed == 1 and (variant is None or run.variant == variant)]
+    runs = [
+        run for run in sweep.runs if run.env == env and run.seed == 1 and (variant is None or run.variant == variant)
+    ]
     return runs[-1] if variant is None else runs[0]  # no variant named: the spec's last one
 
 
@@ -83,8 +122,10 @@ def run_case(name: str, directory: Path) -> dict:
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_small_run_of_each_study_family_reproduces_its_recorded_fingerprint(tmp_path, name):
     recorded = json.loads(GOLDEN.read_text())[name]
-    assert run_case(name, tmp_path) == recorded, (f"{name} no longer reproduces bitwise; only a correctness fix may "
-                                                  f"change it (python tests/test_golden_runs.py --write, in its own commit)")
+    assert run_case(name, tmp_path) == recorded, (
+        f"{name} no longer reproduces bitwise; only a correctness fix may "
+        f"change it (python tests/test_golden_runs.py --write, in its own commit)"
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:

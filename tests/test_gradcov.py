@@ -20,10 +20,17 @@ def naive_covariance(model: nn.Module, loss_fn, batch: dict, k: int) -> torch.Te
     for i in range(k):
         sample = {key: value[i : i + 1] for key, value in batch.items()}
         grads = torch.autograd.grad(loss_fn(model, sample)[0], params, allow_unused=True)
-        gradients.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)]).double())
+        gradients.append(
+            torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)]).double()
+        )
     rows = []
     for gi in gradients:
-        rows.append([float(gi @ gj) / max(float(gi.norm() * gj.norm()), 1e-300) if gi.norm() * gj.norm() > 0 else 0.0 for gj in gradients])
+        rows.append(
+            [
+                float(gi @ gj) / max(float(gi.norm() * gj.norm()), 1e-300) if gi.norm() * gj.norm() > 0 else 0.0
+                for gj in gradients
+            ]
+        )
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -153,10 +160,20 @@ def test_logger_writes_every_tag_the_image_and_the_saved_matrix(tmp_path):
     writer.close()
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("diagnostics/dormant_frac_0", "diagnostics/dormant_frac_0.025", "diagnostics/dormant_frac_0.1",
-                "diagnostics/dead_units_frac", "diagnostics/weight_norm", "diagnostics/distance_from_init",
-                "diagnostics/grad_norm", "diagnostics/effective_rank", "diagnostics/srank",
-                "gradcov/mean_offdiag", "gradcov/negative_offdiag_frac", "layers/head.0/weight_norm"):
+    for tag in (
+        "diagnostics/dormant_frac_0",
+        "diagnostics/dormant_frac_0.025",
+        "diagnostics/dormant_frac_0.1",
+        "diagnostics/dead_units_frac",
+        "diagnostics/weight_norm",
+        "diagnostics/distance_from_init",
+        "diagnostics/grad_norm",
+        "diagnostics/effective_rank",
+        "diagnostics/srank",
+        "gradcov/mean_offdiag",
+        "gradcov/negative_offdiag_frac",
+        "layers/head.0/weight_norm",
+    ):
         assert tag in scalars, tag
     assert events.Tags()["images"] == ["gradcov/heatmap"]
     saved = np.load(tmp_path / "gradcov" / "step_0000000007.npz")

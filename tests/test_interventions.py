@@ -12,8 +12,16 @@ import torch
 from torch import nn
 
 from agents.clipping import WeightClipping
-from agents.interventions import (Interval, LastLayerReset, LayerRegularizer, PlasticityInjection, ReDo, ShrinkAndPerturb,
-                                  layer_depths, redo_layers)
+from agents.interventions import (
+    Interval,
+    LastLayerReset,
+    LayerRegularizer,
+    PlasticityInjection,
+    ReDo,
+    ShrinkAndPerturb,
+    layer_depths,
+    redo_layers,
+)
 from agents.networks import QNetwork, RainbowNetwork
 from agents.optimizers import Madam, make_optimizer
 from agents.plugins import PlasticityArgs, PlasticityPlugins, check_plasticity_args
@@ -46,14 +54,39 @@ def step_with_zero_task_loss(model: nn.Module, optimizer: torch.optim.Optimizer)
 
 # ---------------------------------------------------------------- layers
 def test_layers_are_counted_along_the_forward_path_per_tower():
-    assert layer_depths(Agent(11, 3)) == {"critic.0": 1, "critic.2": 2, "critic.4": 3,
-                                          "actor_mean.0": 1, "actor_mean.2": 2, "actor_mean.4": 3}
-    assert layer_depths(Agent(11, 3, layer_norm=True)) == {"critic.0": 1, "critic.3": 2, "critic.6": 3,
-                                                           "actor_mean.0": 1, "actor_mean.3": 2, "actor_mean.6": 3}
+    assert layer_depths(Agent(11, 3)) == {
+        "critic.0": 1,
+        "critic.2": 2,
+        "critic.4": 3,
+        "actor_mean.0": 1,
+        "actor_mean.2": 2,
+        "actor_mean.4": 3,
+    }
+    assert layer_depths(Agent(11, 3, layer_norm=True)) == {
+        "critic.0": 1,
+        "critic.3": 2,
+        "critic.6": 3,
+        "actor_mean.0": 1,
+        "actor_mean.3": 2,
+        "actor_mean.6": 3,
+    }
     assert layer_depths(QNetwork((4,), 2)) == {"trunk.0": 1, "trunk.2": 2, "head.0": 3}
-    assert layer_depths(QNetwork((4, 84, 84), 6)) == {"trunk.0": 1, "trunk.2": 2, "trunk.4": 3, "head.0": 4, "head.2": 5}
+    assert layer_depths(QNetwork((4, 84, 84), 6)) == {
+        "trunk.0": 1,
+        "trunk.2": 2,
+        "trunk.4": 3,
+        "head.0": 4,
+        "head.2": 5,
+    }
     rainbow = RainbowNetwork((4,), 2, atoms=5, noisy_std=0.1, layer_norm=True)
-    assert layer_depths(rainbow) == {"trunk.0": 1, "trunk.3": 2, "advantage.0": 3, "advantage.3": 4, "value.0": 3, "value.3": 4}
+    assert layer_depths(rainbow) == {
+        "trunk.0": 1,
+        "trunk.3": 2,
+        "advantage.0": 3,
+        "advantage.3": 4,
+        "value.0": 3,
+        "value.3": 4,
+    }
     assert rainbow.output_layers == ("advantage.3", "value.3")
 
 
@@ -112,18 +145,25 @@ def regression_trajectory(make, regularize, steps=6) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize(("form", "reference"), [
-    ("loss", lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=2 * 0.05)),     # coupled L2: through Adam
-    ("decoupled", lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=2 * 0.05)),  # decoupled: AdamW
-])
+@pytest.mark.parametrize(
+    ("form", "reference"),
+    [
+        ("loss", lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=2 * 0.05)),  # coupled L2: through Adam
+        ("decoupled", lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=2 * 0.05)),  # decoupled: AdamW
+    ],
+)
 def test_l2_forms_with_adam_match_torchs_adam_and_adamw(form, reference):
-    ours = regression_trajectory(lambda params: torch.optim.Adam(params, lr=0.01),
-                                 lambda model: LayerRegularizer(model, "l2", coef=0.05, form=form))
+    ours = regression_trajectory(
+        lambda params: torch.optim.Adam(params, lr=0.01),
+        lambda model: LayerRegularizer(model, "l2", coef=0.05, form=form),
+    )
     theirs = regression_trajectory(reference, None)
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, atol=1e-6)
-    other = regression_trajectory(lambda params: torch.optim.Adam(params, lr=0.01),
-                                  lambda model: LayerRegularizer(model, "l2", coef=0.05, form="decoupled" if form == "loss" else "loss"))
+    other = regression_trajectory(
+        lambda params: torch.optim.Adam(params, lr=0.01),
+        lambda model: LayerRegularizer(model, "l2", coef=0.05, form="decoupled" if form == "loss" else "loss"),
+    )
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(other, theirs))  # the two forms really differ
 
 
@@ -182,13 +222,16 @@ def test_l2_init_anchor_survives_a_checkpoint():
         LayerRegularizer(model, "l2", coef=0.1).load_state_dict(state)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(kind="l1", coef=0.1), "regularizer must be one of"),
-    (dict(kind="l2", coef=0.0), "coef must be"),
-    (dict(kind="l2", coef=0.1, delta=-1.0), "delta must be"),
-    (dict(kind="singular", coef=0.1, form="decoupled"), "only as a loss term"),
-    (dict(kind="l2", coef=0.1, every=0), "interval must be"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(kind="l1", coef=0.1), "regularizer must be one of"),
+        (dict(kind="l2", coef=0.0), "coef must be"),
+        (dict(kind="l2", coef=0.1, delta=-1.0), "delta must be"),
+        (dict(kind="singular", coef=0.1, form="decoupled"), "only as a loss term"),
+        (dict(kind="l2", coef=0.1, every=0), "interval must be"),
+    ],
+)
 def test_regularizer_refuses_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LayerRegularizer(two_layer(), **kwargs)
@@ -222,7 +265,9 @@ def test_shrink_and_perturb_by_hand():
 
 def test_fresh_draws_are_reproducible_and_leave_the_runs_random_streams_alone():
     model = two_layer()
-    plugin = ShrinkAndPerturb(model, lambda: nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)), Interval(1), shrink=0.0, sigma=1.0)
+    plugin = ShrinkAndPerturb(
+        model, lambda: nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)), Interval(1), shrink=0.0, sigma=1.0
+    )
     torch.manual_seed(5)
     before = torch.get_rng_state()
     first = plugin._fresh()[0].weight.clone()
@@ -283,11 +328,37 @@ def test_make_optimizer_passes_lyles_adam_settings():
 
 # ---------------------------------------------------------------- LayerNorm networks
 def test_layer_norm_follows_every_hidden_layer():
-    kinds = [type(m).__name__ for m in QNetwork((4, 84, 84), 6, layer_norm=True).modules() if not isinstance(m, (nn.Sequential, QNetwork))]
-    assert kinds == ["Conv2d", "GroupNorm", "ReLU", "Conv2d", "GroupNorm", "ReLU", "Conv2d", "GroupNorm", "ReLU", "Flatten",
-                     "Linear", "LayerNorm", "ReLU", "Linear"]
+    kinds = [
+        type(m).__name__
+        for m in QNetwork((4, 84, 84), 6, layer_norm=True).modules()
+        if not isinstance(m, (nn.Sequential, QNetwork))
+    ]
+    assert kinds == [
+        "Conv2d",
+        "GroupNorm",
+        "ReLU",
+        "Conv2d",
+        "GroupNorm",
+        "ReLU",
+        "Conv2d",
+        "GroupNorm",
+        "ReLU",
+        "Flatten",
+        "Linear",
+        "LayerNorm",
+        "ReLU",
+        "Linear",
+    ]
     agent = Agent(5, 2, layer_norm=True)
-    assert [type(m).__name__ for m in agent.critic] == ["Linear", "LayerNorm", "Tanh", "Linear", "LayerNorm", "Tanh", "Linear"]
+    assert [type(m).__name__ for m in agent.critic] == [
+        "Linear",
+        "LayerNorm",
+        "Tanh",
+        "Linear",
+        "LayerNorm",
+        "Tanh",
+        "Linear",
+    ]
 
 
 def test_numpy_actor_mirrors_the_layer_norm_actor():
@@ -344,14 +415,18 @@ def test_redo_by_hand_on_a_2_3_2_mlp(tau, recycled):
     model = mlp_2_3_2()
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = adam_with_moments(model)
-    plugin = ReDo(model, constant_mlp_2_3_2, Interval(1000), tau=tau, sample_inputs=lambda: REDO_INPUTS).attach(optimizer)
+    plugin = ReDo(model, constant_mlp_2_3_2, Interval(1000), tau=tau, sample_inputs=lambda: REDO_INPUTS).attach(
+        optimizer
+    )
     # E|h| = (1.125, 0, 0.0225), mean 0.3825: scores 2.941, 0, 0.0588
     assert plugin.scores()[0].tolist() == pytest.approx([1.125 / 0.3825, 0.0, 0.0225 / 0.3825], rel=1e-5)
     output = model(REDO_INPUTS).detach()
     plugin.apply_now()
     kept = [unit for unit in range(3) if unit not in recycled]
     weight, bias, next_weight, next_bias = model[0].weight, model[0].bias, model[2].weight, model[2].bias
-    assert torch.equal(weight[recycled], torch.full((len(recycled), 2), 7.0)) and torch.equal(bias[recycled], torch.full((len(recycled),), 0.25))
+    assert torch.equal(weight[recycled], torch.full((len(recycled), 2), 7.0)) and torch.equal(
+        bias[recycled], torch.full((len(recycled),), 0.25)
+    )
     assert torch.equal(weight[kept], before[0][kept]) and torch.equal(bias[kept], before[1][kept])
     assert torch.equal(next_weight[:, recycled], torch.zeros(2, len(recycled)))  # outgoing weights zeroed
     assert torch.equal(next_weight[:, kept], before[2][:, kept]) and torch.equal(next_bias, before[3])
@@ -413,13 +488,21 @@ def test_redo_recycles_conv_channels_and_their_flattened_columns():
     expected_fresh = plugin._fresh()  # event 0's draw
     output = model(inputs).detach()
     plugin.apply_now()
-    assert torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and model[0].bias[1] == expected_fresh[0].bias[1]
-    assert torch.equal(model[0].weight[[0, 2]], before[0][[0, 2]]) and torch.equal(model[0].bias[[0, 2]], before[1][[0, 2]])
+    assert (
+        torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and model[0].bias[1] == expected_fresh[0].bias[1]
+    )
+    assert torch.equal(model[0].weight[[0, 2]], before[0][[0, 2]]) and torch.equal(
+        model[0].bias[[0, 2]], before[1][[0, 2]]
+    )
     assert torch.equal(model[3].weight[:, 4:8], torch.zeros(2, 4))
-    assert torch.equal(model[3].weight[:, :4], before[2][:, :4]) and torch.equal(model[3].weight[:, 8:], before[2][:, 8:])
+    assert torch.equal(model[3].weight[:, :4], before[2][:, :4]) and torch.equal(
+        model[3].weight[:, 8:], before[2][:, 8:]
+    )
     exp_avg = optimizer.state[model[3].weight]["exp_avg"]
     assert torch.all(exp_avg[:, 4:8] == 0) and torch.all(exp_avg[:, :4] == 1) and torch.all(exp_avg[:, 8:] == 1)
-    assert torch.all(optimizer.state[model[0].weight]["exp_avg"][1] == 0) and torch.all(optimizer.state[model[0].weight]["exp_avg"][[0, 2]] == 1)
+    assert torch.all(optimizer.state[model[0].weight]["exp_avg"][1] == 0) and torch.all(
+        optimizer.state[model[0].weight]["exp_avg"][[0, 2]] == 1
+    )
     assert torch.equal(model(inputs), output)
     assert plugin.metrics()["redo/recycled_frac"] == pytest.approx(1 / 3)
 
@@ -442,22 +525,33 @@ def test_redo_scores_after_the_layer_norm_and_nonlinearity_and_recycles_the_norm
     expected_fresh = plugin._fresh()
     plugin.apply_now()
     assert model[1].weight.tolist() == [1.0, 1.0, 1.0] and model[1].bias.tolist() == [0.0, 0.0, 0.0]  # LayerNorm's init
-    assert torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and torch.equal(model[0].weight[[0, 2]], before[0][[0, 2]])
-    assert torch.equal(model[3].weight[:, 1], torch.zeros(2)) and torch.equal(model[3].weight[:, [0, 2]], before[4][:, [0, 2]])
+    assert torch.equal(model[0].weight[1], expected_fresh[0].weight[1]) and torch.equal(
+        model[0].weight[[0, 2]], before[0][[0, 2]]
+    )
+    assert torch.equal(model[3].weight[:, 1], torch.zeros(2)) and torch.equal(
+        model[3].weight[:, [0, 2]], before[4][:, [0, 2]]
+    )
 
 
 def test_recycled_weights_are_clipped_after_recycling():
     model = mlp_2_3_2()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    huge = lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).requires_grad_(True).apply(  # noqa: E731
-        lambda m: [p.data.fill_(10.0) for p in m.parameters(recurse=False)])
+    huge = lambda: (
+        nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+        .requires_grad_(True)
+        .apply(  # noqa: E731
+            lambda m: [p.data.fill_(10.0) for p in m.parameters(recurse=False)]
+        )
+    )
     ReDo(model, huge, Interval(1), tau=0.025, sample_inputs=lambda: REDO_INPUTS).attach(optimizer)
     clipping = WeightClipping(model, kappa=1.0).attach(optimizer)  # attached after the plug-ins, as every agent does
     optimizer.zero_grad()
     (model(REDO_INPUTS) - 1.0).square().mean().backward()
     optimizer.step()
     assert clipping.max_violation() == 0.0
-    assert model[0].weight[1].tolist() == pytest.approx([1 / math.sqrt(2)] * 2)  # the fresh 10s, clamped to kappa / sqrt(fan_in)
+    assert model[0].weight[1].tolist() == pytest.approx(
+        [1 / math.sqrt(2)] * 2
+    )  # the fresh 10s, clamped to kappa / sqrt(fan_in)
     assert model[0].bias[1].item() == pytest.approx(1 / math.sqrt(2))
 
 
@@ -472,8 +566,13 @@ def test_redo_on_noisy_dueling_layers_recycles_mu_and_resets_sigma():
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
     inputs = torch.randn(256, 4)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.0)
-    plugin = ReDo(network, lambda: RainbowNetwork((4,), 2, atoms=3, noisy_std=0.5), Interval(1000), tau=0.0,
-                  sample_inputs=lambda: inputs).attach(optimizer)
+    plugin = ReDo(
+        network,
+        lambda: RainbowNetwork((4,), 2, atoms=3, noisy_std=0.5),
+        Interval(1000),
+        tau=0.0,
+        sample_inputs=lambda: inputs,
+    ).attach(optimizer)
     dead = {layer.name: score == 0 for layer, score in zip(plugin.layers, plugin.scores())}
     assert dead["trunk.2"][7] and dead["advantage.0"][5]  # and whatever else a random init leaves dead
     fresh = dict(plugin._fresh().named_parameters())
@@ -484,10 +583,18 @@ def test_redo_on_noisy_dueling_layers_recycles_mu_and_resets_sigma():
     # expected: every dead unit's rows (weight and bias; noisy: mu and sigma) from the fresh network, then its
     # columns of every layer it feeds (the trunk's last layer feeds both streams; noisy: mu and sigma) at 0
     expected = {name: value.clone() for name, value in before.items()}
-    incoming = {"trunk.0": ("weight", "bias"), "trunk.2": ("weight", "bias"),
-                "advantage.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias"), "value.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias")}
-    outgoing = {"trunk.0": ["trunk.2.weight"], "trunk.2": ["advantage.0.mu_W", "advantage.0.sigma_W", "value.0.mu_W", "value.0.sigma_W"],
-                "advantage.0": ["advantage.2.mu_W", "advantage.2.sigma_W"], "value.0": ["value.2.mu_W", "value.2.sigma_W"]}
+    incoming = {
+        "trunk.0": ("weight", "bias"),
+        "trunk.2": ("weight", "bias"),
+        "advantage.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias"),
+        "value.0": ("mu_W", "sigma_W", "mu_bias", "sigma_bias"),
+    }
+    outgoing = {
+        "trunk.0": ["trunk.2.weight"],
+        "trunk.2": ["advantage.0.mu_W", "advantage.0.sigma_W", "value.0.mu_W", "value.0.sigma_W"],
+        "advantage.0": ["advantage.2.mu_W", "advantage.2.sigma_W"],
+        "value.0": ["value.2.mu_W", "value.2.sigma_W"],
+    }
     for layer, mask in dead.items():
         for local in incoming[layer]:
             expected[f"{layer}.{local}"][mask] = fresh[f"{layer}.{local}"][mask]
@@ -503,19 +610,35 @@ def test_redo_on_noisy_dueling_layers_recycles_mu_and_resets_sigma():
 
 def test_redo_layers_of_the_zoos_networks():
     def structure(model):
-        return [(l.name, l.units, type(l.activation).__name__, l.norms, [(n.name, n.per_unit) for n in l.next_layers])
-                for l in redo_layers(model)]
+        return [
+            (
+                layer.name,
+                layer.units,
+                type(layer.activation).__name__,
+                layer.norms,
+                [(n.name, n.per_unit) for n in layer.next_layers],
+            )
+            for layer in redo_layers(model)
+        ]
 
-    assert structure(QNetwork((4, 84, 84), 6))[2:] == [("trunk.4", 64, "ReLU", (), [("head.0", 49)]),
-                                                       ("head.0", 512, "ReLU", (), [("head.2", 1)])]
+    assert structure(QNetwork((4, 84, 84), 6))[2:] == [
+        ("trunk.4", 64, "ReLU", (), [("head.0", 49)]),
+        ("head.0", 512, "ReLU", (), [("head.2", 1)]),
+    ]
     assert structure(QNetwork((4, 10, 10), 3, layer_norm=True)) == [  # MinAtar: 16 channels of 8 x 8
-        ("trunk.0", 16, "ReLU", ("trunk.1",), [("head.0", 64)]), ("head.0", 128, "ReLU", ("head.1",), [("head.3", 1)])]
+        ("trunk.0", 16, "ReLU", ("trunk.1",), [("head.0", 64)]),
+        ("head.0", 128, "ReLU", ("head.1",), [("head.3", 1)]),
+    ]
     assert structure(RainbowNetwork((4,), 2, 3, 0.5))[1:3] == [
-        ("trunk.2", 64, "ReLU", (), [("advantage.0", 1), ("value.0", 1)]), ("advantage.0", 64, "ReLU", (), [("advantage.2", 1)])]
+        ("trunk.2", 64, "ReLU", (), [("advantage.0", 1), ("value.0", 1)]),
+        ("advantage.0", 64, "ReLU", (), [("advantage.2", 1)]),
+    ]
     assert structure(Agent(5, 2, layer_norm=True)) == [
-        ("critic.0", 64, "Tanh", ("critic.1",), [("critic.3", 1)]), ("critic.3", 64, "Tanh", ("critic.4",), [("critic.6", 1)]),
+        ("critic.0", 64, "Tanh", ("critic.1",), [("critic.3", 1)]),
+        ("critic.3", 64, "Tanh", ("critic.4",), [("critic.6", 1)]),
         ("actor_mean.0", 64, "Tanh", ("actor_mean.1",), [("actor_mean.3", 1)]),
-        ("actor_mean.3", 64, "Tanh", ("actor_mean.4",), [("actor_mean.6", 1)])]
+        ("actor_mean.3", 64, "Tanh", ("actor_mean.4",), [("actor_mean.6", 1)]),
+    ]
     with pytest.raises(ValueError, match="no activation follows"):
         redo_layers(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)))
 
@@ -528,8 +651,14 @@ def test_redo_through_the_plug_ins_on_ppos_two_towers():
         agent.critic[0].bias[3] = 0.0  # tanh(0) = 0 on every input
     observations = torch.randn(40, 3)
     args = PPOArgs(redo_every=1, redo_tau=0.0, redo_samples=16)
-    plugins = PlasticityPlugins(agent, args, lambda: Agent(3, 2), seed=5, sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args),
-                                forward=lambda net, x: (net.critic(x), net.actor_mean(x)))
+    plugins = PlasticityPlugins(
+        agent,
+        args,
+        lambda: Agent(3, 2),
+        seed=5,
+        sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args),
+        forward=lambda net, x: (net.critic(x), net.actor_mean(x)),
+    )
     optimizer = torch.optim.Adam(agent.parameters(), lr=0.0)
     plugins.attach(optimizer)
     assert plugins.describe() == "redo (every 1 gradient step, tau 0)"
@@ -551,7 +680,9 @@ def redo_training(steps: int, resume_after: int | None = None) -> list[torch.Ten
         args = PPOArgs(redo_every=2, redo_tau=0.5, redo_samples=16)
         fresh = lambda: nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))  # noqa: E731
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        plugins = PlasticityPlugins(model, args, fresh, seed=7, sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args))
+        plugins = PlasticityPlugins(
+            model, args, fresh, seed=7, sample_inputs=PlasticityPlugins.rollout_inputs(lambda: observations, args)
+        )
         return model, optimizer, plugins.attach(optimizer)
 
     model, optimizer, plugins = build(0)
@@ -585,7 +716,8 @@ def test_plug_ins_with_redo_off_never_sample_and_leave_training_bitwise_unchange
     plain = regression_trajectory(lambda params: torch.optim.Adam(params, lr=0.01), None)
     with_plugins = regression_trajectory(
         lambda params: torch.optim.Adam(params, lr=0.01),
-        lambda model: PlasticityPlugins(model, PPOArgs(), lambda: None, seed=0, sample_inputs=never))
+        lambda model: PlasticityPlugins(model, PPOArgs(), lambda: None, seed=0, sample_inputs=never),
+    )
     assert all(torch.equal(a, b) for a, b in zip(plain, with_plugins))
 
 
@@ -602,8 +734,10 @@ class TrunkHead(nn.Module):
         return self.head(self.trunk(x))
 
 
-INJECTION_DATA = (torch.randn(32, 3, generator=torch.Generator().manual_seed(2)),
-                  torch.randn(32, 2, generator=torch.Generator().manual_seed(3)))
+INJECTION_DATA = (
+    torch.randn(32, 3, generator=torch.Generator().manual_seed(2)),
+    torch.randn(32, 2, generator=torch.Generator().manual_seed(3)),
+)
 
 
 def regression_step(forward, optimizer) -> None:
@@ -633,11 +767,14 @@ def test_injection_leaves_the_output_bitwise_and_restarts_the_heads_optimizer_st
     seen = []
     optimizer.register_step_pre_hook(lambda *_: seen.append((plugin.injected, network(probe)[0].detach())))
     regression_step(forward(network), optimizer)
-    (injected, injected_output), = seen
+    ((injected, injected_output),) = seen
     assert injected and torch.equal(injected_output, output)  # bitwise: the head's tensors are untouched
     head = network.head[0]
     assert torch.equal(plugin.old[0], twin.head[0].weight)  # h_old: the head after step 3 (and its clamp)
-    assert optimizer.state[head.weight]["step"].item() == 1 and optimizer.state[network.trunk[0].weight]["step"].item() == 4
+    assert (
+        optimizer.state[head.weight]["step"].item() == 1
+        and optimizer.state[network.trunk[0].weight]["step"].item() == 4
+    )
     assert clipping.max_violation() == 0.0  # the clamp still runs, on the head the network computes with
     metrics = plugin.metrics()
     assert metrics["interventions/plasticity_injections"] == 1.0 and metrics["interventions/injected_head_shift"] > 0
@@ -670,20 +807,27 @@ def test_injection_trains_like_the_three_explicit_heads_of_nikishin_et_al():
         return h_old(features) + h_new(features) - h_copy(features)
 
     x = INJECTION_DATA[0]
-    assert torch.allclose(explicit(x), model(x), atol=1e-6)  # float rounding of old + new - copy: equal to 1e-6, not bitwise
+    assert torch.allclose(
+        explicit(x), model(x), atol=1e-6
+    )  # float rounding of old + new - copy: equal to 1e-6, not bitwise
     trunk_before = model.trunk[0].weight.detach().clone()
     for _ in range(6):
         regression_step(model, optimizer)
         regression_step(explicit, reference_optimizer)
     assert torch.allclose(explicit(x), model(x), atol=1e-5)
     new_head = plugin.new_head()
-    assert torch.allclose(new_head["head.weight"], h_new.weight, atol=1e-5) and torch.allclose(new_head["head.bias"], h_new.bias, atol=1e-5)
+    assert torch.allclose(new_head["head.weight"], h_new.weight, atol=1e-5) and torch.allclose(
+        new_head["head.bias"], h_new.bias, atol=1e-5
+    )
     assert not torch.equal(new_head["head.weight"], copy[0])  # h_new trained ...
-    assert all(torch.equal(a, b) for a, b in zip(plugin.old + plugin.copy, old + copy))  # ... from the same draw; h_old and h_copy did not
+    assert all(
+        torch.equal(a, b) for a, b in zip(plugin.old + plugin.copy, old + copy)
+    )  # ... from the same draw; h_old and h_copy did not
     assert not torch.equal(model.trunk[0].weight, trunk_before)  # and the trunk trains on
     assert torch.allclose(model.trunk[0].weight, reference.trunk[0].weight, atol=1e-5)
     assert plugin.metrics()["interventions/injected_head_shift"] == pytest.approx(
-        float(torch.cat([(new_head[n] - c).flatten() for n, c in zip(new_head, copy)]).norm()), rel=1e-4)
+        float(torch.cat([(new_head[n] - c).flatten() for n, c in zip(new_head, copy)]).norm()), rel=1e-4
+    )
 
 
 def injection_training(resume_after: int | None = None) -> torch.Tensor:
@@ -726,26 +870,35 @@ def test_numpy_actor_mirrors_the_injected_actor():
         optimizer.zero_grad()
         (agent.actor_mean(obs).square().mean() + agent.critic(obs).square().mean()).backward()
         optimizer.step()
-    assert plugin.injected and [name for name, _ in plugin.tensors] == ["actor_mean.4.weight", "actor_mean.4.bias",
-                                                                         "critic.4.weight", "critic.4.bias"]
+    assert plugin.injected and [name for name, _ in plugin.tensors] == [
+        "actor_mean.4.weight",
+        "actor_mean.4.bias",
+        "critic.4.weight",
+        "critic.4.bias",
+    ]
     assert np.allclose(NumpyActor(agent).mean(obs.numpy()), agent.actor_mean(obs).detach().numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (dict(redo_every=-1), "--redo-every must be >= 0 or 'target'"),
-    (dict(redo_every="target"), "--redo-every target: this agent has no target network"),
-    (dict(redo_tau=1.0), "--redo-tau must be in"),
-    (dict(redo_tau=float("nan")), "--redo-tau must be in"),
-    (dict(redo_every=10, redo_samples=0), "--redo-samples must be >= 1"),
-    (dict(redo_every=10, redo_samples=5000), "--redo-samples 5000 exceeds the batch size"),
-    (dict(redo_every=10, optimizer="madam"), "--redo-every with --optimizer madam"),
-    (dict(inject_at=-5), "--inject-at must be >= 0"),
-    (dict(inject_at=100, optimizer="madam"), "--inject-at with --optimizer madam"),
-    (dict(inject_at=100, reset_last_layer_every=10), "--inject-at with --reset-last-layer-every"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(redo_every=-1), "--redo-every must be >= 0 or 'target'"),
+        (dict(redo_every="target"), "--redo-every target: this agent has no target network"),
+        (dict(redo_tau=1.0), "--redo-tau must be in"),
+        (dict(redo_tau=float("nan")), "--redo-tau must be in"),
+        (dict(redo_every=10, redo_samples=0), "--redo-samples must be >= 1"),
+        (dict(redo_every=10, redo_samples=5000), "--redo-samples 5000 exceeds the batch size"),
+        (dict(redo_every=10, optimizer="madam"), "--redo-every with --optimizer madam"),
+        (dict(inject_at=-5), "--inject-at must be >= 0"),
+        (dict(inject_at=100, optimizer="madam"), "--inject-at with --optimizer madam"),
+        (dict(inject_at=100, reset_last_layer_every=10), "--inject-at with --reset-last-layer-every"),
+    ],
+)
 def test_redo_and_injection_options_are_checked(options, message):
     with pytest.raises(UsageError, match=message) as error:
-        check_plasticity_args(PlasticityArgs(**options), has_target_network=False, samples_available=(2048, "the batch size"))
+        check_plasticity_args(
+            PlasticityArgs(**options), has_target_network=False, samples_available=(2048, "the batch size")
+        )
     assert "\n" not in str(error.value)
 
 
@@ -757,15 +910,37 @@ def test_q_agents_recycle_and_inject(tmp_path, agent_name, redo_every, capsys):
     from agents import dqn, rainbow
 
     agent = dqn if agent_name == "dqn" else rainbow
-    agent.main([*CARTPOLE, "--total-timesteps", "600", "--redo-every", redo_every, "--redo-tau", "0.1", "--redo-samples", "64",
-                "--inject-at", "150", "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
+    agent.main(
+        [
+            *CARTPOLE,
+            "--total-timesteps",
+            "600",
+            "--redo-every",
+            redo_every,
+            "--redo-tau",
+            "0.1",
+            "--redo-samples",
+            "64",
+            "--inject-at",
+            "150",
+            "--layer-norm",
+            "--wc-kappa",
+            "2",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     assert "redo (" in capsys.readouterr().out
     logged = scalars(tmp_path)
     assert all(0 <= value <= 1 for _, value in logged["redo/recycled_frac"])
     assert sum(value for _, value in logged["interventions/plasticity_injections"]) == 1.0
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     redo, injection = checkpoint["plugins"]["redo"], checkpoint["plugins"]["plasticity_injection"]
-    assert redo["events"] == (8 if redo_every == "50" else 3) and injection["updates"] == 400 and injection["old"] is not None
+    assert (
+        redo["events"] == (8 if redo_every == "50" else 3)
+        and injection["updates"] == 400
+        and injection["old"] is not None
+    )
     assert redo["inputs"]["generator"] is not None  # ReDo's replay stream is checkpointed
 
 
@@ -781,7 +956,9 @@ def test_redos_sampling_scoring_and_draws_change_no_training_number(tmp_path, mo
     monkeypatch.setattr(ReDo, "_recycle", lambda self, dormant, fresh: None)
     dqn.main([*base, "--redo-every", "50", "--redo-tau", "0.1", "--run-dir", str(tmp_path / "redo")])
     plain, redo = scalars(tmp_path / "plain"), scalars(tmp_path / "redo")
-    assert any(v for _, v in redo.pop("redo/recycled_units")) and redo.pop("redo/recycled_frac")  # units were found dormant
+    assert any(v for _, v in redo.pop("redo/recycled_units")) and redo.pop(
+        "redo/recycled_frac"
+    )  # units were found dormant
     timing = {"charts/SPS", "charts/gradient_steps_per_second"}
     assert set(plain) == set(redo)
     for tag in set(plain) - timing:
@@ -796,12 +973,36 @@ def test_ppo_recycles_and_injects(tmp_path):
 
     from agents import ppo_continuous
 
-    ppo_continuous.main([*TINY, "--no-compile", "--total-timesteps", "768", "--redo-every", "8", "--redo-tau", "0.1", "--redo-samples", "128",
-                         "--inject-at", "10", "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)])
+    ppo_continuous.main(
+        [
+            *TINY,
+            "--no-compile",
+            "--total-timesteps",
+            "768",
+            "--redo-every",
+            "8",
+            "--redo-tau",
+            "0.1",
+            "--redo-samples",
+            "128",
+            "--inject-at",
+            "10",
+            "--layer-norm",
+            "--wc-kappa",
+            "2",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     logged = scalar_series(tmp_path)
-    assert len(logged["redo/recycled_frac"]) == 3 and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
+    assert (
+        len(logged["redo/recycled_frac"]) == 3
+        and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
+    )
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert checkpoint["plugins"]["redo"]["events"] == 3 and checkpoint["plugins"]["plasticity_injection"]["updates"] == 24
+    assert (
+        checkpoint["plugins"]["redo"]["events"] == 3 and checkpoint["plugins"]["plasticity_injection"]["updates"] == 24
+    )
 
 
 def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capfd):
@@ -809,8 +1010,22 @@ def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capf
 
     from test_exact_resume import final_weights, run_here, run_interrupted, scalars
 
-    options = ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000", "--redo-every", "40", "--redo-tau", "0.1",
-               "--inject-at", "350", "--wc-kappa", "2"]
+    options = [
+        "--env-id",
+        "CartPole-v1",
+        "--num-envs",
+        "2",
+        "--buffer-size",
+        "2000",
+        "--redo-every",
+        "40",
+        "--redo-tau",
+        "0.1",
+        "--inject-at",
+        "350",
+        "--wc-kappa",
+        "2",
+    ]
     run_here("dqn", options, 1000, tmp_path / "whole")
     resumed_from = run_interrupted("dqn", options, 1000, tmp_path / "resumed", signal.SIGKILL, capfd)
     assert 0 < resumed_from < 1000
@@ -818,4 +1033,7 @@ def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capf
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
     logged = scalars(tmp_path / "whole")
     assert logged == scalars(tmp_path / "resumed")
-    assert any(value for _, value in logged["redo/recycled_units"]) and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1
+    assert (
+        any(value for _, value in logged["redo/recycled_units"])
+        and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1
+    )

@@ -22,8 +22,10 @@ def imported_modules(path: Path) -> set[str]:
 
 def runners_graph() -> dict[str, set[str]]:
     names = {path.stem: path for path in (REPO / "runners").glob("*.py")}
-    return {name: {m.split(".")[1] for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in names}
-            for name, path in names.items()}
+    return {
+        name: {m.split(".")[1] for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in names}
+        for name, path in names.items()
+    }
 
 
 def test_runners_import_agents_and_envs_only_through_the_registry():

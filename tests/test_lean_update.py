@@ -31,8 +31,18 @@ def filled_buffer(obs_shape, frame_stack: int = 1, prioritized: dict | None = No
         obs_next = rng.random((NUM_ENVS, *stacked)) < 0.3
         terminated = rng.random(NUM_ENVS) < 0.08
         truncated = ~terminated & (rng.random(NUM_ENVS) < 0.04)
-        buffer.add(Batch(obs=obs, act=rng.integers(0, 3, NUM_ENVS), rew=rng.normal(size=NUM_ENVS), terminated=terminated,
-                         truncated=truncated, obs_next=obs_next, info=Batch()), buffer_ids=np.arange(NUM_ENVS))
+        buffer.add(
+            Batch(
+                obs=obs,
+                act=rng.integers(0, 3, NUM_ENVS),
+                rew=rng.normal(size=NUM_ENVS),
+                terminated=terminated,
+                truncated=truncated,
+                obs_next=obs_next,
+                info=Batch(),
+            ),
+            buffer_ids=np.arange(NUM_ENVS),
+        )
     return buffer
 
 
@@ -57,7 +67,13 @@ CASES = {
     "dqn_huber_3step_minatar": (dqn, dict(double_q=False, n_step=3, huber_delta=1.0), (4, 10, 10), 1, None),
     "dqn_double_3step_prioritized": (dqn, dict(double_q=True, n_step=3), (4, 10, 10), 1, dict(alpha=0.5, beta=0.4)),
     "dqn_frame_stack_3step": (dqn, dict(double_q=True, n_step=3), (4, 10, 10), 4, None),
-    "rainbow_prioritized_3step": (rainbow, dict(n_step=3, v_min=-5.0, v_max=5.0), (4, 10, 10), 1, dict(alpha=0.5, beta=0.4)),
+    "rainbow_prioritized_3step": (
+        rainbow,
+        dict(n_step=3, v_min=-5.0, v_max=5.0),
+        (4, 10, 10),
+        1,
+        dict(alpha=0.5, beta=0.4),
+    ),
     "rainbow_uniform_2step_no_target": (rainbow, dict(n_step=2, prioritized=False), (4,), 1, None),
 }
 
@@ -95,7 +111,7 @@ def test_nstep_returns_match_a_direct_walk_over_the_buffer():
     for row, start in enumerate(indices):
         expected, index = 0.0, start
         for k in range(n_step):
-            expected += gamma ** k * buffer.rew[index]
+            expected += gamma**k * buffer.rew[index]
             if buffer.done[index] or index in newest or k == n_step - 1:
                 break
             index = buffer.next(np.array([index]))[0]
@@ -108,8 +124,13 @@ def test_the_new_data_nan_check_agrees_with_tianshous_hasnull():
     from agents.offpolicy import _any_null
 
     rng = np.random.default_rng(0)
-    clean = Batch(obs=rng.normal(size=(10, 3)).astype(np.float32), act=np.arange(10), done=np.zeros(10, bool),
-                  rew=rng.normal(size=10), info=Batch(tag=np.array(["a"] * 10, dtype=object)))
+    clean = Batch(
+        obs=rng.normal(size=(10, 3)).astype(np.float32),
+        act=np.arange(10),
+        done=np.zeros(10, bool),
+        rew=rng.normal(size=10),
+        info=Batch(tag=np.array(["a"] * 10, dtype=object)),
+    )
     cases = [("obs", (4, 1), np.nan), ("rew", 7, np.nan), ("info", 2, None)]
     for key, position, bad_value in cases:
         batch = copy.deepcopy(clean)

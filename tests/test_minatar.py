@@ -20,9 +20,32 @@ from envs.minatar import register_minatar_envs
 from test_qlearning import assert_saved_weights_within_bounds, images, scalars
 
 REPO = Path(__file__).resolve().parent.parent
-BREAKOUT = ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "500",
-            "--learning-starts", "64", "--target-update-period", "50", "--log-every", "50", "--diagnostics-every", "100",
-            "--heatmap-every", "1000", "--gradcov-samples", "16", "--probe-samples", "32", "--total-timesteps", "164"]
+BREAKOUT = [
+    "--env-id",
+    "MinAtar/Breakout-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "16",
+    "--buffer-size",
+    "500",
+    "--learning-starts",
+    "64",
+    "--target-update-period",
+    "50",
+    "--log-every",
+    "50",
+    "--diagnostics-every",
+    "100",
+    "--heatmap-every",
+    "1000",
+    "--gradcov-samples",
+    "16",
+    "--probe-samples",
+    "32",
+    "--total-timesteps",
+    "164",
+]
 
 
 def test_observations_are_the_games_grids_channel_first_with_no_wrappers():
@@ -76,8 +99,15 @@ def test_tiny_minatar_runs_clip_and_log_diagnostics(tmp_path, agent):
     agent.main([*BREAKOUT, "--wc-kappa", "2", "--run-dir", str(tmp_path)])
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"
     series = scalars(tmp_path)
-    for tag in ("charts/episodic_return", "losses/td_loss", "diagnostics/dormant_frac_0.025", "diagnostics/srank",
-                "diagnostics/weight_norm", "wc/clipped_fraction", "gradcov/mean_offdiag"):
+    for tag in (
+        "charts/episodic_return",
+        "losses/td_loss",
+        "diagnostics/dormant_frac_0.025",
+        "diagnostics/srank",
+        "diagnostics/weight_norm",
+        "wc/clipped_fraction",
+        "gradcov/mean_offdiag",
+    ):
         assert tag in series, tag
     assert images(tmp_path) == ["gradcov/heatmap"]
     network = QNetwork((4, 10, 10), 3) if agent is dqn else RainbowNetwork((4, 10, 10), 3, atoms=51, noisy_std=0.1)
@@ -88,12 +118,49 @@ def test_tiny_minatar_runs_clip_and_log_diagnostics(tmp_path, agent):
 
 
 def test_every_plug_in_runs_on_the_minatar_network(tmp_path):
-    dqn.main([*BREAKOUT, "--layer-norm", "--reg", "l2_init", "--reg-delta", "1.25", "--sp-every", "40",
-              "--reset-last-layer-every", "target", "--wc-kappa", "2", "--plasticity-probe-every", "100",
-              "--plasticity-probe-steps", "5", "--plasticity-probe-samples", "32", "--sharpness-every", "100",
-              "--sharpness-iterations", "3", "--sharpness-samples", "16", "--run-dir", str(tmp_path / "a")])
-    rainbow.main([*BREAKOUT, "--optimizer", "madam", "--learning-rate", "0.01", "--reg", "singular",
-                  "--run-dir", str(tmp_path / "b")])
+    dqn.main(
+        [
+            *BREAKOUT,
+            "--layer-norm",
+            "--reg",
+            "l2_init",
+            "--reg-delta",
+            "1.25",
+            "--sp-every",
+            "40",
+            "--reset-last-layer-every",
+            "target",
+            "--wc-kappa",
+            "2",
+            "--plasticity-probe-every",
+            "100",
+            "--plasticity-probe-steps",
+            "5",
+            "--plasticity-probe-samples",
+            "32",
+            "--sharpness-every",
+            "100",
+            "--sharpness-iterations",
+            "3",
+            "--sharpness-samples",
+            "16",
+            "--run-dir",
+            str(tmp_path / "a"),
+        ]
+    )
+    rainbow.main(
+        [
+            *BREAKOUT,
+            "--optimizer",
+            "madam",
+            "--learning-rate",
+            "0.01",
+            "--reg",
+            "singular",
+            "--run-dir",
+            str(tmp_path / "b"),
+        ]
+    )
     series = scalars(tmp_path / "a")
     assert {"plasticity/plasticity", "sharpness/lambda_max", "diagnostics/srank"} <= set(series)
     assert all(np.isfinite(value) for _, value in series["losses/td_loss"])
@@ -123,7 +190,15 @@ def test_minatar_sweep_is_the_preset_at_rr_1_and_8_with_and_without_wc(tmp_path,
     assert {run.env for run in sweep.runs} == {"MinAtar/Breakout-v1", "MinAtar/Seaquest-v1"}
     assert {run.seed for run in sweep.runs} == {1, 2, 3} and len(sweep.runs) == 2 * 4 * 3
     assert {(run.options["replay_ratio"], run.options.get("wc_kappa")) for run in sweep.runs} == {
-        (1, None), (1, 2.0), (8, None), (8, 2.0)}
+        (1, None),
+        (1, 2.0),
+        (8, None),
+        (8, 2.0),
+    }
     for run in sweep.runs:
-        shared = {k: v for k, v in run.options.items() if k not in ("replay_ratio", "wc_kappa", "env_id", "seed", "total_timesteps")}
+        shared = {
+            k: v
+            for k, v in run.options.items()
+            if k not in ("replay_ratio", "wc_kappa", "env_id", "seed", "total_timesteps")
+        }
         assert shared == {k: v for k, v in preset.items() if k not in ("replay_ratio", "env_id", "total_timesteps")}

@@ -39,8 +39,14 @@ def test_aggregate_averages_seeds_on_a_common_grid_with_a_band_around_the_mean(t
     curves = plots.aggregate(plots.find_runs(tmp_path), "charts/episodic_return")
     assert len(curves) == 4 and all(c.seeds == 3 for c in curves)
     for curve in curves:
-        expected = np.mean([offset + slope * curve.steps / 100 for (env, variant, _), (offset, slope) in truth.items()
-                            if env == curve.env and variant == curve.variant], axis=0)
+        expected = np.mean(
+            [
+                offset + slope * curve.steps / 100
+                for (env, variant, _), (offset, slope) in truth.items()
+                if env == curve.env and variant == curve.variant
+            ],
+            axis=0,
+        )
         np.testing.assert_allclose(curve.mean, expected, rtol=1e-6)
         assert np.all(curve.low <= curve.mean + 1e-9) and np.all(curve.mean <= curve.high + 1e-9)
         assert np.all(curve.high - curve.low > 0)  # seeds differ, so the band has width
@@ -68,11 +74,21 @@ def test_plot_command_writes_png_and_csv_that_read_back(tmp_path, clipzoo):
     assert code == 0, err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))
-    assert {(r["env"], r["variant"]) for r in rows} == {(e, v) for e in ("Hopper-v5", "Walker2d-v5") for v in ("adam", "adam_wc")}
+    assert {(r["env"], r["variant"]) for r in rows} == {
+        (e, v) for e in ("Hopper-v5", "Walker2d-v5") for v in ("adam", "adam_wc")
+    }
     assert len(rows) == 4 * plots.GRID_POINTS
     assert all(float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in rows)
-    code, _, _ = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--group-by", "env",
-                         "--out", str(tmp_path / "by_env.png"))
+    code, _, _ = clipzoo(
+        "plot",
+        str(tmp_path / "sweep"),
+        "--metric",
+        "charts/episodic_return",
+        "--group-by",
+        "env",
+        "--out",
+        str(tmp_path / "by_env.png"),
+    )
     assert code == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
 
 
@@ -84,11 +100,22 @@ def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipz
                 writer.add_scalar("diagnostics/weight_norm", 2 * (offset + slope * step / 100), step)
     one, two = tmp_path / "one.png", tmp_path / "two.png"
     assert clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--out", str(one))[0] == 0
-    code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return",
-                           "--metric", "diagnostics/weight_norm", "--out", str(two), "--profile")
+    code, _, err = clipzoo(
+        "plot",
+        str(tmp_path / "sweep"),
+        "--metric",
+        "charts/episodic_return",
+        "--metric",
+        "diagnostics/weight_norm",
+        "--out",
+        str(two),
+        "--profile",
+    )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(two.with_suffix(".csv").read_text())))
-    by_metric = {m: [r for r in rows if r["metric"] == m] for m in ("charts/episodic_return", "diagnostics/weight_norm")}
+    by_metric = {
+        m: [r for r in rows if r["metric"] == m] for m in ("charts/episodic_return", "diagnostics/weight_norm")
+    }
     assert all(len(r) == 4 * plots.GRID_POINTS for r in by_metric.values())
     assert by_metric["charts/episodic_return"] == list(csv.DictReader(io.StringIO(one.with_suffix(".csv").read_text())))
     for ret, norm in zip(*by_metric.values()):
@@ -97,8 +124,16 @@ def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipz
     assert png_height(two) == pytest.approx(2 * png_height(one), rel=0.05)
     for slug in ("charts_episodic_return", "diagnostics_weight_norm"):
         assert (tmp_path / f"two_{slug}_profile.png").stat().st_size > 1000
-    code, out, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--metric", "diagnostics/weight_norm",
-                             "--metric", "charts/episodic_return")  # named twice, shown once
+    code, out, err = clipzoo(
+        "table",
+        str(tmp_path / "sweep"),
+        "--metric",
+        "charts/episodic_return",
+        "--metric",
+        "diagnostics/weight_norm",
+        "--metric",
+        "charts/episodic_return",
+    )  # named twice, shown once
     assert code == 0, err
     assert out.count("| env | variant |") == 2 and "final diagnostics/weight_norm (mean)" in out
 
@@ -111,7 +146,13 @@ def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
     hopper_wc = next(line for line in lines if "Hopper-v5 | adam_wc" in line)
     cells = [c.strip() for c in hopper_wc.strip("|").split("|")]
     # last 10% of 11 points = the last 2 points (steps 900 and 1000): offset + 2 * 9.5 on average
-    expected = np.mean([offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam_wc")])
+    expected = np.mean(
+        [
+            offset + slope * 9.5
+            for (env, variant, _), (offset, slope) in truth.items()
+            if (env, variant) == ("Hopper-v5", "adam_wc")
+        ]
+    )
     assert float(cells[2]) == pytest.approx(expected, rel=1e-3)
     low, high = (float(v) for v in cells[3].strip("[]").split(","))
     assert low <= float(cells[2]) <= high and cells[6] == "3"
@@ -123,7 +164,11 @@ def test_table_adds_the_interquartile_mean_from_five_seeds(tmp_path):
     table = plots.final_table(plots.find_runs(tmp_path), "charts/episodic_return", last_fraction=0.1)
     walker = next(line for line in table.splitlines() if "Walker2d-v5 | adam |" in line)
     cells = [c.strip() for c in walker.strip("|").split("|")]
-    finals = sorted(offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Walker2d-v5", "adam"))
+    finals = sorted(
+        offset + slope * 9.5
+        for (env, variant, _), (offset, slope) in truth.items()
+        if (env, variant) == ("Walker2d-v5", "adam")
+    )
     assert float(cells[4]) == pytest.approx(np.mean(finals[1:5]), rel=1e-3)  # 6 runs: the lowest and highest dropped
     low, high = (float(v) for v in cells[5].strip("[]").split(","))
     assert low <= float(cells[4]) <= high and cells[6] == "6"
@@ -139,8 +184,15 @@ def test_window_table_gives_each_windows_mean_over_seeds_and_each_seeds_whole_ru
     assert "| Hopper-v5 | adam_wc | 6, 17 | 10.5, 11.5, 12.5 | 0, 0, 0 | 3 (seed_0, seed_1, seed_2) |" in out
 
 
-def write_run(root: Path, env: str, variant: str, seed: str, points: list[tuple[int, float]], budget: int | None = None,
-              state: str = "complete") -> None:
+def write_run(
+    root: Path,
+    env: str,
+    variant: str,
+    seed: str,
+    points: list[tuple[int, float]],
+    budget: int | None = None,
+    state: str = "complete",
+) -> None:
     run = root / env / variant / seed
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"env_id": env, **({"total_timesteps": budget} if budget else {})}))
@@ -152,7 +204,14 @@ def write_run(root: Path, env: str, variant: str, seed: str, points: list[tuple[
 
 def test_window_table_takes_the_budget_from_the_config_and_shows_a_collapse_as_a_drop(tmp_path):
     # rises to 30, falls to 5; the last point is at 800, not at the budget of 900
-    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", list(zip(range(100, 801, 100), (1, 2, 3, 10, 20, 30, 5, 5))), budget=900)
+    write_run(
+        tmp_path,
+        "Hopper-v5",
+        "adam",
+        "seed_1",
+        list(zip(range(100, 801, 100), (1, 2, 3, 10, 20, 30, 5, 5))),
+        budget=900,
+    )
     runs = plots.find_runs(tmp_path)
     table = plots.window_table(runs, "charts/episodic_return", plots.window_edges({"charts/episodic_return": runs}, 3))
     # windows (0, 300], (300, 600], (600, 900]: means 2, 20, 5; whole run 9; best minus last 15
@@ -163,8 +222,12 @@ def test_window_table_takes_the_budget_from_the_config_and_shows_a_collapse_as_a
 def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_drop(tmp_path, clipzoo):
     points = list(zip(range(100, 1001, 100), (1, 1, 1, 1, 1, 4, 4, 4, 4, 4)))
     write_run(tmp_path, "Hopper-v5", "adam", "seed_1", points, budget=1000)
-    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", [(s, v + 1) for s, v in points[:4]], budget=1000, state="interrupted")
-    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "4", "--include-partial")
+    write_run(
+        tmp_path, "Hopper-v5", "adam", "seed_2", [(s, v + 1) for s, v in points[:4]], budget=1000, state="interrupted"
+    )
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "4", "--include-partial"
+    )
     assert code == 0, err
     # cut at the common last step, 400: windows (0, 250] and (250, 500] have points from both
     # seeds (seed 1: 1 and 1; seed 2: 2 and 2); the last two have none
@@ -173,17 +236,29 @@ def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_dro
 
 
 def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_path, clipzoo):
-    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", [(100, 1.0), (600, 3.0), (1200, 5.0)], budget=1000)  # 1200: past the budget
+    write_run(
+        tmp_path, "Hopper-v5", "adam", "seed_1", [(100, 1.0), (600, 3.0), (1200, 5.0)], budget=1000
+    )  # 1200: past the budget
     write_run(tmp_path, "Walker2d-v5", "adam", "seed_1", [(1000, 2.0), (2000, 6.0), (3000, 8.0)], budget=3000)
     out_csv = tmp_path / "runs.csv"
-    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(out_csv))
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(out_csv)
+    )
     assert code == 0, err
     assert "per window (2 equal windows of each env's budget)" in out
     assert "| Hopper-v5 | adam | 1, 4 | 2.5 | 0 | 1 (seed_1) |" in out  # 600 and 1200 share the window (500, 1000]
     assert "| Walker2d-v5 | adam | 2, 7 | 4.5 | 0 | 1 (seed_1) |" in out
     rows = {r["env"]: r for r in csv.DictReader(io.StringIO(out_csv.read_text()))}
-    assert (rows["Hopper-v5"]["budget"], rows["Hopper-v5"]["window_1_of_2"], rows["Hopper-v5"]["window_2_of_2"]) == ("1000", "1", "4")
-    assert (rows["Walker2d-v5"]["budget"], rows["Walker2d-v5"]["window_1_of_2"], rows["Walker2d-v5"]["window_2_of_2"]) == ("3000", "2", "7")
+    assert (rows["Hopper-v5"]["budget"], rows["Hopper-v5"]["window_1_of_2"], rows["Hopper-v5"]["window_2_of_2"]) == (
+        "1000",
+        "1",
+        "4",
+    )
+    assert (
+        rows["Walker2d-v5"]["budget"],
+        rows["Walker2d-v5"]["window_1_of_2"],
+        rows["Walker2d-v5"]["window_2_of_2"],
+    ) == ("3000", "2", "7")
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2000")
     assert code == 2 and "--windows 2000 asks for more windows than Hopper-v5's budget of 1,000 env steps" in err
 
@@ -191,14 +266,26 @@ def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_pat
 def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzoo):
     truth = make_sweep(tmp_path / "sweep")
     out = tmp_path / "runs.csv"
-    code, printed, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "2",
-                                 "--csv", str(out))
+    code, printed, err = clipzoo(
+        "table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(out)
+    )
     assert code == 0, err
     assert f"wrote {out}" in printed
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert len(rows) == len(truth) and list(rows[0]) == ["metric", "env", "variant", "seed", "final_last_0.1",
-                                                         "budget", "window_1_of_2", "window_2_of_2", "commit",
-                                                         "clean_tree", "resumes", "resumed_exactly"]
+    assert len(rows) == len(truth) and list(rows[0]) == [
+        "metric",
+        "env",
+        "variant",
+        "seed",
+        "final_last_0.1",
+        "budget",
+        "window_1_of_2",
+        "window_2_of_2",
+        "commit",
+        "clean_tree",
+        "resumes",
+        "resumed_exactly",
+    ]
     for row in rows:
         offset, slope = truth[(row["env"], row["variant"], int(row["seed"].removeprefix("seed_")))]
         assert float(row["final_last_0.1"]) == pytest.approx(offset + 9.5 * slope)  # steps 900 and 1000
@@ -207,8 +294,17 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
         assert float(row["window_2_of_2"]) == pytest.approx(offset + 8 * slope)  # steps 600-1000
     code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--csv", str(out))
     assert code == 0, err
-    assert list(csv.DictReader(io.StringIO(out.read_text())))[0].keys() == {"metric", "env", "variant", "seed", "final_last_0.1",
-                                                                             "commit", "clean_tree", "resumes", "resumed_exactly"}
+    assert list(csv.DictReader(io.StringIO(out.read_text())))[0].keys() == {
+        "metric",
+        "env",
+        "variant",
+        "seed",
+        "final_last_0.1",
+        "commit",
+        "clean_tree",
+        "resumes",
+        "resumed_exactly",
+    }
     code, _, err = clipzoo("table", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--windows", "0")
     assert code == 2 and "--windows must be a positive number of windows, got 0" in err
 
@@ -216,10 +312,15 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
 def test_the_run_csv_names_each_runs_commit_and_its_resumes(tmp_path):
     from runners.plots import provenance
 
-    (tmp_path / "attempts.json").write_text(json.dumps([
-        {"commit": "a" * 40, "clean": True, "resumed_from_step": None},
-        {"commit": "a" * 40, "clean": True, "resumed_from_step": 3000, "exact": True},
-        {"commit": "b" * 40, "clean": False, "resumed_from_step": 6000, "exact": False}]))
+    (tmp_path / "attempts.json").write_text(
+        json.dumps(
+            [
+                {"commit": "a" * 40, "clean": True, "resumed_from_step": None},
+                {"commit": "a" * 40, "clean": True, "resumed_from_step": 3000, "exact": True},
+                {"commit": "b" * 40, "clean": False, "resumed_from_step": 6000, "exact": False},
+            ]
+        )
+    )
     assert provenance(tmp_path) == ["a" * 12 + "+" + "b" * 12, "false", "2", "false"]
     assert provenance(tmp_path / "absent") == ["", "", "", ""]
 
@@ -227,7 +328,11 @@ def test_the_run_csv_names_each_runs_commit_and_its_resumes(tmp_path):
 def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, clipzoo):
     truth = make_sweep(tmp_path / "sweep")
     finals = plots.final_scores(plots.find_runs(tmp_path / "sweep"), "charts/episodic_return")
-    expected = sorted(offset + slope * 9.5 for (env, variant, _), (offset, slope) in truth.items() if (env, variant) == ("Hopper-v5", "adam"))
+    expected = sorted(
+        offset + slope * 9.5
+        for (env, variant, _), (offset, slope) in truth.items()
+        if (env, variant) == ("Hopper-v5", "adam")
+    )
     assert sorted(finals[("Hopper-v5", "adam")]) == pytest.approx(expected)
     code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--profile")
     assert code == 0, err
@@ -270,7 +375,9 @@ def test_a_variant_that_does_not_log_the_metric_is_left_out_with_a_note(tmp_path
     assert "| Hopper-v5 | adam_wc | 0.2 |" in out and "| Hopper-v5 | adam |" not in out
     for group in ("Hopper-v5/adam", "Walker2d-v5/adam", "Walker2d-v5/adam_wc"):
         assert f"left out {group}: none of its 3 runs logs wc/clipped_fraction" in out
-    code, out, err = clipzoo("plot", str(tmp_path), "--metric", "wc/clipped_fraction", "--out", str(tmp_path / "wc.png"))
+    code, out, err = clipzoo(
+        "plot", str(tmp_path), "--metric", "wc/clipped_fraction", "--out", str(tmp_path / "wc.png")
+    )
     assert code == 0 and "left out Hopper-v5/adam: none of its 3 runs logs" in out
     # a run that lacks it where its group's other runs have it is a broken run, not a baseline
     with another_writer(tmp_path / "Hopper-v5" / "adam" / "seed_0") as writer:
@@ -283,14 +390,18 @@ def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matri
     make_sweep(tmp_path)
     # two blocks of +0.5 and one cross block of -0.5 (4 x 4): signed off-diagonal mean
     # (4 x 0.5 - 8 x 0.5) / 12 = -1/6, absolute mean 0.5 at step 500; all entries +-0.25 at 1000
-    blocks = np.array([[1, 0.5, -0.5, -0.5], [0.5, 1, -0.5, -0.5], [-0.5, -0.5, 1, 0.5], [-0.5, -0.5, 0.5, 1]], dtype=np.float32)
+    blocks = np.array(
+        [[1, 0.5, -0.5, -0.5], [0.5, 1, -0.5, -0.5], [-0.5, -0.5, 1, 0.5], [-0.5, -0.5, 0.5, 1]], dtype=np.float32
+    )
     for run in (tmp_path / "Hopper-v5").glob("*/seed_*"):
         (run / "gradcov").mkdir()
         for step, matrix in ((500, blocks), (1000, np.where(np.eye(4) > 0, 1, np.sign(blocks) / 4).astype(np.float32))):
             np.savez(run / "gradcov" / f"step_{step:010d}.npz", covariance=matrix, order=np.arange(4), step=step)
     steps, values = plots.read_scalar(tmp_path / "Hopper-v5" / "adam" / "seed_0", "gradcov/mean_abs_offdiag")
     assert steps.tolist() == [500, 1000] and values == pytest.approx([0.5, 0.25])
-    assert plots.read_scalar(tmp_path / "Hopper-v5" / "adam" / "seed_0", "gradcov/mean_offdiag")[1] == pytest.approx([-1 / 6, -1 / 12])
+    assert plots.read_scalar(tmp_path / "Hopper-v5" / "adam" / "seed_0", "gradcov/mean_offdiag")[1] == pytest.approx(
+        [-1 / 6, -1 / 12]
+    )
     code, out, err = clipzoo("table", str(tmp_path), "--metric", "gradcov/mean_abs_offdiag", "--last-fraction", "0.5")
     assert code == 0, err
     assert "| Hopper-v5 | adam | 0.25 |" in out and "left out Walker2d-v5/adam: none of its 3 runs logs" in out
@@ -300,7 +411,9 @@ def test_a_covariance_summary_the_events_lack_is_recomputed_from_the_saved_matri
     run = tmp_path / "Hopper-v5" / "adam" / "seed_1"
     with another_writer(run) as writer:
         writer.add_scalar("gradcov/mean_abs_offdiag", 0.25, 1000)
-    np.savez(run / "gradcov" / f"step_{1500:010d}.npz", covariance=np.eye(4, dtype=np.float32), order=np.arange(4), step=1500)
+    np.savez(
+        run / "gradcov" / f"step_{1500:010d}.npz", covariance=np.eye(4, dtype=np.float32), order=np.arange(4), step=1500
+    )
     steps, values = plots.read_scalar(run, "gradcov/mean_abs_offdiag")
     assert steps.tolist() == [500, 1000] and values == pytest.approx([0.5, 0.25])
 
@@ -311,8 +424,11 @@ def test_tables_and_plots_name_a_run_resumed_without_its_buffer(tmp_path):
     exact, inexact = tmp_path / "seed_1", tmp_path / "seed_2"
     for run, flag in ((exact, True), (inexact, False)):
         run.mkdir()
-        (run / "attempts.json").write_text(json.dumps([{"resumed_from_step": None},
-                                                        {"resumed_from_step": 4000, "exact": flag}]))
+        (run / "attempts.json").write_text(
+            json.dumps([{"resumed_from_step": None}, {"resumed_from_step": 4000, "exact": flag}])
+        )
     _, notes = select_runs([Run(exact, "env", "v", "seed_1"), Run(inexact, "env", "v", "seed_2")])
-    assert notes == [f"{inexact} was resumed without its replay buffer at step 4,000 (--checkpoint-buffer never): "
-                     "not the run an uninterrupted one would be"]
+    assert notes == [
+        f"{inexact} was resumed without its replay buffer at step 4,000 (--checkpoint-buffer never): "
+        "not the run an uninterrupted one would be"
+    ]

@@ -15,15 +15,46 @@ from agents.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
 from conftest import kill_after_first_checkpoint, sigterm_while_running
 
-TINY = ["--env-id", "Hopper-v5", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
-        "--gradcov-samples", "32", "--heatmap-every", "2"]
-CLEANRL_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-                "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
-                "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"]
-DIAGNOSTIC_TAGS = ["diagnostics/approx_kl_mean", "diagnostics/saturated_frac_90", "diagnostics/saturated_frac_95",
-                   "diagnostics/saturated_frac_99", "diagnostics/saturated_units_frac", "diagnostics/weight_norm",
-                   "diagnostics/distance_from_init", "diagnostics/grad_norm", "diagnostics/effective_rank",
-                   "wc/clipped_fraction", "gradcov/mean_offdiag"]
+TINY = [
+    "--env-id",
+    "Hopper-v5",
+    "--num-steps",
+    "256",
+    "--num-minibatches",
+    "4",
+    "--update-epochs",
+    "2",
+    "--gradcov-samples",
+    "32",
+    "--heatmap-every",
+    "2",
+]
+CLEANRL_TAGS = [
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "charts/learning_rate",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "losses/entropy",
+    "losses/old_approx_kl",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+]
+DIAGNOSTIC_TAGS = [
+    "diagnostics/approx_kl_mean",
+    "diagnostics/saturated_frac_90",
+    "diagnostics/saturated_frac_95",
+    "diagnostics/saturated_frac_99",
+    "diagnostics/saturated_units_frac",
+    "diagnostics/weight_norm",
+    "diagnostics/distance_from_init",
+    "diagnostics/grad_norm",
+    "diagnostics/effective_rank",
+    "wc/clipped_fraction",
+    "gradcov/mean_offdiag",
+]
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -68,13 +99,25 @@ def test_same_seed_same_command_gives_identical_logged_numbers(tmp_path):
         if tag != "charts/SPS":  # wall-clock rate
             assert first[tag] == second[tag], tag
     other_seed = tmp_path / "c"
-    ppo_continuous.main([*TINY, "--total-timesteps", "1024", "--wc-kappa", "2", "--seed", "2", "--run-dir", str(other_seed)])
+    ppo_continuous.main(
+        [*TINY, "--total-timesteps", "1024", "--wc-kappa", "2", "--seed", "2", "--run-dir", str(other_seed)]
+    )
     assert scalar_series(other_seed)["losses/value_loss"] != first["losses/value_loss"]
 
 
 def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path, clipzoo):
     plugins = ["--reg", "l2_init", "--reset-last-layer-every", "5"]
-    args = [*TINY, "--total-timesteps", "2560", "--checkpoint-every", "2", "--no-compile", *plugins, "--run-dir", str(tmp_path)]
+    args = [
+        *TINY,
+        "--total-timesteps",
+        "2560",
+        "--checkpoint-every",
+        "2",
+        "--no-compile",
+        *plugins,
+        "--run-dir",
+        str(tmp_path),
+    ]
     saved = kill_after_first_checkpoint("ppo_continuous.py", args, tmp_path, after_seconds=0.3)
     saved_step = saved["global_step"]
     assert 0 < saved_step < 2560
@@ -100,8 +143,13 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path, clipzoo):
     assert code == 0 and "already complete" in out
 
 
-@pytest.mark.parametrize("plugins", [["--reg", "singular", "--reg-delta", "1.25", "--optimizer", "madam", "--learning-rate", "0.01"],
-                                     ["--reg", "l2_init", "--reg-delta", "1.25"]])
+@pytest.mark.parametrize(
+    "plugins",
+    [
+        ["--reg", "singular", "--reg-delta", "1.25", "--optimizer", "madam", "--learning-rate", "0.01"],
+        ["--reg", "l2_init", "--reg-delta", "1.25"],
+    ],
+)
 def test_loss_penalties_give_the_same_numbers_compiled_and_eager(tmp_path, plugins):
     # penalties reach the gradients through module, tensor and parameter hooks, which the
     # compiled loss must honour, also after another run in this process compiled it without them
@@ -115,7 +163,16 @@ def test_loss_penalties_give_the_same_numbers_compiled_and_eager(tmp_path, plugi
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
-    args = [*TINY, "--total-timesteps", "51200", "--checkpoint-every", "1000", "--no-compile", "--run-dir", str(tmp_path)]
+    args = [
+        *TINY,
+        "--total-timesteps",
+        "51200",
+        "--checkpoint-every",
+        "1000",
+        "--no-compile",
+        "--run-dir",
+        str(tmp_path),
+    ]
     record = sigterm_while_running("ppo_continuous.py", args, tmp_path, after_seconds=2.0)
     assert record["state"] == "interrupted" and record["signal"] == "SIGTERM"
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["global_step"] == record["global_step"] > 0
@@ -125,7 +182,10 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path):
     ("arguments", "message"),
     [
         (["--env-id", "Hoper-v5"], "unknown env id 'Hoper-v5'; did you mean Hopper-v5"),
-        (["--env-id", "CartPole-v1"], "CartPole-v1 has a Discrete action space; this agent needs continuous (Box) actions"),
+        (
+            ["--env-id", "CartPole-v1"],
+            "CartPole-v1 has a Discrete action space; this agent needs continuous (Box) actions",
+        ),
         (["--wc-kappa", "0"], "--wc-kappa must be a finite number > 0, got 0.0"),
         (["--wc-kappa", "-2"], "--wc-kappa must be a finite number > 0, got -2.0"),
         (["--num-steps", "100", "--num-minibatches", "32"], "must split evenly into --num-minibatches 32"),
@@ -153,7 +213,9 @@ def test_unknown_config_key_and_wrong_type_are_refused(tmp_path, clipzoo):
 def test_a_run_directory_from_another_config_is_refused_and_left_intact(tmp_path, clipzoo):
     ppo_continuous.main([*TINY, "--total-timesteps", "512", "--no-compile", "--run-dir", str(tmp_path)])
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    code, _, err = clipzoo("train", "ppo", *TINY, "--total-timesteps", "512", "--learning-rate", "0.001", "--run-dir", str(tmp_path))
+    code, _, err = clipzoo(
+        "train", "ppo", *TINY, "--total-timesteps", "512", "--learning-rate", "0.001", "--run-dir", str(tmp_path)
+    )
     assert code == 2
     assert "was made with a different config (learning_rate: 0.0003 in the run directory, 0.001 now)" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
@@ -202,7 +264,9 @@ def test_advantages_match_cleanrls_loop():
     dones = (rng.random((50, 3)) < 0.1).astype(np.float32)
     next_value, next_done = rng.normal(size=3).astype(np.float32), np.array([0, 1, 0], dtype=np.float32)
     ours = generalized_advantages(rewards, values, dones, next_value, next_done, 0.99, 0.95)
-    np.testing.assert_allclose(ours, cleanrl_gae(rewards, values, dones, next_value, next_done, 0.99, 0.95), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours, cleanrl_gae(rewards, values, dones, next_value, next_done, 0.99, 0.95), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_per_sample_losses_average_to_cleanrls_minibatch_loss():

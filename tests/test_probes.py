@@ -53,8 +53,15 @@ def test_plasticity_probe_by_hand_and_leaves_everything_untouched(steps):
     np.random.seed(1)
     torch.manual_seed(1)
     streams = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
-    metrics = plasticity_probe(network, lambda: next(fresh), lambda net, x: net(x), INPUTS,
-                               lambda params: torch.optim.SGD(params, lr=0.1), steps=steps, seed=3)
+    metrics = plasticity_probe(
+        network,
+        lambda: next(fresh),
+        lambda net, x: net(x),
+        INPUTS,
+        lambda params: torch.optim.SGD(params, lr=0.1),
+        steps=steps,
+        seed=3,
+    )
     expected = probe_by_hand(0.1, steps)
     for tag, value in expected.items():
         assert metrics[tag] == pytest.approx(value, rel=1e-4, abs=1e-6), tag
@@ -105,13 +112,15 @@ def test_sharpness_of_a_tanh_network_matches_the_dense_hessian():
     def loss_of(vector):  # the same network, written out over one flat parameter vector
         pieces, start = [], 0
         for shape in shapes:
-            pieces.append(vector[start:start + shape.numel()].view(shape))
+            pieces.append(vector[start : start + shape.numel()].view(shape))
             start += shape.numel()
         w1, b1, w2, b2 = pieces
         return (torch.tanh(x.double() @ w1.T + b1) @ w2.T + b2 - y.double()).square().mean()
 
     exact = np.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat).numpy())
-    spectrum = hessian_spectrum(lambda: (model(x) - y).square().mean(), list(model.parameters()), iterations=flat.numel())
+    spectrum = hessian_spectrum(
+        lambda: (model(x) - y).square().mean(), list(model.parameters()), iterations=flat.numel()
+    )
     assert spectrum["lambda_max"] == pytest.approx(exact[-1], rel=1e-3)
     assert spectrum["lambda_min"] == pytest.approx(exact[0], rel=1e-2, abs=1e-4)
     few = hessian_spectrum(lambda: (model(x) - y).square().mean(), list(model.parameters()), iterations=12)
@@ -119,18 +128,61 @@ def test_sharpness_of_a_tanh_network_matches_the_dense_hessian():
 
 
 # ---------------------------------------------------------------- every agent, from the command line
-PLUGINS = ["--reg", "l2_init", "--reg-delta", "1.25", "--sp-every", "7", "--reset-last-layer-every", "5", "--layer-norm",
-           "--adam-beta2", "0.9", "--wc-kappa", "2"]
-PROBES = ["--plasticity-probe-steps", "20", "--plasticity-probe-samples", "64", "--sharpness-samples", "32",
-          "--sharpness-iterations", "5", "--sharpness-density"]
-PROBE_TAGS = {"plasticity/final_loss", "plasticity/baseline", "plasticity/plasticity", "sharpness/lambda_max", "sharpness/lambda_min"}
-INTERVENTION_TAGS = {"interventions/regularizer_penalty", "interventions/shrink_perturb_events", "interventions/last_layer_resets"}
+PLUGINS = [
+    "--reg",
+    "l2_init",
+    "--reg-delta",
+    "1.25",
+    "--sp-every",
+    "7",
+    "--reset-last-layer-every",
+    "5",
+    "--layer-norm",
+    "--adam-beta2",
+    "0.9",
+    "--wc-kappa",
+    "2",
+]
+PROBES = [
+    "--plasticity-probe-steps",
+    "20",
+    "--plasticity-probe-samples",
+    "64",
+    "--sharpness-samples",
+    "32",
+    "--sharpness-iterations",
+    "5",
+    "--sharpness-density",
+]
+PROBE_TAGS = {
+    "plasticity/final_loss",
+    "plasticity/baseline",
+    "plasticity/plasticity",
+    "sharpness/lambda_max",
+    "sharpness/lambda_min",
+}
+INTERVENTION_TAGS = {
+    "interventions/regularizer_penalty",
+    "interventions/shrink_perturb_events",
+    "interventions/last_layer_resets",
+}
 
 
 def test_ppo_runs_every_plug_in_and_probe_and_the_probes_change_nothing(tmp_path):
     base = [*TINY, "--total-timesteps", "768", *PLUGINS]
     ppo_continuous.main([*base, "--run-dir", str(tmp_path / "plain")])
-    ppo_continuous.main([*base, *PROBES, "--plasticity-probe-every", "2", "--sharpness-every", "2", "--run-dir", str(tmp_path / "probed")])
+    ppo_continuous.main(
+        [
+            *base,
+            *PROBES,
+            "--plasticity-probe-every",
+            "2",
+            "--sharpness-every",
+            "2",
+            "--run-dir",
+            str(tmp_path / "probed"),
+        ]
+    )
     plain, probed = scalar_series(tmp_path / "plain"), scalar_series(tmp_path / "probed")
     assert INTERVENTION_TAGS <= set(plain) and PROBE_TAGS <= set(probed)
     assert [step for step, _ in probed["sharpness/lambda_max"]] == [512, 768]  # update 2, then the end of the run
@@ -142,10 +194,33 @@ def test_ppo_runs_every_plug_in_and_probe_and_the_probes_change_nothing(tmp_path
 
 @pytest.mark.parametrize("agent", [dqn, rainbow])
 def test_q_agents_run_every_plug_in_at_target_updates_and_the_probes_change_nothing(tmp_path, agent):
-    base = [*CARTPOLE, "--total-timesteps", "600", *PLUGINS[:-2], "--reg-every", "target", "--reset-last-layer-every", "target",
-            "--sp-every", "target", "--reg", "singular" if agent is rainbow else "l2_init"]
+    base = [
+        *CARTPOLE,
+        "--total-timesteps",
+        "600",
+        *PLUGINS[:-2],
+        "--reg-every",
+        "target",
+        "--reset-last-layer-every",
+        "target",
+        "--sp-every",
+        "target",
+        "--reg",
+        "singular" if agent is rainbow else "l2_init",
+    ]
     agent.main([*base, "--run-dir", str(tmp_path / "plain")])
-    agent.main([*base, *PROBES, "--plasticity-probe-every", "200", "--sharpness-every", "200", "--run-dir", str(tmp_path / "probed")])
+    agent.main(
+        [
+            *base,
+            *PROBES,
+            "--plasticity-probe-every",
+            "200",
+            "--sharpness-every",
+            "200",
+            "--run-dir",
+            str(tmp_path / "probed"),
+        ]
+    )
     plain, probed = scalars(tmp_path / "plain"), scalars(tmp_path / "probed")
     assert INTERVENTION_TAGS <= set(plain) and PROBE_TAGS <= set(probed)
     # 400 gradient steps after the warm-up, target period 100: resets after updates 100, 200, 300

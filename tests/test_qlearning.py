@@ -15,13 +15,64 @@ from agents.clipping import WeightClipping
 from agents.networks import QNetwork, RainbowNetwork
 from envs.discrete import make_env
 
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
-            "--learning-starts", "200", "--learning-rate", "0.001", "--n-step", "1", "--target-update-period", "100",
-            "--eps-decay-steps", "500", "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "600",
-            "--gradcov-samples", "32", "--probe-samples", "64", "--checkpoint-every", "200"]
-PONG = ["--env-id", "ALE/Pong-v5", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "500", "--learning-starts", "64",
-        "--target-update-period", "50", "--log-every", "50", "--diagnostics-every", "100", "--heatmap-every", "1000",
-        "--gradcov-samples", "16", "--probe-samples", "32", "--total-timesteps", "164"]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "32",
+    "--buffer-size",
+    "2000",
+    "--learning-starts",
+    "200",
+    "--learning-rate",
+    "0.001",
+    "--n-step",
+    "1",
+    "--target-update-period",
+    "100",
+    "--eps-decay-steps",
+    "500",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "300",
+    "--heatmap-every",
+    "600",
+    "--gradcov-samples",
+    "32",
+    "--probe-samples",
+    "64",
+    "--checkpoint-every",
+    "200",
+]
+PONG = [
+    "--env-id",
+    "ALE/Pong-v5",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "16",
+    "--buffer-size",
+    "500",
+    "--learning-starts",
+    "64",
+    "--target-update-period",
+    "50",
+    "--log-every",
+    "50",
+    "--diagnostics-every",
+    "100",
+    "--heatmap-every",
+    "1000",
+    "--gradcov-samples",
+    "16",
+    "--probe-samples",
+    "32",
+    "--total-timesteps",
+    "164",
+]
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -44,15 +95,36 @@ def assert_saved_weights_within_bounds(run_dir: Path, network: torch.nn.Module, 
 
 @pytest.mark.parametrize("replay_ratio", [1, 4])
 def test_cartpole_dqn_realises_the_replay_ratio_with_weights_in_bounds(tmp_path, replay_ratio, capfd):
-    dqn.main([*CARTPOLE, "--total-timesteps", "1000", "--replay-ratio", str(replay_ratio), "--wc-kappa", "1",
-              "--run-dir", str(tmp_path)])
+    dqn.main(
+        [
+            *CARTPOLE,
+            "--total-timesteps",
+            "1000",
+            "--replay-ratio",
+            str(replay_ratio),
+            "--wc-kappa",
+            "1",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "complete" and status["replay_ratio"] == replay_ratio
     series = scalars(tmp_path)
     assert {value for _, value in series["charts/replay_ratio"]} == {replay_ratio}
-    for tag in ("charts/episodic_return", "losses/td_loss", "losses/q_values", "diagnostics/dormant_frac_0.025",
-                "diagnostics/dead_units_frac", "diagnostics/weight_norm", "diagnostics/grad_norm", "wc/clipped_fraction",
-                "charts/SPS", "charts/gradient_steps_per_second", "gradcov/mean_offdiag"):
+    for tag in (
+        "charts/episodic_return",
+        "losses/td_loss",
+        "losses/q_values",
+        "diagnostics/dormant_frac_0.025",
+        "diagnostics/dead_units_frac",
+        "diagnostics/weight_norm",
+        "diagnostics/grad_norm",
+        "wc/clipped_fraction",
+        "charts/SPS",
+        "charts/gradient_steps_per_second",
+        "gradcov/mean_offdiag",
+    ):
         assert tag in series, tag
     assert images(tmp_path) == ["gradcov/heatmap"]
     assert list((tmp_path / "gradcov").glob("*.npz"))
@@ -96,8 +168,11 @@ def test_same_seed_gives_identical_logged_numbers(tmp_path):
         ("rainbow", ["--wc-kappa", "-1"], "--wc-kappa must be a finite number > 0, got -1.0"),
         ("dqn", ["--replay-ratio", "0.3333"], "--replay-ratio 0.3333 cannot be realised with whole gradient steps"),
         ("dqn", ["--target-update-period", "0"], "--target-update-period must be >= 1, got 0"),
-        ("dqn", ["--env-id", "CartPole-v1", "--total-timesteps", "100005"],
-         "--total-timesteps 100005 would run 100000 env steps: the 320-step warm-up, then collects of 10 env steps; use 100000 or 100010"),
+        (
+            "dqn",
+            ["--env-id", "CartPole-v1", "--total-timesteps", "100005"],
+            "--total-timesteps 100005 would run 100000 env steps: the 320-step warm-up, then collects of 10 env steps; use 100000 or 100010",
+        ),
         ("dqn", ["--config", "dqn_cartpole", "--total-timesteps", "1000"], "leaves no training after the warm-up"),
         # the plasticity plug-ins' options, shared by every agent
         ("ppo", ["--reg-every", "target"], "--reg-every target: this agent has no target network"),
@@ -135,8 +210,21 @@ def test_atari_envs_use_frameskip_1_and_explicit_sticky_actions():
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
 
 
-@pytest.mark.parametrize("preset", ["dqn_cartpole", "dqn_acrobot", "dqn_mountaincar", "dqn_lunarlander", "dqn_atari_rr1",
-                                    "dqn_atari_rr4", "dqn_atari_rr8", "rainbow_atari_rr1", "rainbow_atari_rr4", "rainbow_atari_rr8"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "dqn_cartpole",
+        "dqn_acrobot",
+        "dqn_mountaincar",
+        "dqn_lunarlander",
+        "dqn_atari_rr1",
+        "dqn_atari_rr4",
+        "dqn_atari_rr8",
+        "rainbow_atari_rr1",
+        "rainbow_atari_rr4",
+        "rainbow_atari_rr8",
+    ],
+)
 def test_every_preset_passes_the_checks_and_builds_its_env(preset):
     from agents.qlearning import check_args
     from envs.discrete import check_discrete_env

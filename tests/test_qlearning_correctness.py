@@ -20,10 +20,36 @@ from agents.diagnostics.plasticity import plasticity_probe
 from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer, seed_replay_buffer
 from envs.discrete import make_env
 
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "16", "--buffer-size", "1000",
-            "--learning-starts", "100", "--learning-rate", "0.001", "--n-step", "3", "--target-update-period", "50",
-            "--eps-decay-steps", "300", "--log-every", "100", "--gradcov-samples", "16", "--probe-samples", "32",
-            "--checkpoint-every", "10000", "--torch-threads", "1"]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "16",
+    "--buffer-size",
+    "1000",
+    "--learning-starts",
+    "100",
+    "--learning-rate",
+    "0.001",
+    "--n-step",
+    "3",
+    "--target-update-period",
+    "50",
+    "--eps-decay-steps",
+    "300",
+    "--log-every",
+    "100",
+    "--gradcov-samples",
+    "16",
+    "--probe-samples",
+    "32",
+    "--checkpoint-every",
+    "10000",
+    "--torch-threads",
+    "1",
+]
 
 
 # ---------------------------------------------------------------- 1. PER beta
@@ -31,8 +57,18 @@ def test_annealed_beta_reaches_the_importance_weights_of_the_samples():
     buffer = make_replay_buffer(64, 2, frame_stack=1, prioritized=dict(alpha=0.5, beta=0.4))
     for step in range(20):
         obs = np.full((2, 3), step, np.float32)
-        buffer.add(Batch(obs=obs, act=[0, 0], rew=[0.0, 0.0], terminated=[False, False], truncated=[False, False],
-                         obs_next=obs + 1, info=Batch()), buffer_ids=[0, 1])
+        buffer.add(
+            Batch(
+                obs=obs,
+                act=[0, 0],
+                rew=[0.0, 0.0],
+                terminated=[False, False],
+                truncated=[False, False],
+                obs_next=obs + 1,
+                info=Batch(),
+            ),
+            buffer_ids=[0, 1],
+        )
     stored = buffer.sample_indices(0)
     td_errors = np.linspace(0.1, 3.0, len(stored))
     buffer.update_weight(stored, td_errors)
@@ -51,8 +87,9 @@ def test_rainbow_behaviour_policy_acts_with_fresh_noise_and_no_epsilon():
     assert rainbow.Args().eps_start == rainbow.Args().eps_end == 0.0
     torch.manual_seed(0)
     args = rainbow.Args(noisy_std=5.0, num_atoms=11, eps_start=0.0, eps_end=0.0)
-    algorithm, _ = rainbow.build(args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"),
-                                 target_period=10)
+    algorithm, _ = rainbow.build(
+        args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), target_period=10
+    )
     envs = DummyVectorEnv([lambda: gym.make("CartPole-v1")])
     collector = Collector(algorithm, envs, VectorReplayBuffer(100, 1), exploration_noise=True)
 
@@ -82,8 +119,9 @@ def test_probe_without_fitting_scores_zero_whatever_the_output_offsets():
         current.weight.zero_()
         current.bias.copy_(torch.tensor([0.0, 5.0]))  # e.g. a critic with a large bias next to a small output
     inputs = torch.randn(256, 3, generator=torch.Generator().manual_seed(0))
-    result = plasticity_probe(current, network, lambda net, x: net(x), inputs, lambda p: torch.optim.Adam(p), steps=0,
-                              targets=3, seed=1)
+    result = plasticity_probe(
+        current, network, lambda net, x: net(x), inputs, lambda p: torch.optim.Adam(p), steps=0, targets=3, seed=1
+    )
     # each output's target is its constant prediction plus sin(...): predicting its mean costs its variance
     assert result["plasticity/plasticity"] == pytest.approx(0.0, abs=0.05)
     assert result["plasticity/final_loss"] == pytest.approx(result["plasticity/baseline"], abs=0.05)
@@ -99,18 +137,52 @@ def final_weights(path) -> dict[str, torch.Tensor]:
 def test_diagnostics_do_not_change_what_q_learning_learns(tmp_path, agent):
     common = [*CARTPOLE, "--total-timesteps", "600"]
     agent.main([*common, "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", str(tmp_path / "off")])
-    agent.main([*common, "--diagnostics-every", "150", "--heatmap-every", "150", "--plasticity-probe-every", "300",
-                "--plasticity-probe-steps", "2", "--plasticity-probe-samples", "32", "--run-dir", str(tmp_path / "on")])
+    agent.main(
+        [
+            *common,
+            "--diagnostics-every",
+            "150",
+            "--heatmap-every",
+            "150",
+            "--plasticity-probe-every",
+            "300",
+            "--plasticity-probe-steps",
+            "2",
+            "--plasticity-probe-samples",
+            "32",
+            "--run-dir",
+            str(tmp_path / "on"),
+        ]
+    )
     off, on = final_weights(tmp_path / "off"), final_weights(tmp_path / "on")
     for name in off:
         assert torch.equal(off[name], on[name]), name
 
 
 def test_diagnostics_do_not_change_what_ppo_learns(tmp_path):
-    common = ["--env-id", "Hopper-v5", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1",
-              "--gradcov-samples", "16", "--total-timesteps", "256", "--no-compile", "--torch-threads", "1"]
-    ppo_continuous.main([*common, "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", str(tmp_path / "off")])
-    ppo_continuous.main([*common, "--diagnostics-every", "1", "--heatmap-every", "1", "--run-dir", str(tmp_path / "on")])
+    common = [
+        "--env-id",
+        "Hopper-v5",
+        "--num-steps",
+        "64",
+        "--num-minibatches",
+        "2",
+        "--update-epochs",
+        "1",
+        "--gradcov-samples",
+        "16",
+        "--total-timesteps",
+        "256",
+        "--no-compile",
+        "--torch-threads",
+        "1",
+    ]
+    ppo_continuous.main(
+        [*common, "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", str(tmp_path / "off")]
+    )
+    ppo_continuous.main(
+        [*common, "--diagnostics-every", "1", "--heatmap-every", "1", "--run-dir", str(tmp_path / "on")]
+    )
     off, on = final_weights(tmp_path / "off"), final_weights(tmp_path / "on")
     for name in off:
         assert torch.equal(off[name], on[name]), name
@@ -165,8 +237,18 @@ def test_learner_bootstraps_from_the_observation_the_env_produced(prioritized, n
         obs_next = np.stack([np.concatenate([s[1:], new_frame()[None]]) for s in stacks])
         ends = rng.random(envs)
         terminated, truncated = ends < 0.04, (ends >= 0.04) & (ends < 0.08)
-        written = buffer.add(Batch(obs=obs, act=np.zeros(envs, int), rew=np.zeros(envs), terminated=terminated,
-                                   truncated=truncated, obs_next=obs_next, info=Batch()), buffer_ids=list(range(envs)))[0]
+        written = buffer.add(
+            Batch(
+                obs=obs,
+                act=np.zeros(envs, int),
+                rew=np.zeros(envs),
+                terminated=terminated,
+                truncated=truncated,
+                obs_next=obs_next,
+                info=Batch(),
+            ),
+            buffer_ids=list(range(envs)),
+        )[0]
         for env, index in enumerate(written):
             episode = episodes[env]
             where[int(index)] = (episode, len(episode.next_obs), obs[env])
@@ -203,8 +285,19 @@ def test_learner_bootstraps_from_the_observation_the_env_produced(prioritized, n
 # ---------------------------------------------------------------- 7. the step budget
 def test_run_takes_exactly_the_requested_env_steps(tmp_path):
     # warm-up 100, then 950 env steps: nine 100-step log intervals and one of 50
-    dqn.main([*CARTPOLE, "--total-timesteps", "1050", "--diagnostics-every", "0", "--heatmap-every", "0",
-              "--run-dir", str(tmp_path)])
+    dqn.main(
+        [
+            *CARTPOLE,
+            "--total-timesteps",
+            "1050",
+            "--diagnostics-every",
+            "0",
+            "--heatmap-every",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["global_step"] == 1050
     assert status["replay_ratio"] == 1.0  # 950 gradient steps over the 950 training env steps
@@ -220,12 +313,23 @@ def test_target_period_is_gradient_steps_whatever_the_replay_ratio():
 
 # ---------------------------------------------------------------- 8. every seed its own replay stream
 def filled_buffer(seed: int, prioritized: bool):
-    buffer = make_replay_buffer(400, 2, frame_stack=1, prioritized=dict(alpha=0.6, beta=0.4) if prioritized else None,
-                                seed=seed)
+    buffer = make_replay_buffer(
+        400, 2, frame_stack=1, prioritized=dict(alpha=0.6, beta=0.4) if prioritized else None, seed=seed
+    )
     for step in range(150):
         obs = np.full((2, 3), step, np.float32)
-        buffer.add(Batch(obs=obs, act=[0, 1], rew=[0.0, 1.0], terminated=[False, False], truncated=[False, False],
-                         obs_next=obs + 1, info=Batch()), buffer_ids=[0, 1])
+        buffer.add(
+            Batch(
+                obs=obs,
+                act=[0, 1],
+                rew=[0.0, 1.0],
+                terminated=[False, False],
+                truncated=[False, False],
+                obs_next=obs + 1,
+                info=Batch(),
+            ),
+            buffer_ids=[0, 1],
+        )
     if prioritized:
         stored = buffer.sample_indices(0)
         buffer.update_weight(stored, np.linspace(0.1, 3.0, len(stored)))
@@ -272,8 +376,14 @@ def test_every_stream_differs_between_seeds_and_repeats_for_a_seed():
 def test_exploration_and_network_init_ignore_the_global_generators():
     def build_and_act(global_seed: int):
         np.random.seed(global_seed), torch.manual_seed(global_seed)
-        algorithm, network = dqn.build(dqn.Args(seed=3, eps_start=0.5), (4,), 2,
-                                       PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), 10)
+        algorithm, network = dqn.build(
+            dqn.Args(seed=3, eps_start=0.5),
+            (4,),
+            2,
+            PluginOptimizerFactory(lambda p: torch.optim.Adam(p)),
+            torch.device("cpu"),
+            10,
+        )
         obs = Batch(obs=np.zeros((64, 4), np.float32), info=Batch())
         with policy_within_training_step(algorithm.policy):
             act = algorithm.policy.add_exploration_noise(np.zeros(64, int), obs)
@@ -308,15 +418,18 @@ def test_rainbow_diagnostic_targets_are_the_updates_on_both_paths():
     assert torch.allclose(lean_batch["target"], reference, atol=1e-6)
     seed_replay_buffer(buffer, 5)
     at_next_state = buffer[buffer.sample_indices(64)]
-    with torch.no_grad():  # what the lean path's diagnostics computed before: Tianshou's batch, bootstrapping at s_{t+1}
+    with (
+        torch.no_grad()
+    ):  # what the lean path's diagnostics computed before: Tianshou's batch, bootstrapping at s_{t+1}
         stale = rainbow.RainbowDQN._preprocess_batch(stock, at_next_state, buffer, indices)
         assert not torch.allclose(lean_batch["target"], stock._target_dist(stale), atol=1e-3)
 
 
 def build_rainbow(args, lean: bool):
     args.lean_update = lean
-    algorithm, _ = rainbow.build(args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"),
-                                 target_period=10)
+    algorithm, _ = rainbow.build(
+        args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), target_period=10
+    )
     return algorithm
 
 
@@ -344,8 +457,25 @@ def test_after_a_sync_the_target_networks_noise_is_not_the_online_networks():
 # ---------------------------------------------------------------- 11. the warm-up is not the agent's
 def test_random_warmup_games_are_not_logged_as_training_episodes(tmp_path):
     # 600 random steps on one CartPole: about 30 games end in the warm-up
-    dqn.main([*CARTPOLE, "--num-envs", "1", "--learning-starts", "600", "--buffer-size", "2000", "--total-timesteps", "800",
-              "--diagnostics-every", "0", "--heatmap-every", "0", "--run-dir", str(tmp_path)])
+    dqn.main(
+        [
+            *CARTPOLE,
+            "--num-envs",
+            "1",
+            "--learning-starts",
+            "600",
+            "--buffer-size",
+            "2000",
+            "--total-timesteps",
+            "800",
+            "--diagnostics-every",
+            "0",
+            "--heatmap-every",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
@@ -360,9 +490,28 @@ def test_checkpoints_fall_at_multiples_of_the_interval_counted_from_zero(tmp_pat
 
     saved = []
     original = RunDirectory.save_checkpoint
-    monkeypatch.setattr(RunDirectory, "save_checkpoint", lambda self, state: (saved.append(state["global_step"]),
-                                                                             original(self, state)))
-    dqn.main([*CARTPOLE, "--learning-starts", "400", "--buffer-size", "2000", "--checkpoint-every", "800",
-              "--log-every", "200", "--total-timesteps", "2000", "--diagnostics-every", "0", "--heatmap-every", "0",
-              "--run-dir", str(tmp_path)])
+    monkeypatch.setattr(
+        RunDirectory, "save_checkpoint", lambda self, state: (saved.append(state["global_step"]), original(self, state))
+    )
+    dqn.main(
+        [
+            *CARTPOLE,
+            "--learning-starts",
+            "400",
+            "--buffer-size",
+            "2000",
+            "--checkpoint-every",
+            "800",
+            "--log-every",
+            "200",
+            "--total-timesteps",
+            "2000",
+            "--diagnostics-every",
+            "0",
+            "--heatmap-every",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     assert saved == [800, 1600, 2000]  # before: 1200 and 2000 (counted from the end of the warm-up)

@@ -18,16 +18,48 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents import dqn, rainbow
 from runners import cli, plots
-from runners.rundir import (RunDirectory, duration, effective_state, read_status,
-                            wait_for_a_later_second_than_the_newest_event_file)
+from runners.rundir import (
+    RunDirectory,
+    duration,
+    effective_state,
+    read_status,
+    wait_for_a_later_second_than_the_newest_event_file,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
-            "--learning-starts", "200", "--learning-rate", "0.001", "--n-step", "1", "--target-update-period", "100",
-            "--eps-decay-steps", "500", "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "600",
-            "--gradcov-samples", "32", "--probe-samples", "64", "--checkpoint-every", "200"]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "32",
+    "--buffer-size",
+    "2000",
+    "--learning-starts",
+    "200",
+    "--learning-rate",
+    "0.001",
+    "--n-step",
+    "1",
+    "--target-update-period",
+    "100",
+    "--eps-decay-steps",
+    "500",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "300",
+    "--heatmap-every",
+    "600",
+    "--gradcov-samples",
+    "32",
+    "--probe-samples",
+    "64",
+    "--checkpoint-every",
+    "200",
+]
 RAINBOW_EXTRA = ["--num-atoms", "11", "--beta-anneal-steps", "1000"]
 
 
@@ -37,8 +69,13 @@ def steps_by_tag(run_dir: Path) -> dict[str, list[int]]:
 
 
 def start(agent: str, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runners.cli", "train", agent, *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "train", agent, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, seconds: float = 180) -> None:
@@ -60,8 +97,24 @@ def test_a_second_trainer_on_a_live_run_directory_is_refused_naming_the_holder(t
     run = RunDirectory(tmp_path)
     with run.claim():
         run.set_status("running", global_step=0)
-        result = subprocess.run([sys.executable, "-m", "runners.cli", "train", "dqn", *CARTPOLE, "--total-timesteps", "1000",
-                                 "--run-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runners.cli",
+                "train",
+                "dqn",
+                *CARTPOLE,
+                "--total-timesteps",
+                "1000",
+                "--run-dir",
+                str(tmp_path),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert f"is being trained by pid {os.getpid()} on {socket.gethostname()}" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -73,7 +126,9 @@ def test_a_second_trainer_on_a_live_run_directory_is_refused_naming_the_holder(t
 
 
 def test_a_running_marker_of_a_finished_slurm_job_reads_as_interrupted(tmp_path):
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "host": "node7", "pid": 1, "slurm_job": "77_3"}))
+    (tmp_path / "status.json").write_text(
+        json.dumps({"state": "running", "host": "node7", "pid": 1, "slurm_job": "77_3"})
+    )
     status = read_status(tmp_path)
     assert effective_state(tmp_path, status, lambda job: job == "77_3")["state"] == "running"
     assert effective_state(tmp_path, status, lambda job: False)["state"] == "interrupted"
@@ -83,8 +138,23 @@ def test_a_running_marker_of_a_finished_slurm_job_reads_as_interrupted(tmp_path)
 # ---------------------------------------------------------------- signals
 def test_sigterm_inside_a_long_update_block_finishes_the_block_and_is_honoured_within_seconds(tmp_path):
     # replay ratio 128 with one env: each collect is one env step followed by 128 gradient steps
-    options = [*CARTPOLE, "--num-envs", "1", "--replay-ratio", "128", "--batch-size", "256", "--learning-starts", "256",
-               "--target-update-period", "128", "--total-timesteps", "100000", "--run-dir", str(tmp_path)]
+    options = [
+        *CARTPOLE,
+        "--num-envs",
+        "1",
+        "--replay-ratio",
+        "128",
+        "--batch-size",
+        "256",
+        "--learning-starts",
+        "256",
+        "--target-update-period",
+        "128",
+        "--total-timesteps",
+        "100000",
+        "--run-dir",
+        str(tmp_path),
+    ]
     process = start("dqn", options)
     wait_for(lambda: (read_status(tmp_path) or {}).get("state") == "running")
     time.sleep(2.0)
@@ -106,10 +176,26 @@ def test_ctrl_c_stops_a_local_sweep_and_its_runs_checkpoint(tmp_path):
     from test_sweep import TINY_DQN
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text(json.dumps({"name": "stop", "agent": "dqn", "envs": ["CartPole-v1"], "seeds": 3, "budget": 100000,
-                                "common": TINY_DQN, "variants": {"adam": {}}}))
-    process = subprocess.Popen([sys.executable, "-m", "runners.cli", "sweep", str(spec), "--workers", "1", "--dir", str(tmp_path / "sweep")],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "stop",
+                "agent": "dqn",
+                "envs": ["CartPole-v1"],
+                "seeds": 3,
+                "budget": 100000,
+                "common": TINY_DQN,
+                "variants": {"adam": {}},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "sweep", str(spec), "--workers", "1", "--dir", str(tmp_path / "sweep")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     runs = [tmp_path / "sweep" / "CartPole-v1" / "adam" / f"seed_{seed}" for seed in (1, 2, 3)]
     wait_for(lambda: (read_status(runs[0]) or {}).get("global_step", 0) > 200)
     process.send_signal(signal.SIGINT)
@@ -134,7 +220,10 @@ def tiny_spec(tmp_path: Path, **changes) -> Path:
     [
         ({"seeds": [1, 1]}, "'seeds' in .* lists 1 more than once"),
         ({"envs": ["CartPole-v1", "CartPole-v1"]}, "'envs' in .* lists CartPole-v1 more than once"),
-        ({"variants": {"adam": {"wc_kappa": -1}}}, "variant adam, env CartPole-v1, seed 1: --wc-kappa must be a finite number > 0"),
+        (
+            {"variants": {"adam": {"wc_kappa": -1}}},
+            "variant adam, env CartPole-v1, seed 1: --wc-kappa must be a finite number > 0",
+        ),
         ({"budget": -5}, "'budget' in .* must be a positive whole number"),
         ({"budget": 201}, "--total-timesteps 201 leaves no training after the warm-up"),
         ({"variants": {"adam": {"learning_rate": float("nan")}}}, "--learning-rate must be a finite number, got nan"),
@@ -144,7 +233,9 @@ def tiny_spec(tmp_path: Path, **changes) -> Path:
     ],
 )
 def test_dry_run_validates_every_option_first(tmp_path, capsys, changes, message):
-    code, out, err = cli_exit(["sweep", str(tiny_spec(tmp_path, **changes)), "--dry-run", "--dir", str(tmp_path / "s")], capsys)
+    code, out, err = cli_exit(
+        ["sweep", str(tiny_spec(tmp_path, **changes)), "--dry-run", "--dir", str(tmp_path / "s")], capsys
+    )
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert __import__("re").search(message, err), err
     assert not (tmp_path / "s").exists()
@@ -184,9 +275,11 @@ def test_sweep_progress_shows_each_runs_own_step_and_eta_once_per_change(tmp_pat
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 1  # nothing changed: no repeated lines
         left = budget // 2 + budget * (len(sweep.runs) - 1)
-        assert lines[0] == (f"0/{len(sweep.runs)} runs done; running: {first.env}/{first.variant}/seed_{first.seed} "
-                            f"{budget // 2:,}/{budget:,}, ETA {duration(budget / 200)}; sweep ETA ~{duration(left / 100)} "
-                            f"at the running runs' rates")
+        assert lines[0] == (
+            f"0/{len(sweep.runs)} runs done; running: {first.env}/{first.variant}/seed_{first.seed} "
+            f"{budget // 2:,}/{budget:,}, ETA {duration(budget / 200)}; sweep ETA ~{duration(left / 100)} "
+            f"at the running runs' rates"
+        )
         RunDirectory(second.path).path.mkdir(parents=True)
         (second.path / "status.json").write_text(json.dumps({"state": "complete"}))
         progress.show()  # a run ended: a new line at once
@@ -199,16 +292,24 @@ def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_o
 
     sweep = load_spec(tiny_spec(tmp_path), tmp_path / "sweep")
     live, requeued, failed, killed = (run.path for run in sweep.runs)
-    records = {live: {"state": "running", "slurm_job": "500_0"}, requeued: {"state": "interrupted", "slurm_job": "500_1"},
-               failed: {"state": "failed", "error": "x"}, killed: {"state": "running", "slurm_job": "500_3"}}
+    records = {
+        live: {"state": "running", "slurm_job": "500_0"},
+        requeued: {"state": "interrupted", "slurm_job": "500_1"},
+        failed: {"state": "failed", "error": "x"},
+        killed: {"state": "running", "slurm_job": "500_3"},
+    }
     for path, record in records.items():
         path.mkdir(parents=True)
         (path / "status.json").write_text(json.dumps({**record, "host": "node1", "pid": 4, "global_step": 8}))
     (tmp_path / "sweep" / "slurm").mkdir()
     (tmp_path / "sweep" / "slurm" / "tasks_0.txt").write_text("".join(f"{run.path.resolve()}\n" for run in sweep.runs))
-    (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(json.dumps([{"job_id": "500", "script": "array_0.sbatch", "tasks": 4}]))
+    (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(
+        json.dumps([{"job_id": "500", "script": "array_0.sbatch", "tasks": 4}])
+    )
     asked = []
-    monkeypatch.setattr(slurm_queue, "squeue_tasks", lambda ids: asked.append(ids) or {"500_0": "RUNNING", "500_1": "PENDING"})
+    monkeypatch.setattr(
+        slurm_queue, "squeue_tasks", lambda ids: asked.append(ids) or {"500_0": "RUNNING", "500_1": "PENDING"}
+    )
 
     table = status_table(sweep)
     assert f"queued       {requeued}" in table and f"running      {live}" in table
@@ -221,7 +322,6 @@ def test_slurm_submission_leaves_out_running_and_queued_runs_and_offers_killed_o
     assert asked[0] == ["500"]
 
 
-
 def test_a_complete_run_stays_complete_while_its_slurm_task_finishes(tmp_path, monkeypatch):
     from runners import slurm_queue
     from runners.sweep import load_spec, run_states
@@ -230,13 +330,18 @@ def test_a_complete_run_stays_complete_while_its_slurm_task_finishes(tmp_path, m
     done, requeued = sweep.runs[0].path, sweep.runs[1].path
     for path, state in ((done, "complete"), (requeued, "interrupted")):
         path.mkdir(parents=True)
-        (path / "status.json").write_text(json.dumps({"state": state, "slurm_job": "7_0", "host": "node1", "pid": 4, "global_step": 8}))
+        (path / "status.json").write_text(
+            json.dumps({"state": state, "slurm_job": "7_0", "host": "node1", "pid": 4, "global_step": 8})
+        )
     (tmp_path / "sweep" / "slurm").mkdir()
     (tmp_path / "sweep" / "slurm" / "tasks_0.txt").write_text(f"{done.resolve()}\n{requeued.resolve()}\n")
-    (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(json.dumps([{"job_id": "7", "script": "array_0.sbatch", "tasks": 2}]))
+    (tmp_path / "sweep" / "slurm" / "jobs.json").write_text(
+        json.dumps([{"job_id": "7", "script": "array_0.sbatch", "tasks": 2}])
+    )
     monkeypatch.setattr(slurm_queue, "squeue_tasks", lambda ids: {"7_0": "RUNNING", "7_1": "PENDING"})
     states = {run.path: state["state"] for run, state in run_states(sweep).items()}
     assert states[done] == "complete" and states[requeued] == "queued"
+
 
 # ---------------------------------------------------------------- aggregates say what they include
 def test_tables_and_plots_leave_out_unfinished_runs_unless_asked(tmp_path, capsys):
@@ -261,11 +366,15 @@ def test_tables_and_plots_leave_out_unfinished_runs_unless_asked(tmp_path, capsy
     assert "| CartPole-v1 | adam | 11.5 |" in out and out.split("\n")[2].endswith("| 2 |")  # seeds 1, 2 at step 1000
     assert "left out " + str(tmp_path / "CartPole-v1" / "adam" / "seed_3") + ": interrupted at step 500 of 1,000" in out
 
-    cli.main(["table", str(tmp_path), "--metric", "charts/episodic_return", "--include-partial", "--last-fraction", "0.4"])
+    cli.main(
+        ["table", str(tmp_path), "--metric", "charts/episodic_return", "--include-partial", "--last-fraction", "0.4"]
+    )
     out = capsys.readouterr().out
     # every seed cut at step 500: mean over seeds of the mean of steps 400 and 500
     assert "| CartPole-v1 | adam | 6.5 |" in out and "| 3 |" in out and "included partial run" in out
-    curves = plots.aggregate(plots.select_runs(plots.find_runs(tmp_path), include_partial=True)[0], "charts/episodic_return")
+    curves = plots.aggregate(
+        plots.select_runs(plots.find_runs(tmp_path), include_partial=True)[0], "charts/episodic_return"
+    )
     assert curves[0].seeds == 3 and curves[0].steps[-1] == 500
 
 
@@ -291,16 +400,31 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, monkeypatch):
         ([*train, "--torch-threads", "0"], "--torch-threads must be >= 1, got 0"),
         ([*train, "--run-dir", str(garbage)], f"checkpoint {garbage / 'checkpoint.pt'} cannot be read"),
         ([*train, "--run-dir", str(foreign)], "belongs to another run or agent (options that differ:"),
-        (["table", str(tmp_path), "--metric", "x", "--last-fraction", "nan"], "--last-fraction must be in (0, 1], got nan"),
-        (["table", str(tmp_path), "--metric", "x", "--last-fraction", "-1"], "--last-fraction must be in (0, 1], got -1.0"),
+        (
+            ["table", str(tmp_path), "--metric", "x", "--last-fraction", "nan"],
+            "--last-fraction must be in (0, 1], got nan",
+        ),
+        (
+            ["table", str(tmp_path), "--metric", "x", "--last-fraction", "-1"],
+            "--last-fraction must be in (0, 1], got -1.0",
+        ),
         (["plot", str(a_file), "--metric", "x"], f"{a_file} is not a directory"),
         (["sweep", "status", str(tmp_path / "bad_sweep")], "manifest.json cannot be read"),
         (["sweep", str(tiny_spec(tmp_path)), "--workers", "0"], "--workers must be >= 1, got 0"),
         (["sweep", str(tiny_spec(tmp_path)), "--dir", str(a_file)], f"--dir {a_file} exists and is not a directory"),
         (["trian", "dqn"], "unknown command 'trian'; did you mean train?"),
-        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--cpus", "0"], "--cpus must be a whole number >= 1, got 0"),
-        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--time", "3h"], "--time must be a SLURM time limit"),
-        (["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--mem", "lots"], "--mem must be a SLURM memory size"),
+        (
+            ["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--cpus", "0"],
+            "--cpus must be a whole number >= 1, got 0",
+        ),
+        (
+            ["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--time", "3h"],
+            "--time must be a SLURM time limit",
+        ),
+        (
+            ["sweep", str(tiny_spec(tmp_path)), "--backend", "slurm", "--dry-run", "--mem", "lots"],
+            "--mem must be a SLURM memory size",
+        ),
     ]
     for argv, message in cases:
         code, _, err = cli_exit(argv, capsys)
@@ -317,11 +441,19 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_sweep_status_into_a_closed_pipe_ends_quietly(tmp_path):
-    runs = [{"env": "CartPole-v1", "variant": "adam", "seed": seed, "path": f"CartPole-v1/adam/seed_{seed}", "options": {}}
-            for seed in range(3000)]
+    runs = [
+        {"env": "CartPole-v1", "variant": "adam", "seed": seed, "path": f"CartPole-v1/adam/seed_{seed}", "options": {}}
+        for seed in range(3000)
+    ]
     (tmp_path / "manifest.json").write_text(json.dumps({"name": "big", "agent": "dqn", "resources": {}, "runs": runs}))
-    result = subprocess.run(f"{sys.executable} -m runners.cli sweep status {tmp_path} | head -1", shell=True, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        f"{sys.executable} -m runners.cli sweep status {tmp_path} | head -1",
+        shell=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.startswith("pending") and result.stderr == ""
 
 
@@ -343,12 +475,14 @@ def test_a_resumed_runs_events_read_back_without_warnings_or_stale_points(tmp_pa
 
 def attempt_without_checkpoints(steps: list[int], dies: bool):
     """A train function for execute_run that logs a loss at ``steps`` and never checkpoints."""
+
     def train(run, writer, checkpoint):
         assert checkpoint is None
         for step in steps:
             writer.add_scalar("losses/td_loss", float(step), step)
         if dies:
             raise RuntimeError("killed before its first checkpoint")
+
     return train
 
 

@@ -21,9 +21,20 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_DQN = {"num_envs": 2, "batch_size": 32, "buffer_size": 2000, "learning_starts": 200, "n_step": 1,
-            "target_update_period": 100, "log_every": 100, "diagnostics_every": 3000, "heatmap_every": 6000,
-            "gradcov_samples": 32, "probe_samples": 64, "checkpoint_every": 100}
+TINY_DQN = {
+    "num_envs": 2,
+    "batch_size": 32,
+    "buffer_size": 2000,
+    "learning_starts": 200,
+    "n_step": 1,
+    "target_update_period": 100,
+    "log_every": 100,
+    "diagnostics_every": 3000,
+    "heatmap_every": 6000,
+    "gradcov_samples": 32,
+    "probe_samples": 64,
+    "checkpoint_every": 100,
+}
 
 
 def sh(command: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -68,21 +79,41 @@ def cancel_jobs(slurm_cluster):
 
 def write_spec(tmp_path: Path, name: str, budget: int, seeds: int, variants: dict) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "agent": "dqn", "envs": ["CartPole-v1"], "seeds": seeds, "budget": budget,
-                                    "common": TINY_DQN, "variants": variants}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "agent": "dqn",
+                "envs": ["CartPole-v1"],
+                "seeds": seeds,
+                "budget": budget,
+                "common": TINY_DQN,
+                "variants": variants,
+            }
+        )
+    )
     return path
 
 
 def clipzoo(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "runners.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def wait_for_states(run_dirs: list[Path], wanted: str, seconds: float) -> list[str]:
     deadline = time.time() + seconds
     states: list[str] = []
     while time.time() < deadline:
-        states = [json.loads((d / "status.json").read_text())["state"] if (d / "status.json").exists() else "pending" for d in run_dirs]
+        states = [
+            json.loads((d / "status.json").read_text())["state"] if (d / "status.json").exists() else "pending"
+            for d in run_dirs
+        ]
         if all(s == wanted for s in states):
             break
         time.sleep(1)
@@ -91,14 +122,43 @@ def wait_for_states(run_dirs: list[Path], wanted: str, seconds: float) -> list[s
 
 def test_dry_run_writes_the_array_script_with_the_requested_resources(tmp_path):
     spec = write_spec(tmp_path, "dry", 800, 2, {"adam": {}, "adam+wc": {"wc_kappa": 2.0}})
-    result = clipzoo("sweep", str(spec), "--backend", "slurm", "--dry-run", "--dir", str(tmp_path / "sweep"), "--time", "01:00:00",
-                     "--mem", "4G", "--account", "lab", "--partition", "cpu", "--array-limit", "2", "--activate", "source env/bin/activate",
-                     cwd=tmp_path)
+    result = clipzoo(
+        "sweep",
+        str(spec),
+        "--backend",
+        "slurm",
+        "--dry-run",
+        "--dir",
+        str(tmp_path / "sweep"),
+        "--time",
+        "01:00:00",
+        "--mem",
+        "4G",
+        "--account",
+        "lab",
+        "--partition",
+        "cpu",
+        "--array-limit",
+        "2",
+        "--activate",
+        "source env/bin/activate",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     script = result.stdout
-    for line in ("#SBATCH --array=0-3%2", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120", "#SBATCH --time=01:00:00",
-                 "#SBATCH --mem=4G", "#SBATCH --account=lab", "#SBATCH --partition=cpu", "source env/bin/activate",
-                 "#SBATCH --output=", "%A_%a.out", 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"'):
+    for line in (
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --mem=4G",
+        "#SBATCH --account=lab",
+        "#SBATCH --partition=cpu",
+        "source env/bin/activate",
+        "#SBATCH --output=",
+        "%A_%a.out",
+        'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+    ):
         assert line in script, line
     tasks = (tmp_path / "sweep" / "slurm" / "tasks_0.txt").read_text().split()
     assert len(tasks) == 4 and all(Path(t, "run.yaml").exists() for t in tasks)
@@ -107,7 +167,9 @@ def test_dry_run_writes_the_array_script_with_the_requested_resources(tmp_path):
 def test_sweep_completes_through_sbatch_and_failed_runs_can_be_resubmitted(tmp_path, cancel_jobs):
     spec = write_spec(tmp_path, "array", 400, 1, {"adam": {}, "adam+wc": {"wc_kappa": 2.0}})
     cancel_jobs.append(tmp_path / "sweep")
-    submitted = clipzoo("sweep", str(spec), "--backend", "slurm", "--dir", str(tmp_path / "sweep"), "--time", "00:20:00", cwd=tmp_path)
+    submitted = clipzoo(
+        "sweep", str(spec), "--backend", "slurm", "--dir", str(tmp_path / "sweep"), "--time", "00:20:00", cwd=tmp_path
+    )
     assert submitted.returncode == 0 and "submitted job array" in submitted.stdout, submitted.stderr
     runs = [tmp_path / "sweep" / "CartPole-v1" / v / "seed_1" for v in ("adam", "adam+wc")]
     assert wait_for_states(runs, "complete", 300) == ["complete"] * 2
@@ -116,7 +178,9 @@ def test_sweep_completes_through_sbatch_and_failed_runs_can_be_resubmitted(tmp_p
 
     record = json.loads((runs[1] / "status.json").read_text())
     (runs[1] / "status.json").write_text(json.dumps({**record, "state": "failed", "error": "node lost"}))
-    again = clipzoo("sweep", str(spec), "--backend", "slurm", "--resubmit-failed", "--dir", str(tmp_path / "sweep"), cwd=tmp_path)
+    again = clipzoo(
+        "sweep", str(spec), "--backend", "slurm", "--resubmit-failed", "--dir", str(tmp_path / "sweep"), cwd=tmp_path
+    )
     assert "1 runs" in again.stdout, again.stdout + again.stderr
     assert (tmp_path / "sweep" / "slurm" / "tasks_1.txt").read_text().split() == [str(runs[1].resolve())]
     assert wait_for_states(runs, "complete", 300) == ["complete"] * 2

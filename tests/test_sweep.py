@@ -18,14 +18,32 @@ from runners.errors import UsageError
 from runners.sweep import load_spec, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_DQN = {"num_envs": 2, "batch_size": 32, "buffer_size": 2000, "learning_starts": 200, "n_step": 1,
-            "target_update_period": 100, "log_every": 100, "diagnostics_every": 300, "heatmap_every": 600,
-            "gradcov_samples": 32, "probe_samples": 64, "checkpoint_every": 200}
+TINY_DQN = {
+    "num_envs": 2,
+    "batch_size": 32,
+    "buffer_size": 2000,
+    "learning_starts": 200,
+    "n_step": 1,
+    "target_update_period": 100,
+    "log_every": 100,
+    "diagnostics_every": 300,
+    "heatmap_every": 600,
+    "gradcov_samples": 32,
+    "probe_samples": 64,
+    "checkpoint_every": 200,
+}
 
 
 def spec(tmp_path: Path, **changes) -> Path:
-    content = {"name": "tiny", "agent": "dqn", "envs": ["CartPole-v1"], "seeds": 2, "budget": 1000, "common": TINY_DQN,
-               "variants": {"adam": {}, "adam+wc": {"wc_kappa": 2.0}}}
+    content = {
+        "name": "tiny",
+        "agent": "dqn",
+        "envs": ["CartPole-v1"],
+        "seeds": 2,
+        "budget": 1000,
+        "common": TINY_DQN,
+        "variants": {"adam": {}, "adam+wc": {"wc_kappa": 2.0}},
+    }
     content.update(changes)
     content = {k: v for k, v in content.items() if v is not None}
     path = tmp_path / "spec.yaml"
@@ -34,12 +52,20 @@ def spec(tmp_path: Path, **changes) -> Path:
 
 
 def test_expansion_and_run_directories(tmp_path):
-    sweep = load_spec(spec(tmp_path, envs=["CartPole-v1", "ALE/Pong-v5"], grid={"learning_rate": [0.001, 0.0001]}), tmp_path / "out")
+    sweep = load_spec(
+        spec(tmp_path, envs=["CartPole-v1", "ALE/Pong-v5"], grid={"learning_rate": [0.001, 0.0001]}), tmp_path / "out"
+    )
     assert len(sweep.runs) == 2 * 4 * 2
     names = {str(run.path.relative_to(tmp_path / "out")) for run in sweep.runs}
     assert "ALE_Pong-v5/adam+wc_learning_rate0.001/seed_2" in names
-    run = next(r for r in sweep.runs if r.variant == "adam+wc_learning_rate0.0001" and r.env == "CartPole-v1" and r.seed == 1)
-    assert run.options["wc_kappa"] == 2.0 and run.options["learning_rate"] == 0.0001 and run.options["total_timesteps"] == 1000
+    run = next(
+        r for r in sweep.runs if r.variant == "adam+wc_learning_rate0.0001" and r.env == "CartPole-v1" and r.seed == 1
+    )
+    assert (
+        run.options["wc_kappa"] == 2.0
+        and run.options["learning_rate"] == 0.0001
+        and run.options["total_timesteps"] == 1000
+    )
 
 
 def test_manifest_is_deterministic(tmp_path):
@@ -47,7 +73,11 @@ def test_manifest_is_deterministic(tmp_path):
     second = write_manifest(load_spec(spec(tmp_path), tmp_path / "a")).read_text()
     assert first == second
     assert [r["path"] for r in json.loads(first)["runs"]] == [
-        "CartPole-v1/adam/seed_1", "CartPole-v1/adam/seed_2", "CartPole-v1/adam+wc/seed_1", "CartPole-v1/adam+wc/seed_2"]
+        "CartPole-v1/adam/seed_1",
+        "CartPole-v1/adam/seed_2",
+        "CartPole-v1/adam+wc/seed_1",
+        "CartPole-v1/adam+wc/seed_2",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -73,9 +103,25 @@ def test_bad_specs_are_refused_by_name(tmp_path, changes, message):
 
 def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
     path = spec(tmp_path, budget=400)
-    command = [sys.executable, "-m", "runners.cli", "sweep", str(path), "--workers", "2", "--dir", str(tmp_path / "sweep")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    statuses = [tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json" for v in ("adam", "adam+wc") for s in (1, 2)]
+    command = [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "sweep",
+        str(path),
+        "--workers",
+        "2",
+        "--dir",
+        str(tmp_path / "sweep"),
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    statuses = [
+        tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json"
+        for v in ("adam", "adam+wc")
+        for s in (1, 2)
+    ]
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.exists() and "complete" in p.read_text() for p in statuses):
         time.sleep(0.2)
@@ -91,7 +137,12 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
         assert json.loads(status.read_text())["state"] == "complete"
         log = (status.parent / "stdout.log").read_text()
         assert log.count("done: ") == 1, "every run completes exactly once"
-        steps = [e.step for e in EventAccumulator(str(status.parent), size_guidance={"scalars": 0}).Reload().Scalars("losses/td_loss")]
+        steps = [
+            e.step
+            for e in EventAccumulator(str(status.parent), size_guidance={"scalars": 0})
+            .Reload()
+            .Scalars("losses/td_loss")
+        ]
         assert steps == sorted(set(steps)) and steps[-1] == 400
     _, status_report, _ = clipzoo("sweep", "status", str(tmp_path / "sweep"))
     assert status_report.strip().endswith("4 complete")
@@ -100,18 +151,26 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
 def test_env_and_variant_flags_run_only_those_runs_and_keep_the_full_manifest(tmp_path, clipzoo):
     path = spec(tmp_path, envs=["CartPole-v1", "Acrobot-v1"], seeds=1, budget=300)
     directory = tmp_path / "sweep"
-    code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--env", "Acrobot-v1", "--variant", "adam+wc", "--dry-run")
+    code, out, err = clipzoo(
+        "sweep", str(path), "--dir", str(directory), "--env", "Acrobot-v1", "--variant", "adam+wc", "--dry-run"
+    )
     assert code == 0, err
-    assert [line.split("--run-dir ")[1] for line in out.splitlines()] == [str(directory / "Acrobot-v1" / "adam+wc" / "seed_1")]
+    assert [line.split("--run-dir ")[1] for line in out.splitlines()] == [
+        str(directory / "Acrobot-v1" / "adam+wc" / "seed_1")
+    ]
     assert len(json.loads((directory / "manifest.json").read_text())["runs"]) == 4
     code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--variant", "adam", "--workers", "2")
     assert code == 0, err
-    assert "2 runs (2 of its 4 chosen), 0 already complete, 2 to run" in out and "2/2 (2 of its 4 chosen) complete" in out
+    assert (
+        "2 runs (2 of its 4 chosen), 0 already complete, 2 to run" in out and "2/2 (2 of its 4 chosen) complete" in out
+    )
     for env in ("CartPole-v1", "Acrobot-v1"):
         assert json.loads((directory / env / "adam" / "seed_1" / "status.json").read_text())["state"] == "complete"
         assert not (directory / env / "adam+wc" / "seed_1" / "status.json").exists()
     assert len(json.loads((directory / "manifest.json").read_text())["runs"]) == 4
-    code, out, err = clipzoo("sweep", str(path), "--dir", str(directory), "--backend", "slurm", "--dry-run", "--env", "CartPole-v1")
+    code, out, err = clipzoo(
+        "sweep", str(path), "--dir", str(directory), "--backend", "slurm", "--dry-run", "--env", "CartPole-v1"
+    )
     assert code == 0, err
     tasks = (directory / "slurm" / "tasks_0.txt").read_text().split()
     assert tasks == [str((directory / "CartPole-v1" / "adam+wc" / "seed_1").resolve())]  # adam's run is complete
@@ -135,7 +194,9 @@ def test_successive_regularization_study_is_the_papers_grid(tmp_path):
     variants = {run.variant: run.options for run in sweep.runs if run.env == "LunarLander-v3" and run.seed == 1}
     assert len(variants) == 1 + 3 * 3 * 2  # none, then R x delta x (every update, target updates)
     assert {(o.get("reg"), o.get("reg_delta"), o.get("reg_every", 1)) for o in variants.values()} == {
-        (None, None, 1), *((r, d, e) for r in ("l2", "l2_init", "singular") for d in (0.75, 1.0, 1.25) for e in (1, "target"))}
+        (None, None, 1),
+        *((r, d, e) for r in ("l2", "l2_init", "singular") for d in (0.75, 1.0, 1.25) for e in (1, "target")),
+    }
     budgets = {run.env: run.options["total_timesteps"] for run in sweep.runs}
     assert budgets == {"CartPole-v1": 100000, "MountainCar-v0": 200000, "LunarLander-v3": 300000}
 
@@ -143,7 +204,9 @@ def test_successive_regularization_study_is_the_papers_grid(tmp_path):
 def run_shipped_sweep(clipzoo, name: str, directory: Path, runs: int, metric: str) -> str:
     """Run every run of a shipped spec as the sweep launches it (``train AGENT --config run.yaml``),
     in this process: the local executor itself is tested above. Returns ``clipzoo table`` of ``metric``."""
-    code, _, err = clipzoo("sweep", str(REPO / "configs" / "sweeps" / f"{name}.yaml"), "--dry-run", "--dir", str(directory))
+    code, _, err = clipzoo(
+        "sweep", str(REPO / "configs" / "sweeps" / f"{name}.yaml"), "--dry-run", "--dir", str(directory)
+    )
     assert code == 0, err
     manifest = json.loads((directory / "manifest.json").read_text())
     assert len(manifest["runs"]) == runs
@@ -167,4 +230,6 @@ def test_plug_in_variants_run_in_a_sweep(tmp_path, clipzoo):
 
 
 def test_tiny_ppo_sweep_runs_to_completion(tmp_path, clipzoo):
-    assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep(clipzoo, "tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl")
+    assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep(
+        clipzoo, "tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl"
+    )

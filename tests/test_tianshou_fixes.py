@@ -20,8 +20,15 @@ from runners.errors import UsageError
 
 def transitions(n: int, start: int = 0, obs_shape=(3,)) -> Batch:
     obs = np.arange(start, start + n, dtype=np.float32)[:, None] * np.ones(obs_shape, dtype=np.float32)
-    return Batch(obs=obs, act=np.zeros(n, dtype=np.int64), rew=np.ones(n, dtype=np.float32),
-                 terminated=np.zeros(n, dtype=bool), truncated=np.zeros(n, dtype=bool), obs_next=obs + 1, info=Batch())
+    return Batch(
+        obs=obs,
+        act=np.zeros(n, dtype=np.int64),
+        rew=np.ones(n, dtype=np.float32),
+        terminated=np.zeros(n, dtype=bool),
+        truncated=np.zeros(n, dtype=bool),
+        obs_next=obs + 1,
+        info=Batch(),
+    )
 
 
 def fill(buffer, count: int, start: int = 0) -> None:
@@ -30,7 +37,9 @@ def fill(buffer, count: int, start: int = 0) -> None:
 
 
 # ---------------------------------------------------------------- NaN scan after every collect
-@pytest.mark.parametrize(("buffer_class", "scans_everything"), [(VectorReplayBuffer, True), (CheckedReplayBuffer, False)])
+@pytest.mark.parametrize(
+    ("buffer_class", "scans_everything"), [(VectorReplayBuffer, True), (CheckedReplayBuffer, False)]
+)
 def test_nan_check_looks_only_at_transitions_added_since_the_last_check(buffer_class, scans_everything):
     buffer = buffer_class(total_size=500, buffer_num=1)
     fill(buffer, 300)
@@ -55,8 +64,18 @@ def test_frame_stacked_buffer_stores_each_frame_once():
     frame = (84, 84)
     for i in range(50):
         for env in range(2):
-            buffer.add(Batch(obs=np.full((1, 4, *frame), i, np.uint8), act=[0], rew=[0.0], terminated=[False],
-                             truncated=[False], obs_next=np.full((1, 4, *frame), i + 1, np.uint8), info=Batch()), buffer_ids=[env])
+            buffer.add(
+                Batch(
+                    obs=np.full((1, 4, *frame), i, np.uint8),
+                    act=[0],
+                    rew=[0.0],
+                    terminated=[False],
+                    truncated=[False],
+                    obs_next=np.full((1, 4, *frame), i + 1, np.uint8),
+                    info=Batch(),
+                ),
+                buffer_ids=[env],
+            )
     assert buffer._meta.obs.shape[1:] == frame and buffer._meta.obs.dtype == np.uint8
     assert "obs_next" not in buffer._meta.keys()
     bytes_per_transition = buffer._meta.obs.nbytes / buffer.maxsize
@@ -77,8 +96,14 @@ def tiny_trainer(trainer_class):
 
     envs = DummyVectorEnv([lambda: gym.make("CartPole-v1")])
     collector = Collector(algorithm, envs, VectorReplayBuffer(100, 1))
-    params = OffPolicyTrainerParams(training_collector=collector, max_epochs=1, epoch_num_steps=10,
-                                    collection_step_num_env_steps=10, show_progress=False, verbose=False)
+    params = OffPolicyTrainerParams(
+        training_collector=collector,
+        max_epochs=1,
+        epoch_num_steps=10,
+        collection_step_num_env_steps=10,
+        show_progress=False,
+        verbose=False,
+    )
     return trainer_class(algorithm, params)
 
 

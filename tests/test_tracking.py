@@ -30,10 +30,40 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from runners import tracking
 from runners.rundir import read_attempts, read_status
 
-CARTPOLE = ["--env-id", "CartPole-v1", "--num-envs", "2", "--batch-size", "32", "--buffer-size", "2000",
-            "--learning-starts", "200", "--learning-rate", "0.001", "--n-step", "1", "--target-update-period", "100",
-            "--eps-decay-steps", "500", "--log-every", "100", "--diagnostics-every", "300", "--heatmap-every", "600",
-            "--gradcov-samples", "32", "--probe-samples", "64", "--checkpoint-every", "200", "--total-timesteps", "400"]
+CARTPOLE = [
+    "--env-id",
+    "CartPole-v1",
+    "--num-envs",
+    "2",
+    "--batch-size",
+    "32",
+    "--buffer-size",
+    "2000",
+    "--learning-starts",
+    "200",
+    "--learning-rate",
+    "0.001",
+    "--n-step",
+    "1",
+    "--target-update-period",
+    "100",
+    "--eps-decay-steps",
+    "500",
+    "--log-every",
+    "100",
+    "--diagnostics-every",
+    "300",
+    "--heatmap-every",
+    "600",
+    "--gradcov-samples",
+    "32",
+    "--probe-samples",
+    "64",
+    "--checkpoint-every",
+    "200",
+    "--total-timesteps",
+    "400",
+]
 
 
 def wandb_records(path: Path):
@@ -46,11 +76,11 @@ def wandb_records(path: Path):
         if block - position % block < 7:  # a block's tail too short for a chunk header is padding
             position += block - position % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
         if kind == 0:  # zero padding to the end of the block
             position += block - position % block
             continue
-        chunk, position = data[position + 7:position + 7 + length], position + 7 + length
+        chunk, position = data[position + 7 : position + 7 + length], position + 7 + length
         pieces = chunk if kind in (1, 2) else pieces + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -112,7 +142,14 @@ def sandbox(tmp_path, monkeypatch):
     places = {name: tmp_path / name for name in ("home", "cache", "config", "data", "tmp", "cwd")}
     for place in places.values():
         place.mkdir()
-    for variable in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_DIR", "NETRC"):
+    for variable in (
+        "WANDB_MODE",
+        "WANDB_API_KEY",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "WANDB_DIR",
+        "NETRC",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -156,13 +193,20 @@ def test_an_offline_tracked_run_mirrors_every_tensorboard_scalar_into_its_wandb_
     assert sorted(mirrored) == sorted(tensorboard)
     for tag, points in tensorboard.items():
         assert as_float32(mirrored[tag]) == as_float32(points), tag
-    images = {key: (row["global_step"], value["_type"]) for row in history(log) for key, value in row.items() if isinstance(value, dict)}
+    images = {
+        key: (row["global_step"], value["_type"])
+        for row in history(log)
+        for key, value in row.items()
+        if isinstance(value, dict)
+    }
     assert images == {"gradcov/heatmap": (400, "images/separated")}, "the heatmap too"
     # the event files stay where TensorBoard reads them, not copied below wandb/ (a sweep would show each run twice)
     assert [p.name for p in run_dir.rglob("events.out.tfevents.*") if p.parent != run_dir] == []
 
 
-def test_track_without_wandb_installed_is_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, clipzoo):
+def test_track_without_wandb_installed_is_refused_in_one_line_before_anything_is_written(
+    tmp_path, monkeypatch, clipzoo
+):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ModuleNotFoundError
     run_dir = tmp_path / "run"
     code, out, err = clipzoo("train", "dqn", *CARTPOLE, "--run-dir", str(run_dir), "--track")
@@ -197,16 +241,28 @@ def test_a_resume_may_toggle_tracking_and_goes_on_in_the_same_wandb_run(sandbox,
         attempt_that_dies("--track", "--wandb-project-name", "clipzoo-resumed", "--wandb-entity", "someone")
     (first,) = offline_runs(run_dir)
     fallback = [line for line in capsys.readouterr().out.splitlines() if line.startswith("W&B:")]
-    assert fallback == [f"W&B: no API key is configured (wandb login, or WANDB_API_KEY); logging offline to "
-                        f"{first.parent}; upload it later with: wandb sync {first.parent}"]
+    assert fallback == [
+        f"W&B: no API key is configured (wandb login, or WANDB_API_KEY); logging offline to "
+        f"{first.parent}; upload it later with: wandb sync {first.parent}"
+    ]
     assert the_record(first, "exit").exit_code == 1, "a failed attempt finishes its W&B run as failed"
     assert read_attempts(run_dir)[-1]["resumed_from_step"] == 300
     steps = {step for points in history_scalars(first).values() for step, _ in points}
     assert 300 < min(steps) and max(steps) == 400, "the attempt mirrors what it logged: the steps after its checkpoint"
 
     # the next attempt goes on in the same W&B run
-    code, out, err = clipzoo("train", "dqn", *CARTPOLE, "--run-dir", str(run_dir), "--track",
-                             "--wandb-project-name", "clipzoo-resumed", "--wandb-entity", "someone")
+    code, out, err = clipzoo(
+        "train",
+        "dqn",
+        *CARTPOLE,
+        "--run-dir",
+        str(run_dir),
+        "--track",
+        "--wandb-project-name",
+        "clipzoo-resumed",
+        "--wandb-entity",
+        "someone",
+    )
     assert code == 0, err
     assert f"resuming {run_dir} from step 400" in out and read_status(run_dir)["state"] == "complete"
     assert offline_runs(run_dir)[0] == first
@@ -223,10 +279,14 @@ def test_the_fallback_to_offline_needs_no_network_to_decide_without_a_key(tmp_pa
 
     no_key = {"NETRC": str(tmp_path / "absent")}
     assert "no API key" in tracking.offline_reason(no_key, reachable=unreachable)
-    assert tracking.offline_reason({**no_key, "WANDB_MODE": "online"}, reachable=unreachable) is None, "WANDB_MODE decides"
+    assert tracking.offline_reason({**no_key, "WANDB_MODE": "online"}, reachable=unreachable) is None, (
+        "WANDB_MODE decides"
+    )
     (tmp_path / "netrc").write_text("machine api.wandb.ai login user password " + "k" * 40 + "\n")
     with_key = {"NETRC": str(tmp_path / "netrc")}
     assert "api.wandb.ai cannot be reached" in tracking.offline_reason(with_key, reachable=lambda url, environ: False)
     assert tracking.offline_reason(with_key, reachable=lambda url, environ: True) is None
     elsewhere = {"WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": "https://wandb.cluster.example:8443"}
-    assert "wandb.cluster.example cannot be reached" in tracking.offline_reason(elsewhere, reachable=lambda url, environ: False)
+    assert "wandb.cluster.example cannot be reached" in tracking.offline_reason(
+        elsewhere, reachable=lambda url, environ: False
+    )

@@ -5,7 +5,13 @@ from agents.diagnostics.heatmap import cluster_order, render_heatmap, save_png
 from agents.diagnostics.ppo import approx_kl, clip_fraction
 from agents.diagnostics.rank import effective_rank, srank
 from agents.diagnostics.tensorboard_log import DiagnosticsLogger
-from agents.diagnostics.units import record_activations, redo_scores, relu_dormancy, representation_metrics, tanh_saturation
+from agents.diagnostics.units import (
+    record_activations,
+    redo_scores,
+    relu_dormancy,
+    representation_metrics,
+    tanh_saturation,
+)
 from agents.diagnostics.weights import distance_from_init, gradient_norm, snapshot_parameters, weight_norms
 
 __all__ = [

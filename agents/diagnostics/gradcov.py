@@ -61,7 +61,8 @@ def _hooked_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {
         name: m
         for name, m in model.named_modules()
-        if (type(m) in HOOKED_TYPES or _is_noisy_linear(m)) and any(p.requires_grad for p in m.parameters(recurse=False))
+        if (type(m) in HOOKED_TYPES or _is_noisy_linear(m))
+        and any(p.requires_grad for p in m.parameters(recurse=False))
     }
 
 
@@ -131,7 +132,9 @@ def _padded_input(layer: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor
 def _conv_gram(layer: nn.Conv1d | nn.Conv2d, calls: _LayerCalls) -> torch.Tensor:
     k = calls.inputs[0].shape[0]
     groups = layer.groups
-    weight_grad = torch.zeros(k, *layer.weight.shape, device=layer.weight.device) if layer.weight.requires_grad else None
+    weight_grad = (
+        torch.zeros(k, *layer.weight.shape, device=layer.weight.device) if layer.weight.requires_grad else None
+    )
     bias_grad = torch.zeros(k, layer.out_channels, device=layer.weight.device)
     for x, d in zip(calls.inputs, calls.output_grads):
         if d is None:
@@ -198,7 +201,9 @@ def gradient_gram(model: nn.Module, per_sample_loss_fn: PerSampleLoss, batch) ->
         for handle in handles:
             handle.remove()
     if losses.ndim != 1:
-        raise ValueError(f"per_sample_loss_fn must return one loss per sample (shape (k,)), got shape {tuple(losses.shape)}")
+        raise ValueError(
+            f"per_sample_loss_fn must return one loss per sample (shape (k,)), got shape {tuple(losses.shape)}"
+        )
     k = losses.shape[0]
     trained = [p for p in model.parameters() if p.requires_grad]
     # autograd.grad (not backward) so the model's .grad fields are left untouched.
@@ -233,7 +238,9 @@ def gradient_covariance(model: nn.Module, per_sample_loss_fn: PerSampleLoss, bat
     gram = gradient_gram(model, per_sample_loss_fn, batch)
     norms = gram.diagonal().clamp_min(0).sqrt()
     denominator = torch.outer(norms, norms)
-    covariance = torch.where(denominator > 0, gram / denominator.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(gram))
+    covariance = torch.where(
+        denominator > 0, gram / denominator.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(gram)
+    )
     return covariance.clamp(-1, 1).float().cpu()
 
 

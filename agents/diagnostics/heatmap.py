@@ -25,7 +25,11 @@ def cluster_order(matrix) -> np.ndarray:
     rows = _as_numpy(matrix)
     if rows.shape[0] < 3:
         return np.arange(rows.shape[0])
-    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering  # here: a run's start-up skips scipy
+    from scipy.cluster.hierarchy import (
+        leaves_list,
+        linkage,
+        optimal_leaf_ordering,
+    )  # here: a run's start-up skips scipy
 
     tree = linkage(rows, method="ward")
     return leaves_list(optimal_leaf_ordering(tree, rows))

@@ -32,9 +32,17 @@ def probe_targets(network: nn.Module, target_network: nn.Module, predict: Predic
         return offset + torch.sin(1e5 * predict(target_network, inputs))
 
 
-def plasticity_probe(network: nn.Module, fresh_network: Callable[[], nn.Module], predict: Predict, inputs,
-                     make_optimizer: Callable[[Any], torch.optim.Optimizer], *, steps: int, targets: int = 1,
-                     seed: int = 0) -> dict[str, float]:
+def plasticity_probe(
+    network: nn.Module,
+    fresh_network: Callable[[], nn.Module],
+    predict: Predict,
+    inputs,
+    make_optimizer: Callable[[Any], torch.optim.Optimizer],
+    *,
+    steps: int,
+    targets: int = 1,
+    seed: int = 0,
+) -> dict[str, float]:
     """Mean over ``targets`` random target functions of the probe's final loss, baseline and plasticity.
 
     ``fresh_network()`` builds a newly initialised network of the same architecture (used

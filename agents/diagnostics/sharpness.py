@@ -18,7 +18,9 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 
 
-def hessian_vector_product(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def hessian_vector_product(
+    loss: torch.Tensor, params: Sequence[torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> H v`` for the Hessian of ``loss`` over ``params`` (v flat); the graph is built once.
     Parameters the loss does not use, or uses linearly, have zero rows and columns."""
     gradients = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
@@ -27,15 +29,25 @@ def hessian_vector_product(loss: torch.Tensor, params: Sequence[torch.Tensor]) -
 
     def product(vector: torch.Tensor) -> torch.Tensor:
         pieces = [piece.view_as(p) for piece, p in zip(vector.split(sizes), params)]
-        hv = torch.autograd.grad([gradients[i] for i in curved], params, grad_outputs=[pieces[i] for i in curved],
-                                 retain_graph=True, allow_unused=True)
+        hv = torch.autograd.grad(
+            [gradients[i] for i in curved],
+            params,
+            grad_outputs=[pieces[i] for i in curved],
+            retain_graph=True,
+            allow_unused=True,
+        )
         return torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1) for h, p in zip(hv, params)])
 
     return product
 
 
-def lanczos(product: Callable[[torch.Tensor], torch.Tensor], size: int, iterations: int, generator: torch.Generator,
-            device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def lanczos(
+    product: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    iterations: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Diagonal and off-diagonal of Lanczos' tridiagonal matrix from a random unit start."""
     vector = torch.randn(size, generator=generator).to(device)
     vector /= vector.norm()
@@ -59,8 +71,9 @@ def lanczos(product: Callable[[torch.Tensor], torch.Tensor], size: int, iteratio
     return np.asarray(alphas), np.asarray(betas)
 
 
-def hessian_spectrum(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], iterations: int = 20,
-                     seed: int = 0) -> dict[str, np.ndarray | float]:
+def hessian_spectrum(
+    loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], iterations: int = 20, seed: int = 0
+) -> dict[str, np.ndarray | float]:
     """``lambda_max``, ``lambda_min`` (Ritz estimates) and the density's ``nodes`` and ``weights``."""
     params = [p for p in params if p.requires_grad]
     product = hessian_vector_product(loss_fn(), params)

@@ -31,7 +31,9 @@ class DiagnosticsLogger:
             the model's output layers (``output_layers`` attribute or last affine layer).
     """
 
-    def __init__(self, writer, model: nn.Module, run_dir: str | Path | None = None, feature_layers: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, writer, model: nn.Module, run_dir: str | Path | None = None, feature_layers: Iterable[str] | None = None
+    ) -> None:
         self.writer = writer
         self.model = model
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -77,15 +79,28 @@ class DiagnosticsLogger:
             save_png(image, stem.with_suffix(".png"))
         return covariance
 
-    def log_plasticity(self, fresh_network: Callable[[], nn.Module], predict: Predict, inputs,
-                       make_optimizer: Callable, step: int, *, steps: int, targets: int, seed: int) -> dict[str, float]:
+    def log_plasticity(
+        self,
+        fresh_network: Callable[[], nn.Module],
+        predict: Predict,
+        inputs,
+        make_optimizer: Callable,
+        step: int,
+        *,
+        steps: int,
+        targets: int,
+        seed: int,
+    ) -> dict[str, float]:
         """The plasticity probe (Lyle et al. 2023, 2.2) from the current weights; see ``plasticity_probe``."""
-        metrics = plasticity_probe(self.model, fresh_network, predict, inputs, make_optimizer, steps=steps, targets=targets, seed=seed)
+        metrics = plasticity_probe(
+            self.model, fresh_network, predict, inputs, make_optimizer, steps=steps, targets=targets, seed=seed
+        )
         self.log_scalars(metrics, step)
         return metrics
 
-    def log_sharpness(self, loss_fn: Callable[[], torch.Tensor], step: int, *, iterations: int, seed: int,
-                      save_density: bool = False) -> dict[str, float]:
+    def log_sharpness(
+        self, loss_fn: Callable[[], torch.Tensor], step: int, *, iterations: int, seed: int, save_density: bool = False
+    ) -> dict[str, float]:
         """Largest and smallest Hessian eigenvalue estimates of ``loss_fn()``; with ``save_density``
         the quadrature nodes and weights go to ``<run_dir>/sharpness/step_<n>.npz``."""
         spectrum = hessian_spectrum(loss_fn, list(self.model.parameters()), iterations=iterations, seed=seed)

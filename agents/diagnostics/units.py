@@ -63,7 +63,9 @@ def record_activations(model: nn.Module, types: tuple[type[nn.Module], ...], fea
         if isinstance(module, types):
             handles.append(module.register_forward_hook(lambda m, i, out, name=name: store(activations, name, out)))
         if name in feature_layers:
-            handles.append(module.register_forward_hook(lambda m, i, out, name=name: store(features, name, i[0].flatten(1))))
+            handles.append(
+                module.register_forward_hook(lambda m, i, out, name=name: store(features, name, i[0].flatten(1)))
+            )
     try:
         yield activations, features
     finally:
@@ -126,7 +128,9 @@ def relu_dormancy(activations: dict[str, torch.Tensor]) -> dict[str, float]:
     return metrics
 
 
-def representation_metrics(model: nn.Module, run_forward: Callable[[], object], feature_layers: Iterable[str] = ()) -> dict[str, float]:
+def representation_metrics(
+    model: nn.Module, run_forward: Callable[[], object], feature_layers: Iterable[str] = ()
+) -> dict[str, float]:
     """Run ``run_forward()`` (one forward pass on the probe batch) and measure its units.
 
     Tanh saturation and ReLU dormancy from the activation modules, plus effective rank

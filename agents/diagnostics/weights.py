@@ -40,7 +40,10 @@ def distance_from_init(model: nn.Module, initial: dict[str, torch.Tensor]) -> fl
     if missing:
         raise ValueError(f"the init snapshot has parameters the model lacks: {missing[:5]}")
     with torch.no_grad():
-        total = sum((params[name].double() - theta0.to(params[name].device).double()).square().sum() for name, theta0 in initial.items())
+        total = sum(
+            (params[name].double() - theta0.to(params[name].device).double()).square().sum()
+            for name, theta0 in initial.items()
+        )
     return float(total) ** 0.5
 
 
