@@ -188,7 +188,7 @@ def test_minatar_sweep_is_the_preset_at_rr_1_and_8_with_and_without_wc(tmp_path,
     sweep = load_spec(REPO / "configs" / "sweeps" / f"minatar_{agent}_rr.yaml", tmp_path)
     preset = yaml.safe_load((REPO / "configs" / f"{agent}_minatar_rr1.yaml").read_text())
     assert {run.env for run in sweep.runs} == {"MinAtar/Breakout-v1", "MinAtar/Seaquest-v1"}
-    assert {run.seed for run in sweep.runs} == {1, 2, 3} and len(sweep.runs) == 2 * 4 * 3
+    assert {run.seed for run in sweep.runs} == {1, 2, 3, 4, 5, 6} and len(sweep.runs) == 2 * 4 * 6
     assert {(run.options["replay_ratio"], run.options.get("wc_kappa")) for run in sweep.runs} == {
         (1, None),
         (1, 2.0),
