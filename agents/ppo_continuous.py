@@ -39,7 +39,7 @@ from envs.continuous import (
     normalization_state,
     vector_env_state,
 )
-from runners.cli import tensorboard_command
+from runners.console import tensorboard_command
 from runners.config import parse_args
 from runners.errors import RunInterrupted, UsageError
 from runners.rng import GlobalStream, numpy_generator, stream_seed
@@ -682,6 +682,6 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
 
 if __name__ == "__main__":
-    from runners.cli import run_and_report
+    from runners.console import run_and_report
 
     run_and_report(main)

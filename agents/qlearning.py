@@ -39,7 +39,7 @@ from agents.offpolicy import (
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
 from envs.state import capture_env_state, restore_env_state
-from runners.cli import plural, tensorboard_command
+from runners.console import plural, tensorboard_command
 from runners.errors import RunInterrupted, UsageError
 from runners.rng import stream_seed
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state

@@ -284,6 +284,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from runners.cli import run_and_report
+    from runners.console import run_and_report
 
     run_and_report(main)

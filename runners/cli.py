@@ -5,11 +5,11 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from runners.agents import AGENTS, agent_module
-from runners.errors import RunInterrupted, UsageError
+from runners.console import run_and_report
+from runners.errors import UsageError
 
 USAGE = """usage: clipzoo <command> ...
 
@@ -29,39 +29,6 @@ examples:
   clipzoo train dqn --env-id ALE/Pong-v5 --replay-ratio 8 --wc-kappa 2
   clipzoo train rainbow --config rainbow_atari_rr8 --env-id ALE/Breakout-v5
 """
-
-
-def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
-    """Run an entry point; bad input prints one line and exits 2, never a traceback."""
-    try:
-        entry(argv)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except RunInterrupted as stop:  # checkpointed; not a success for scripts and schedulers
-        print(stop, file=sys.stderr)
-        raise SystemExit(stop.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except BrokenPipeError:  # `clipzoo sweep status DIR | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0) from None
-    except OSError as error:  # a path the user gave that cannot be read or written
-        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-def tensorboard_command(log_dir: str | Path) -> str:
-    """The command that shows ``log_dir`` in TensorBoard, with this environment's ``tensorboard``
-    (a bare ``tensorboard`` is not on PATH unless the venv is activated)."""
-    installed = Path(sys.executable).parent / "tensorboard"
-    program = str(installed) if installed.exists() else f"{sys.executable} -m tensorboard.main"
-    return f"{program} --logdir {log_dir}"
 
 
 def _usage() -> str:

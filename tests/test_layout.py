@@ -44,3 +44,17 @@ def test_runners_modules_import_each_other_without_a_cycle():
 
     for name in graph:
         visit(name, ())
+
+
+TOP_OF_RUNNERS = {"cli", "sweep", "slurm", "slurm_queue", "plots", "aggregates", "agents"}  # commands and the registry
+
+
+def test_agents_and_envs_import_only_the_base_of_runners():
+    """The agents and envs sit above ``runners``' base (errors, files, config, rundir, rng, console,
+    tracking) and below its commands: importing a command from an agent would close a cycle
+    (the commands load the agents through the registry)."""
+    for path in [*(REPO / "agents").rglob("*.py"), *(REPO / "envs").glob("*.py")]:
+        top = sorted(
+            m for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in TOP_OF_RUNNERS
+        )
+        assert not top, f"{path.relative_to(REPO)} imports {top}, the top of runners/; use its base modules"
