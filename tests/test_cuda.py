@@ -24,52 +24,15 @@ cuda_present = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
 )
 
-PPO_TINY = [
-    "--env-id",
-    "Hopper-v5",
-    "--num-steps",
-    "256",
-    "--num-minibatches",
-    "4",
-    "--update-epochs",
-    "2",
-    "--gradcov-samples",
-    "32",
-    "--heatmap-every",
-    "2",
-    "--checkpoint-every",
-    "1",
-]
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "32",
-    "--buffer-size",
-    "2000",
-    "--learning-starts",
-    "200",
-    "--n-step",
-    "1",
-    "--target-update-period",
-    "100",
-    "--eps-decay-steps",
-    "500",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "200",
-    "--heatmap-every",
-    "400",
-    "--gradcov-samples",
-    "32",
-    "--probe-samples",
-    "64",
-    "--checkpoint-every",
-    "100",
-]
+PPO_TINY = (
+    "--env-id Hopper-v5 --num-steps 256 --num-minibatches 4 --update-epochs 2 --gradcov-samples 32 "
+    "--heatmap-every 2 --checkpoint-every 1"
+).split()
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 32 --buffer-size 2000 --learning-starts 200 --n-step "
+    "1 --target-update-period 100 --eps-decay-steps 500 --log-every 100 --diagnostics-every 200 "
+    "--heatmap-every 400 --gradcov-samples 32 --probe-samples 64 --checkpoint-every 100"
+).split()
 
 
 def state(run_dir: Path) -> str:

@@ -11,55 +11,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import dqn, ppo_continuous, rainbow
 from agents.evaluation import Evaluator
 
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "16",
-    "--buffer-size",
-    "1000",
-    "--learning-starts",
-    "200",
-    "--n-step",
-    "1",
-    "--target-update-period",
-    "50",
-    "--eps-decay-steps",
-    "300",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "300",
-    "--heatmap-every",
-    "0",
-    "--gradcov-samples",
-    "16",
-    "--probe-samples",
-    "32",
-    "--checkpoint-every",
-    "10000",
-    "--total-timesteps",
-    "500",
-]
-HOPPER = [
-    "--env-id",
-    "Hopper-v5",
-    "--num-steps",
-    "128",
-    "--num-minibatches",
-    "4",
-    "--update-epochs",
-    "2",
-    "--total-timesteps",
-    "640",
-    "--gradcov-samples",
-    "16",
-    "--heatmap-every",
-    "0",
-    "--no-compile",
-]
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 16 --buffer-size 1000 --learning-starts 200 --n-step "
+    "1 --target-update-period 50 --eps-decay-steps 300 --log-every 100 --diagnostics-every 300 "
+    "--heatmap-every 0 --gradcov-samples 16 --probe-samples 32 --checkpoint-every 10000 --total-timesteps "
+    "500"
+).split()
+HOPPER = (
+    "--env-id Hopper-v5 --num-steps 128 --num-minibatches 4 --update-epochs 2 --total-timesteps 640 "
+    "--gradcov-samples 16 --heatmap-every 0 --no-compile"
+).split()
 
 
 def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:

@@ -19,28 +19,11 @@ from runners.rundir import read_attempts, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING_TAGS = {"charts/SPS", "charts/gradient_steps_per_second"}  # wall-clock rates differ between any two runs
-SMALL = [
-    "--batch-size",
-    "32",
-    "--learning-starts",
-    "200",
-    "--target-update-period",
-    "50",
-    "--eps-decay-steps",
-    "400",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "300",
-    "--heatmap-every",
-    "0",
-    "--gradcov-samples",
-    "16",
-    "--probe-samples",
-    "32",
-    "--checkpoint-every",
-    "300",
-]  # the heatmap of every run's end is drawn all the same
+SMALL = (
+    "--batch-size 32 --learning-starts 200 --target-update-period 50 --eps-decay-steps 400 --log-every "
+    "100 --diagnostics-every 300 --heatmap-every 0 --gradcov-samples 16 --probe-samples 32 "
+    "--checkpoint-every 300"
+).split()
 RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritized: the Rainbow ones
     "rainbow-cartpole-per": (

@@ -20,32 +20,11 @@ from envs.minatar import register_minatar_envs
 from test_qlearning import assert_saved_weights_within_bounds, images, scalars
 
 REPO = Path(__file__).resolve().parent.parent
-BREAKOUT = [
-    "--env-id",
-    "MinAtar/Breakout-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "16",
-    "--buffer-size",
-    "500",
-    "--learning-starts",
-    "64",
-    "--target-update-period",
-    "50",
-    "--log-every",
-    "50",
-    "--diagnostics-every",
-    "100",
-    "--heatmap-every",
-    "1000",
-    "--gradcov-samples",
-    "16",
-    "--probe-samples",
-    "32",
-    "--total-timesteps",
-    "164",
-]
+BREAKOUT = (
+    "--env-id MinAtar/Breakout-v1 --num-envs 2 --batch-size 16 --buffer-size 500 --learning-starts 64 "
+    "--target-update-period 50 --log-every 50 --diagnostics-every 100 --heatmap-every 1000 "
+    "--gradcov-samples 16 --probe-samples 32 --total-timesteps 164"
+).split()
 
 
 def test_observations_are_the_games_grids_channel_first_with_no_wrappers():

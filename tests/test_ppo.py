@@ -15,46 +15,20 @@ from agents.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
 from conftest import kill_after_first_checkpoint, sigterm_while_running
 
-TINY = [
-    "--env-id",
-    "Hopper-v5",
-    "--num-steps",
-    "256",
-    "--num-minibatches",
-    "4",
-    "--update-epochs",
-    "2",
-    "--gradcov-samples",
-    "32",
-    "--heatmap-every",
-    "2",
-]
-CLEANRL_TAGS = [
-    "charts/episodic_return",
-    "charts/episodic_length",
-    "charts/SPS",
-    "charts/learning_rate",
-    "losses/value_loss",
-    "losses/policy_loss",
-    "losses/entropy",
-    "losses/old_approx_kl",
-    "losses/approx_kl",
-    "losses/clipfrac",
-    "losses/explained_variance",
-]
-DIAGNOSTIC_TAGS = [
-    "diagnostics/approx_kl_mean",
-    "diagnostics/saturated_frac_90",
-    "diagnostics/saturated_frac_95",
-    "diagnostics/saturated_frac_99",
-    "diagnostics/saturated_units_frac",
-    "diagnostics/weight_norm",
-    "diagnostics/distance_from_init",
-    "diagnostics/grad_norm",
-    "diagnostics/effective_rank",
-    "wc/clipped_fraction",
-    "gradcov/mean_offdiag",
-]
+TINY = (
+    "--env-id Hopper-v5 --num-steps 256 --num-minibatches 4 --update-epochs 2 --gradcov-samples 32 --heatmap-every 2"
+).split()
+CLEANRL_TAGS = (
+    "charts/episodic_return charts/episodic_length charts/SPS charts/learning_rate losses/value_loss "
+    "losses/policy_loss losses/entropy losses/old_approx_kl losses/approx_kl losses/clipfrac "
+    "losses/explained_variance"
+).split()
+DIAGNOSTIC_TAGS = (
+    "diagnostics/approx_kl_mean diagnostics/saturated_frac_90 diagnostics/saturated_frac_95 "
+    "diagnostics/saturated_frac_99 diagnostics/saturated_units_frac diagnostics/weight_norm "
+    "diagnostics/distance_from_init diagnostics/grad_norm diagnostics/effective_rank wc/clipped_fraction "
+    "gradcov/mean_offdiag"
+).split()
 
 
 def events(run_dir: Path) -> EventAccumulator:

@@ -128,32 +128,13 @@ def test_sharpness_of_a_tanh_network_matches_the_dense_hessian():
 
 
 # ---------------------------------------------------------------- every agent, from the command line
-PLUGINS = [
-    "--reg",
-    "l2_init",
-    "--reg-delta",
-    "1.25",
-    "--sp-every",
-    "7",
-    "--reset-last-layer-every",
-    "5",
-    "--layer-norm",
-    "--adam-beta2",
-    "0.9",
-    "--wc-kappa",
-    "2",
-]
-PROBES = [
-    "--plasticity-probe-steps",
-    "20",
-    "--plasticity-probe-samples",
-    "64",
-    "--sharpness-samples",
-    "32",
-    "--sharpness-iterations",
-    "5",
-    "--sharpness-density",
-]
+PLUGINS = (
+    "--reg l2_init --reg-delta 1.25 --sp-every 7 --reset-last-layer-every 5 --layer-norm --adam-beta2 0.9 --wc-kappa 2"
+).split()
+PROBES = (
+    "--plasticity-probe-steps 20 --plasticity-probe-samples 64 --sharpness-samples 32 "
+    "--sharpness-iterations 5 --sharpness-density"
+).split()
 PROBE_TAGS = {
     "plasticity/final_loss",
     "plasticity/baseline",

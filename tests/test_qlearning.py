@@ -15,64 +15,17 @@ from agents.clipping import WeightClipping
 from agents.networks import QNetwork, RainbowNetwork
 from envs.discrete import make_env
 
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "32",
-    "--buffer-size",
-    "2000",
-    "--learning-starts",
-    "200",
-    "--learning-rate",
-    "0.001",
-    "--n-step",
-    "1",
-    "--target-update-period",
-    "100",
-    "--eps-decay-steps",
-    "500",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "300",
-    "--heatmap-every",
-    "600",
-    "--gradcov-samples",
-    "32",
-    "--probe-samples",
-    "64",
-    "--checkpoint-every",
-    "200",
-]
-PONG = [
-    "--env-id",
-    "ALE/Pong-v5",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "16",
-    "--buffer-size",
-    "500",
-    "--learning-starts",
-    "64",
-    "--target-update-period",
-    "50",
-    "--log-every",
-    "50",
-    "--diagnostics-every",
-    "100",
-    "--heatmap-every",
-    "1000",
-    "--gradcov-samples",
-    "16",
-    "--probe-samples",
-    "32",
-    "--total-timesteps",
-    "164",
-]
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 32 --buffer-size 2000 --learning-starts 200 "
+    "--learning-rate 0.001 --n-step 1 --target-update-period 100 --eps-decay-steps 500 --log-every 100 "
+    "--diagnostics-every 300 --heatmap-every 600 --gradcov-samples 32 --probe-samples 64 "
+    "--checkpoint-every 200"
+).split()
+PONG = (
+    "--env-id ALE/Pong-v5 --num-envs 2 --batch-size 16 --buffer-size 500 --learning-starts 64 "
+    "--target-update-period 50 --log-every 50 --diagnostics-every 100 --heatmap-every 1000 "
+    "--gradcov-samples 16 --probe-samples 32 --total-timesteps 164"
+).split()
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -20,36 +20,11 @@ from agents.diagnostics.plasticity import plasticity_probe
 from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer, seed_replay_buffer
 from envs.discrete import make_env
 
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "16",
-    "--buffer-size",
-    "1000",
-    "--learning-starts",
-    "100",
-    "--learning-rate",
-    "0.001",
-    "--n-step",
-    "3",
-    "--target-update-period",
-    "50",
-    "--eps-decay-steps",
-    "300",
-    "--log-every",
-    "100",
-    "--gradcov-samples",
-    "16",
-    "--probe-samples",
-    "32",
-    "--checkpoint-every",
-    "10000",
-    "--torch-threads",
-    "1",
-]
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 16 --buffer-size 1000 --learning-starts 100 "
+    "--learning-rate 0.001 --n-step 3 --target-update-period 50 --eps-decay-steps 300 --log-every 100 "
+    "--gradcov-samples 16 --probe-samples 32 --checkpoint-every 10000 --torch-threads 1"
+).split()
 
 
 # ---------------------------------------------------------------- 1. PER beta

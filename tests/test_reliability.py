@@ -28,38 +28,12 @@ from runners.rundir import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "32",
-    "--buffer-size",
-    "2000",
-    "--learning-starts",
-    "200",
-    "--learning-rate",
-    "0.001",
-    "--n-step",
-    "1",
-    "--target-update-period",
-    "100",
-    "--eps-decay-steps",
-    "500",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "300",
-    "--heatmap-every",
-    "600",
-    "--gradcov-samples",
-    "32",
-    "--probe-samples",
-    "64",
-    "--checkpoint-every",
-    "200",
-]
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 32 --buffer-size 2000 --learning-starts 200 "
+    "--learning-rate 0.001 --n-step 1 --target-update-period 100 --eps-decay-steps 500 --log-every 100 "
+    "--diagnostics-every 300 --heatmap-every 600 --gradcov-samples 32 --probe-samples 64 "
+    "--checkpoint-every 200"
+).split()
 RAINBOW_EXTRA = ["--num-atoms", "11", "--beta-anneal-steps", "1000"]
 
 

@@ -30,40 +30,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from runners import tracking
 from runners.rundir import read_attempts, read_status
 
-CARTPOLE = [
-    "--env-id",
-    "CartPole-v1",
-    "--num-envs",
-    "2",
-    "--batch-size",
-    "32",
-    "--buffer-size",
-    "2000",
-    "--learning-starts",
-    "200",
-    "--learning-rate",
-    "0.001",
-    "--n-step",
-    "1",
-    "--target-update-period",
-    "100",
-    "--eps-decay-steps",
-    "500",
-    "--log-every",
-    "100",
-    "--diagnostics-every",
-    "300",
-    "--heatmap-every",
-    "600",
-    "--gradcov-samples",
-    "32",
-    "--probe-samples",
-    "64",
-    "--checkpoint-every",
-    "200",
-    "--total-timesteps",
-    "400",
-]
+CARTPOLE = (
+    "--env-id CartPole-v1 --num-envs 2 --batch-size 32 --buffer-size 2000 --learning-starts 200 "
+    "--learning-rate 0.001 --n-step 1 --target-update-period 100 --eps-decay-steps 500 --log-every 100 "
+    "--diagnostics-every 300 --heatmap-every 600 --gradcov-samples 32 --probe-samples 64 "
+    "--checkpoint-every 200 --total-timesteps 400"
+).split()
 
 
 def wandb_records(path: Path):
