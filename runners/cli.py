@@ -71,6 +71,13 @@ def figures(command: str, argv: list[str]) -> None:
         default=0.1,
         help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)",
     )
+    parser.add_argument(
+        "--bootstrap-reps",
+        type=int,
+        default=plots.BOOTSTRAP_REPS,
+        help="resamples of every bootstrap interval and band, each seeded (default %(default)s); "
+        "more for a figure to publish",
+    )
     if command == "table":
         parser.add_argument(
             "--windows",
@@ -117,6 +124,8 @@ def figures(command: str, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
     plots.check_last_fraction(args.last_fraction)
+    if args.bootstrap_reps < 1:
+        raise UsageError(f"--bootstrap-reps must be at least 1, got {args.bootstrap_reps}")
     found = plots.find_runs(args.sweep)
     runs, notes = plots.select_runs(found, args.include_partial)
     pairs = plots.check_compare_pairs(args.compare, found, runs) if command == "table" else []
@@ -126,15 +135,22 @@ def figures(command: str, argv: list[str]) -> None:
         notes += absent
     if command == "table":
         edges_of = None if args.windows is None else plots.window_edges(runs_of, args.windows)
-        tables = [plots.final_table(runs_of[metric], metric, args.last_fraction) for metric in args.metric]
+        tables = [
+            plots.final_table(runs_of[metric], metric, args.last_fraction, reps=args.bootstrap_reps)
+            for metric in args.metric
+        ]
         if edges_of:
             tables += [plots.window_table(runs_of[metric], metric, edges_of) for metric in args.metric]
         if pairs:
             windows = args.windows or plots.DEFAULT_COMPARE_WINDOWS
             rows, compare_notes = plots.comparisons(
-                runs_of, pairs, args.last_fraction, edges_of or plots.window_edges(runs_of, windows)
+                runs_of,
+                pairs,
+                args.last_fraction,
+                edges_of or plots.window_edges(runs_of, windows),
+                reps=args.bootstrap_reps,
             )
-            tables.append(plots.compare_table(rows, compare_notes, args.last_fraction, windows))
+            tables.append(plots.compare_table(rows, compare_notes, args.last_fraction, windows, args.bootstrap_reps))
         print("\n".join(tables) + "".join(f"\n{note}" for note in notes), end="\n" if notes else "")
         if args.csv:
             print(f"wrote {plots.write_run_csv(runs_of, args.csv, args.last_fraction, edges_of)}")
@@ -147,14 +163,17 @@ def figures(command: str, argv: list[str]) -> None:
         print(note)
     slugs = [metric.replace("/", "_") for metric in args.metric]
     out = Path(args.out or Path(args.sweep) / ("+".join(slugs) + ".png"))
-    curves = [curve for metric in args.metric for curve in plots.aggregate(runs_of[metric], metric)]
+    curves = [
+        curve for metric in args.metric for curve in plots.aggregate(runs_of[metric], metric, reps=args.bootstrap_reps)
+    ]
     plots.plot_curves(curves, out, group_by=args.group_by)
     plots.write_csv(curves, out.with_suffix(".csv"))
     print(f"wrote {out} and {out.with_suffix('.csv')}")
     if args.profile:
         for metric, slug in zip(args.metric, slugs):
             profile = out.with_name(out.stem + ("" if len(slugs) == 1 else f"_{slug}") + "_profile.png")
-            plots.plot_profiles(plots.final_scores(runs_of[metric], metric, args.last_fraction), metric, profile)
+            finals = plots.final_scores(runs_of[metric], metric, args.last_fraction)
+            plots.plot_profiles(finals, metric, profile, reps=args.bootstrap_reps)
             print(f"wrote {profile}")
 
 

@@ -55,7 +55,6 @@ from runners.files import atomic_write_bytes, atomic_write_text
 from runners.rundir import effective_state, read_attempts, read_status
 
 GRID_POINTS = 100
-BOOTSTRAP_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -217,11 +216,11 @@ def _quiet_tensorboard():
 
 
 def bootstrap_interval(
-    samples: np.ndarray, rng: np.random.Generator, level: float = 0.95
+    samples: np.ndarray, rng: np.random.Generator, level: float = 0.95, reps: int = BOOTSTRAP_REPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over axis 0 (seeds), NaN-aware per column."""
     seeds = samples.shape[0]
-    picks = rng.integers(0, seeds, size=(BOOTSTRAP_SAMPLES, seeds))
+    picks = rng.integers(0, seeds, size=(reps, seeds))
     means = np.nanmean(samples[picks], axis=1)  # (bootstrap, points)
     tail = (1 - level) / 2
     return np.nanquantile(means, tail, axis=0), np.nanquantile(means, 1 - tail, axis=0)
@@ -239,7 +238,7 @@ class Curve:
     seeds: int
 
 
-def aggregate(runs: list[Run], tag: str, seed: int = 0) -> list[Curve]:
+def aggregate(runs: list[Run], tag: str, seed: int = 0, reps: int = BOOTSTRAP_REPS) -> list[Curve]:
     """Mean and bootstrap band per (env, variant) on a grid up to the shortest run's last step."""
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -251,7 +250,7 @@ def aggregate(runs: list[Run], tag: str, seed: int = 0) -> list[Curve]:
         start = max(steps[0] for steps, _ in series)
         grid = np.linspace(start, end, GRID_POINTS) if end > start else np.array([end])
         aligned = np.stack([np.interp(grid, steps, values) for steps, values in series])
-        low, high = bootstrap_interval(aligned, rng)
+        low, high = bootstrap_interval(aligned, rng, reps=reps)
         curves.append(Curve(tag, env, variant, grid, aligned.mean(0), low, high, len(series)))
     return curves
 
@@ -499,7 +498,9 @@ def provenance(run_dir: Path) -> list[str]:
     ]
 
 
-def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0) -> str:
+def final_table(
+    runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int = 0, reps: int = BOOTSTRAP_REPS
+) -> str:
     """Markdown: per env x variant, the mean over seeds of each run's final value (``final_scores``)
     and, from five seeds on, the interquartile mean, each with a 95% percentile-bootstrap
     interval over seeds (rliable), and the seed count."""
@@ -509,7 +510,7 @@ def final_table(runs: list[Run], tag: str, last_fraction: float = 0.1, seed: int
         "|---|---|---|---|---|---|---|",
     ]
     for (env, variant), values in sorted(finals.items()):
-        estimate = interval_estimates({variant: np.array(values)[:, None]}, seed=seed)[variant]
+        estimate = interval_estimates({variant: np.array(values)[:, None]}, reps=reps, seed=seed)[variant]
         mean = estimate["mean"]
         iqm = (
             f"{estimate['iqm'].point:.4g} | [{estimate['iqm'].low:.4g}, {estimate['iqm'].high:.4g}]"
@@ -571,6 +572,7 @@ def comparisons(
     last_fraction: float,
     edges_of: dict[str, np.ndarray],
     seed: int = 0,
+    reps: int = BOOTSTRAP_REPS,
 ) -> tuple[list[Comparison], list[str]]:
     """(rows, notes): for each metric, pair and env with runs of both, B - A of each run's final value
     (``run_finals``, as in ``final_table``) and of its whole-run mean (``whole_run_mean`` over the
@@ -591,7 +593,11 @@ def comparisons(
                 if missing:
                     notes.append(f"{env}: no runs of {' or '.join(missing)} with {tag}; {a} v {b} not compared there")
                     continue
-                rows.append(Comparison(tag, env, a, b, "final", compare(finals[(env, a)], finals[(env, b)], seed=seed)))
+                rows.append(
+                    Comparison(
+                        tag, env, a, b, "final", compare(finals[(env, a)], finals[(env, b)], reps=reps, seed=seed)
+                    )
+                )
                 table_a, table_b = np.stack(windows[(env, a)]), np.stack(windows[(env, b)])
                 covered = covered_windows(np.concatenate([table_a, table_b]))
                 difference = None
@@ -599,6 +605,7 @@ def comparisons(
                     difference = compare(
                         [whole_run_mean(m, covered) for m in table_a],
                         [whole_run_mean(m, covered) for m in table_b],
+                        reps=reps,
                         seed=seed,
                     )
                 if not covered.all():
@@ -634,7 +641,9 @@ def _few_seeds_notes(rows: list[Comparison]) -> list[str]:
     return notes
 
 
-def compare_table(rows: list[Comparison], notes: list[str], last_fraction: float, windows: int) -> str:
+def compare_table(
+    rows: list[Comparison], notes: list[str], last_fraction: float, windows: int, reps: int = BOOTSTRAP_REPS
+) -> str:
     """Markdown, a table per metric: per env and pair, B - A of the final value and of the whole-run
     mean, with the stratified-bootstrap 95% interval, the exact permutation p, Holm's p, P(B > A)
     and the seed counts; then a legend and the notes (few seeds, windows left out, pairs not compared)."""
@@ -660,7 +669,7 @@ def compare_table(rows: list[Comparison], notes: list[str], last_fraction: float
         [
             f"B − A: final = mean of each run's last {last_fraction:.0%} of points (as above); whole-run mean = mean of its "
             f"{windows} window means of env steps (the area under its curve); 95% CI: stratified bootstrap, each variant's "
-            f"seeds resampled apart ({BOOTSTRAP_REPS:,} draws, seed 0); p: two-sided exact permutation test of the "
+            f"seeds resampled apart ({reps:,} draws, seed 0); p: two-sided exact permutation test of the "
             f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
             f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"
         ]
@@ -726,7 +735,13 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
     return atomic_write_text(path, buffer.getvalue())
 
 
-def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: str | Path, points: int = 101) -> Path:
+def plot_profiles(
+    finals: dict[tuple[str, str], list[float]],
+    tag: str,
+    path: str | Path,
+    points: int = 101,
+    reps: int = BOOTSTRAP_REPS,
+) -> Path:
     """Performance profiles (Agarwal et al. 2021): per env, the fraction of a variant's runs whose
     final value exceeds tau, over tau from the lowest to the highest final value, with a 95% band."""
     envs = sorted({env for env, _ in finals})
@@ -738,7 +753,7 @@ def plot_profiles(finals: dict[tuple[str, str], list[float]], tag: str, path: st
         everything = np.concatenate(list(scores.values()))
         thresholds = np.linspace(everything.min(), everything.max(), points)
         axes = figure.add_subplot(1, len(envs), index + 1)
-        for variant, (fraction, low, high) in sorted(performance_profiles(scores, thresholds).items()):
+        for variant, (fraction, low, high) in sorted(performance_profiles(scores, thresholds, reps=reps).items()):
             axes.plot(
                 thresholds, fraction, color=colours[variant], label=f"{variant} ({seeds_label(len(scores[variant]))})"
             )

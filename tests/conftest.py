@@ -11,6 +11,12 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow run first (the sort is stable): the two workers start on the long tests and
+    the short ones are left to even out the finish, rather than a long test starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 class NatureCNN(nn.Module):
     """The DQN Nature network (Mnih et al. 2015) on 4x84x84 frames."""
 
@@ -69,35 +75,6 @@ def clipzoo(capsys):
         return code, captured.out, captured.err
 
     return run
-
-
-def sigterm_while_running(script: str, args: list[str], run_dir, after_seconds: float) -> dict:
-    """Start ``agents/<script>``, send SIGTERM ``after_seconds`` after its status says
-    running, check it checkpoints and exits with 128 + SIGTERM, and return its final status record."""
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
-        [sys.executable, str(repo / "agents" / script), *args],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    status = Path(run_dir) / "status.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (status.exists() and "running" in status.read_text()):
-        time.sleep(0.05)
-    time.sleep(after_seconds)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    return json.loads(status.read_text())
 
 
 def kill_after_first_checkpoint(script: str, args: list[str], run_dir, after_seconds: float) -> dict:

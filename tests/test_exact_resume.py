@@ -139,6 +139,7 @@ def run_interrupted(agent, options, budget, run_dir, how: signal.Signals, capfd)
     return resumed_from
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_scalars(tmp_path, case, capfd):
     agent, options, budget = CASES[case]
@@ -159,6 +160,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_scalars(tmp_
     assert list((tmp_path / "resumed").rglob(".*.tmp")) == []
 
 
+@pytest.mark.slow
 def test_without_the_buffer_a_resume_says_it_is_not_exact(tmp_path, capfd):
     agent, options, budget = "dqn", ["--env-id", "CartPole-v1", "--num-envs", "2", "--buffer-size", "2000"], 500
     options = [*options, "--checkpoint-buffer", "never"]

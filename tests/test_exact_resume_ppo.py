@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -121,6 +122,7 @@ def sigterm_during_iteration_3(process: subprocess.Popen, run_dir: Path) -> None
     process.communicate(timeout=60)
 
 
+@pytest.mark.slow
 def test_kill_9_and_sigterm_then_the_same_command_end_bitwise_as_the_uninterrupted_run(tmp_path, clipzoo):
     # One test for both, so that one worker runs the three attempts: the uninterrupted run in
     # this process (whose global generators other tests have used), while the two attempts to

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,12 @@ def run_script(sweeps: Path, figures: Path) -> subprocess.CompletedProcess:
 
 
 def digest(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+    """Every file under `directory`, subfolders included (docs/figures/in_progress/), by relative path."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_the_script_is_executable_bash_with_strict_mode():
@@ -133,6 +139,7 @@ def make_kappa_sweep(root: Path) -> None:
                     writer.add_scalar("losses/q_values", seed + step / 100, step)
 
 
+@pytest.mark.slow
 def test_a_sweep_that_is_present_is_regenerated_under_the_committed_names(tmp_path):
     before = digest(FIGURES)
     sweeps, figures = tmp_path / "sweeps", tmp_path / "figures"

@@ -190,6 +190,7 @@ def test_mujoco_warnings_leave_no_log_file_in_the_current_directory(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_quickstart_in_a_fresh_clone_writes_only_its_run_directory(tmp_path):
     """README's quickstart command, with a tiny budget and no compile, in a clone of this repository."""
     if shutil.which("git") is None or not (REPO / ".git").exists():

@@ -119,6 +119,7 @@ def run_case(name: str, directory: Path) -> dict:
     return fingerprint(directory / "run", "agent" if agent == "ppo" else "network")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_small_run_of_each_study_family_reproduces_its_recorded_fingerprint(tmp_path, name):
     recorded = json.loads(GOLDEN.read_text())[name]

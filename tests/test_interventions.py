@@ -1005,6 +1005,7 @@ def test_ppo_recycles_and_injects(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capfd):
     import signal
 

@@ -52,10 +52,11 @@ def test_aggregate_averages_seeds_on_a_common_grid_with_a_band_around_the_mean(t
         assert np.all(curve.high - curve.low > 0)  # seeds differ, so the band has width
 
 
-def test_bootstrap_interval_matches_an_explicit_resampling_loop():
+@pytest.mark.parametrize("reps", [plots.BOOTSTRAP_REPS, 50])  # the default and --bootstrap-reps 50
+def test_bootstrap_interval_matches_an_explicit_resampling_loop(reps):
     samples = np.random.default_rng(1).normal(size=(5, 3))
-    low, high = plots.bootstrap_interval(samples, np.random.default_rng(7))
-    picks = np.random.default_rng(7).integers(0, 5, size=(plots.BOOTSTRAP_SAMPLES, 5))
+    low, high = plots.bootstrap_interval(samples, np.random.default_rng(7), reps=reps)
+    picks = np.random.default_rng(7).integers(0, 5, size=(reps, 5))
     for column in range(3):
         means = sorted(sum(samples[i, column] for i in pick) / 5 for pick in picks)
         assert low[column] == pytest.approx(np.quantile(means, 0.025))
@@ -92,6 +93,7 @@ def test_plot_command_writes_png_and_csv_that_read_back(tmp_path, clipzoo):
     assert code == 0 and (tmp_path / "by_env.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipzoo):
     truth = make_sweep(tmp_path / "sweep")
     for (env, variant, seed), (offset, slope) in truth.items():  # a second metric: the return doubled
@@ -99,7 +101,12 @@ def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipz
             for step in range(0, 1001, 100):
                 writer.add_scalar("diagnostics/weight_norm", 2 * (offset + slope * step / 100), step)
     one, two = tmp_path / "one.png", tmp_path / "two.png"
-    assert clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--out", str(one))[0] == 0
+    # 200 draws: the profiles' bands, rliable's bootstrap, would take most of this test at the default 2,000
+    reps = ["--bootstrap-reps", "200"]
+    code, _, err = clipzoo(
+        "plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--out", str(one), *reps
+    )
+    assert code == 0, err
     code, _, err = clipzoo(
         "plot",
         str(tmp_path / "sweep"),
@@ -110,6 +117,7 @@ def test_several_metrics_share_one_figure_a_row_each_and_one_csv(tmp_path, clipz
         "--out",
         str(two),
         "--profile",
+        *reps,
     )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(two.with_suffix(".csv").read_text())))
@@ -334,9 +342,12 @@ def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, 
         if (env, variant) == ("Hopper-v5", "adam")
     )
     assert sorted(finals[("Hopper-v5", "adam")]) == pytest.approx(expected)
-    code, _, err = clipzoo("plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--profile")
+    profile = ["plot", str(tmp_path / "sweep"), "--metric", "charts/episodic_return", "--profile"]
+    code, _, err = clipzoo(*profile, "--bootstrap-reps", "200")
     assert code == 0, err
     assert (tmp_path / "sweep" / "charts_episodic_return_profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = clipzoo(*profile, "--bootstrap-reps", "0")
+    assert code == 2 and err.strip() == "error: --bootstrap-reps must be at least 1, got 0", err
 
 
 def test_a_missing_tag_is_refused_with_the_tags_that_exist(tmp_path, clipzoo):

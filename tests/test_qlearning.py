@@ -93,6 +93,7 @@ def test_pong_dqn_smoke_run(tmp_path):
     assert_saved_weights_within_bounds(tmp_path, QNetwork((4, 84, 84), 6), kappa=2)
 
 
+@pytest.mark.slow
 def test_pong_rainbow_smoke_run_clips_noisy_means_not_sigmas(tmp_path):
     rainbow.main([*PONG, "--wc-kappa", "2", "--run-dir", str(tmp_path)])
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"

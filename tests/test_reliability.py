@@ -110,6 +110,7 @@ def test_a_running_marker_of_a_finished_slurm_job_reads_as_interrupted(tmp_path)
 
 
 # ---------------------------------------------------------------- signals
+@pytest.mark.slow
 def test_sigterm_inside_a_long_update_block_finishes_the_block_and_is_honoured_within_seconds(tmp_path):
     # replay ratio 128 with one env: each collect is one env step followed by 128 gradient steps
     options = [
@@ -146,6 +147,7 @@ def test_sigterm_inside_a_long_update_block_finishes_the_block_and_is_honoured_w
     assert checkpoint["gradient_steps"] == 128 * (status["global_step"] - 256)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_local_sweep_and_its_runs_checkpoint(tmp_path):
     from test_sweep import TINY_DQN
 

@@ -101,8 +101,9 @@ def test_bad_specs_are_refused_by_name(tmp_path, changes, message):
         load_spec(spec(tmp_path, **changes))
 
 
+@pytest.mark.slow
 def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
-    path = spec(tmp_path, budget=400)
+    path = spec(tmp_path, budget=400, seeds=3, variants={"adam": {}})  # 2 workers, 3 runs: one is left
     command = [
         sys.executable,
         "-m",
@@ -117,18 +118,14 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    statuses = [
-        tmp_path / "sweep" / "CartPole-v1" / v / f"seed_{s}" / "status.json"
-        for v in ("adam", "adam+wc")
-        for s in (1, 2)
-    ]
+    statuses = [tmp_path / "sweep" / "CartPole-v1" / "adam" / f"seed_{s}" / "status.json" for s in (1, 2, 3)]
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.exists() and "complete" in p.read_text() for p in statuses):
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and every run it started
     process.wait()
     states = [json.loads(p.read_text())["state"] if p.exists() else "pending" for p in statuses]
-    assert "complete" in states and states != ["complete"] * 4
+    assert "complete" in states and states != ["complete"] * 3
 
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -145,9 +142,10 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
         ]
         assert steps == sorted(set(steps)) and steps[-1] == 400
     _, status_report, _ = clipzoo("sweep", "status", str(tmp_path / "sweep"))
-    assert status_report.strip().endswith("4 complete")
+    assert status_report.strip().endswith("3 complete")
 
 
+@pytest.mark.slow
 def test_env_and_variant_flags_run_only_those_runs_and_keep_the_full_manifest(tmp_path, clipzoo):
     path = spec(tmp_path, envs=["CartPole-v1", "Acrobot-v1"], seeds=1, budget=300)
     directory = tmp_path / "sweep"
@@ -222,6 +220,7 @@ def run_shipped_sweep(clipzoo, name: str, directory: Path, runs: int, metric: st
     return table
 
 
+@pytest.mark.slow
 def test_plug_in_variants_run_in_a_sweep(tmp_path, clipzoo):
     table = run_shipped_sweep(clipzoo, "tiny_interventions", tmp_path, runs=5, metric="losses/td_loss")
     for variant in ("l2_init_successive_target", "singular", "layer_norm+wc", "reset+shrink_perturb", "madam+probes"):
@@ -230,6 +229,7 @@ def test_plug_in_variants_run_in_a_sweep(tmp_path, clipzoo):
     assert {"plasticity/plasticity", "sharpness/lambda_max"} <= set(probed)
 
 
+@pytest.mark.slow
 def test_tiny_ppo_sweep_runs_to_completion(tmp_path, clipzoo):
     assert "| Hopper-v5 | adam+wc |" in run_shipped_sweep(
         clipzoo, "tiny_ppo", tmp_path, runs=4, metric="losses/approx_kl"
