@@ -77,33 +77,6 @@ def clipzoo(capsys):
     return run
 
 
-def kill_after_first_checkpoint(script: str, args: list[str], run_dir, after_seconds: float) -> dict:
-    """Start ``agents/<script>``, SIGKILL it ``after_seconds`` after its first checkpoint
-    appears, and return that checkpoint as it was left on disk."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
-        [sys.executable, str(repo / "agents" / script), *args],
-        cwd=repo,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = Path(run_dir) / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not checkpoint.exists():
-        time.sleep(0.05)
-    assert checkpoint.exists(), "no checkpoint appeared"
-    time.sleep(after_seconds)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return torch.load(checkpoint, weights_only=False)
-
-
 def another_writer(run_dir):
     """A TensorBoard writer for a directory that already holds event files, whose file sorts
     after them, as execute_run's writer does on a resume (runners.rundir explains why)."""

@@ -47,6 +47,8 @@ OPTIONS = [
     "16",
     "--sp-every",
     "5",
+    "--reg",
+    "l2_init",  # its anchors (the initial weights) must come back from the checkpoint
     "--reset-last-layer-every",
     "7",
     "--plasticity-probe-every",
@@ -152,6 +154,8 @@ def test_kill_9_and_sigterm_then_the_same_command_end_bitwise_as_the_uninterrupt
     assert code == 0, err
     assert f"resuming {run_dir} from step {saved['global_step']}" in out
     assert_same_run(run_dir, tmp_path / "whole")
+    code, out, _ = clipzoo("train", "ppo", *OPTIONS, "--checkpoint-every", "1", "--run-dir", str(run_dir))
+    assert code == 0 and "already complete" in out  # a third time: nothing left to do
 
     # (b) SIGTERM mid-iteration: that iteration ends, is checkpointed, and the run exits
     run_dir = tmp_path / "stopped"

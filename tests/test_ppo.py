@@ -13,7 +13,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import ppo_continuous
 from agents.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
-from conftest import kill_after_first_checkpoint
 
 TINY = (
     "--env-id Hopper-v5 --num-steps 256 --num-minibatches 4 --update-epochs 2 --gradcov-samples 32 --heatmap-every 2"
@@ -77,45 +76,6 @@ def test_same_seed_same_command_gives_identical_logged_numbers(tmp_path):
         [*TINY, "--total-timesteps", "1024", "--wc-kappa", "2", "--seed", "2", "--run-dir", str(other_seed)]
     )
     assert scalar_series(other_seed)["losses/value_loss"] != first["losses/value_loss"]
-
-
-@pytest.mark.slow
-def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path, clipzoo):
-    plugins = ["--reg", "l2_init", "--reset-last-layer-every", "5"]
-    args = [
-        *TINY,
-        "--total-timesteps",
-        "2560",
-        "--checkpoint-every",
-        "2",
-        "--no-compile",
-        *plugins,
-        "--run-dir",
-        str(tmp_path),
-    ]
-    saved = kill_after_first_checkpoint("ppo_continuous.py", args, tmp_path, after_seconds=0.3)
-    saved_step = saved["global_step"]
-    assert 0 < saved_step < 2560
-    assert json.loads((tmp_path / "status.json").read_text())["state"] == "running"
-
-    code, out, err = clipzoo("train", "ppo", *args)
-    assert code == 0, err
-    assert f"resuming {tmp_path} from step {saved_step}" in out
-    assert f"step {saved_step + 256:>9,}" in out  # the first update after the checkpoint
-    assert f"step {256:>9,}/" not in out  # it did not start over
-    assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"
-    steps = [step for step, _ in scalar_series(tmp_path)["losses/value_loss"]]
-    assert steps == list(range(256, 2561, 256)), "one value per update, none duplicated"
-    # the plug-ins carried on: theta_0 of L2 Init is the first attempt's, counters add up
-    final = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["plugins"]
-    for before, after in zip(saved["plugins"]["regularizer"]["anchors"], final["regularizer"]["anchors"]):
-        assert torch.equal(before, after)
-    gradient_steps = 10 * 2 * 4  # updates x epochs x minibatches
-    assert final["regularizer"]["updates"] == final["last_layer_reset"]["updates"] == gradient_steps
-    assert final["last_layer_reset"]["events"] == gradient_steps // 5
-
-    code, out, _ = clipzoo("train", "ppo", *args)
-    assert code == 0 and "already complete" in out
 
 
 @pytest.mark.parametrize(

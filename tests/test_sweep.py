@@ -119,8 +119,16 @@ def test_kill_mid_sweep_then_rerun_completes_every_run_once(tmp_path, clipzoo):
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     statuses = [tmp_path / "sweep" / "CartPole-v1" / "adam" / f"seed_{s}" / "status.json" for s in (1, 2, 3)]
+
+    def finished(status: Path) -> bool:  # complete, and its last line flushed as the process exits
+        return (
+            status.exists()
+            and "complete" in status.read_text()
+            and "done: " in (status.parent / "stdout.log").read_text()
+        )
+
     deadline = time.time() + 240
-    while time.time() < deadline and not any(p.exists() and "complete" in p.read_text() for p in statuses):
+    while time.time() < deadline and not any(finished(p) for p in statuses):
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and every run it started
     process.wait()
