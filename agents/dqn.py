@@ -26,6 +26,7 @@ from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy, SimpleLoss
 from agents.lean_update import LeanUpdateMixin, Transitions, evaluation_module, nstep_returns, read_transitions
 from agents.networks import QNetwork
 from agents.offpolicy import OwnExplorationStream, RandomStreams
+from agents.plugins import grown_for_plugins
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
 
@@ -83,7 +84,7 @@ class LeanDQN(LeanUpdateMixin, DQN):
 
 
 def network(args: Args, obs_shape, actions: int) -> QNetwork:
-    return QNetwork(obs_shape, actions, layer_norm=args.layer_norm)
+    return grown_for_plugins(args, QNetwork(obs_shape, actions, layer_norm=args.layer_norm))
 
 
 def build(

@@ -33,6 +33,7 @@ default for the Q-networks). They are drawn on their own random streams
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ def layer_depths(model: nn.Module) -> dict[str, int]:
     branches = tuple(getattr(model, "parallel_branches", ()))
     depths: dict[str, int] = {}
     shared, within = 0, dict.fromkeys(branches, 0)
+    grown = {
+        f"{name}.{part}": (name, head) for name, head in injectable_heads(model).items() for part in ("new", "copy")
+    }
     for name, module in model.named_modules():
-        if layer_fan_in(module) is None:
+        if layer_fan_in(module) is None or any(name.startswith(prefix + ".") for prefix in grown):
             continue
         branch = next((b for b in branches if name == b or name.startswith(b + ".")), None)
         if branch is None:
@@ -71,6 +75,15 @@ def layer_depths(model: nn.Module) -> dict[str, int]:
         else:
             within[branch] += 1
             depths[name] = shared + within[branch]
+    # an injection's new head h_new stands where the head it replaces stands; its frozen copy is no layer to act on
+    for prefix, (name, head) in grown.items():
+        if prefix.endswith(".new"):
+            for local, module in head.new.named_modules():
+                if local and layer_fan_in(module) is not None:
+                    index, _, rest = local.partition(".")
+                    depths[f"{prefix}.{local}"] = depths[
+                        f"{name}.{head.start + int(index)}{'.' + rest if rest else ''}"
+                    ]
     return depths
 
 
@@ -669,29 +682,124 @@ class ReDo(_IntervalPlugin):
 
 
 # ---------------------------------------------------------------- plasticity injection
+class InjectableHead(nn.Module):
+    """The layers of a Sequential, those from ``start`` on being a head h that plasticity injection
+    (Nikishin et al. 2023) can grow. Before the injection the forward is the Sequential's; after it,
+    with z the head's input, ``h_old(z) + (h_new(z) - h_copy(z))``: h_old frozen, h_new a fresh head
+    that trains, h_copy a frozen copy of its draw. The bracket is exactly 0 at the injection, so the
+    output is bitwise unchanged; gradients reach the layers before ``start`` (the trunk) through all
+    three heads, and the trunk trains on.
+
+    The layers keep the Sequential's names (``head.0``, ``head.2``), so checkpoints and every plug-in
+    that finds layers by name see the network they saw. h_new and h_copy are the children ``new`` and
+    ``copy``, there from the start: target networks, optimizers and checkpoints hold the same tensors
+    throughout, and until the injection they take no part in the forward (nothing learns them).
+    ``injected`` is a frozen 0-d parameter, not a Python flag, so that everything that copies
+    parameters (checkpoints, Tianshou's target-network sync) copies it too. A noisy h_copy uses
+    h_new's noise (``share_noise``), so that equal parameters give equal outputs."""
+
+    def __init__(self, layers: nn.Sequential, start: int) -> None:
+        super().__init__()
+        if not 0 <= start < len(layers):
+            raise ValueError(f"the head starts at layer {start} of a Sequential of {len(layers)}")
+        for name, layer in layers.named_children():
+            self.add_module(name, layer)
+        self.start, self.depth = start, len(layers)
+        self.new = nn.Sequential(*copy.deepcopy(list(layers)[start:]))
+        self.copy = nn.Sequential(*copy.deepcopy(list(layers)[start:])).requires_grad_(False)
+        self.injected = nn.Parameter(torch.zeros(()), requires_grad=False)
+        # what h_old trains until the injection (noisy layers' noise is a parameter that never does)
+        self.trained_names = tuple(name for name, p in self.old_head().named_parameters() if p.requires_grad)
+
+    def old_head(self) -> nn.Sequential:
+        return nn.Sequential(*(self._modules[str(i)] for i in range(self.start, self.depth)))
+
+    @property
+    def is_injected(self) -> bool:
+        return bool(self.injected)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.start):
+            x = self._modules[str(i)](x)
+        out = x
+        for i in range(self.start, self.depth):
+            out = self._modules[str(i)](out)
+        if self.is_injected:
+            out = out + (self.new(x) - self.copy(x))
+        return out
+
+    @torch.no_grad()
+    def inject(self, drawn: nn.Sequential) -> None:
+        """h_new and h_copy become ``drawn`` (the head's layers, freshly initialised); h_old freezes."""
+        for new, frozen, layer in zip(self.new, self.copy, drawn, strict=True):
+            new.load_state_dict(layer.state_dict())
+            frozen.load_state_dict(layer.state_dict())
+        self.injected.fill_(1.0)
+        self._freeze_old_head()
+
+    def _freeze_old_head(self) -> None:
+        trained, injected = set(self.trained_names), self.is_injected
+        for name, param in self.old_head().named_parameters():
+            if name in trained:
+                param.requires_grad_(not injected)
+                if injected:
+                    param.grad = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # a checkpoint: h_old frozen if it was
+        super()._load_from_state_dict(*args, **kwargs)
+        self._freeze_old_head()
+
+
+def injectable_heads(model: nn.Module) -> dict[str, InjectableHead]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, InjectableHead)}
+
+
+def with_injectable_heads(model: nn.Module) -> nn.Module:
+    """``model`` with each Sequential named in its ``injection_heads`` ({attribute: index of the head's
+    first layer}) made an ``InjectableHead``; its output layers gain h_new's and h_copy's. Built this
+    way before any optimizer or target network sees it (``--inject-at``)."""
+    heads = getattr(model, "injection_heads", None)
+    if not heads:
+        raise ValueError(f"{type(model).__name__} names no injection_heads, so plasticity injection cannot grow it")
+    outputs = output_layer_names(model)
+    for name, start in heads.items():
+        setattr(model, name, InjectableHead(getattr(model, name), start))
+        for output in [o for o in outputs if o.startswith(name + ".")]:
+            index = int(output.removeprefix(name + ".").split(".")[0]) - start
+            outputs += [f"{name}.new.{index}", f"{name}.copy.{index}"]
+    model.output_layers = tuple(outputs)
+    return model
+
+
+def idle_modules(model: nn.Module) -> set[int]:
+    """ids of the modules that draw no noise of their own: every h_copy (it takes h_new's) and h_new
+    before the injection (unused), so that a run draws the noise it draws without the plug-in."""
+    idle = set()
+    for head in injectable_heads(model).values():
+        idle |= {id(m) for m in head.copy.modules()}
+        if not head.is_injected:
+            idle |= {id(m) for m in head.new.modules()}
+    return idle
+
+
+@torch.no_grad()
+def share_noise(model: nn.Module) -> None:
+    """Each h_copy takes its h_new's noise (NoisyLinear's factorised eps): call it after sampling noise."""
+    for head in injectable_heads(model).values():
+        for new, frozen in zip(head.new.modules(), head.copy.modules()):
+            for noise in ("eps_p", "eps_q"):
+                if hasattr(new, noise):
+                    getattr(frozen, noise).copy_(getattr(new, noise))
+
+
 class PlasticityInjection:
     """Plasticity injection (Nikishin et al. 2023, "Deep reinforcement learning with plasticity
     injection") after gradient step ``at`` (at the start of step ``at + 1``, so after the clamp of
-    weight clipping and every other plug-in's work on step ``at``): the head h_old (the output layer(s),
-    ``output_layer_names``) is frozen, a new head h_new and a frozen copy h_copy of it, both
-    ``fresh_model()``'s output layers drawn on the plug-in's stream, are added, and the output is
-    ``h_old(x) + h_new(x) - h_copy(x)``; only h_new (and the trunk) trains afterwards.
-
-    The output layers are affine in their parameters, so the three heads are one layer whose
-    parameters are ``theta = theta_old + theta_new - theta_copy``, and ``d loss / d theta_new =
-    d loss / d theta``. The layer's own tensors therefore hold ``theta`` and go on training: an
-    additive optimizer step on theta_new is the same step on theta. What makes it h_new's
-    training is its optimizer state, dropped at the injection (h_new is a new parameter for
-    Adam), and nothing else changes: the network's modules, parameters, optimizer param groups,
-    target-network copies and checkpoints keep their shapes and names, and the output right
-    after the injection is bitwise the output before. theta_old and theta_copy are kept (frozen)
-    in the plug-in, so ``new_head() = theta - theta_old + theta_copy`` is h_new.
-
-    What acts on parameter values rather than on gradients acts on theta, the head the network
-    computes with: weight clipping keeps theta (so h_old + h_new - h_copy) within the layer's
-    bound, as before the injection; L2 penalties and Shrink & Perturb see theta too. So with Adam
-    or SGD, injecting into a linear head is restarting that head's optimizer state; a head with
-    hidden layers would also bring fresh features, which the zoo's output layers do not have.
+    weight clipping and every other plug-in's work on step ``at``): in each ``InjectableHead`` of the
+    model (``with_injectable_heads``), h_old freezes and h_new and h_copy become one fresh draw of
+    the head from ``fresh_model()``, on the plug-in's stream; h_new's optimizer state starts afresh.
+    Afterwards h_new and the trunk train, h_old and h_copy do not. Whether a head is injected is
+    part of the model's state (checkpoints, target-network syncs); this plug-in counts steps.
     """
 
     tag = "plasticity_injections"
@@ -700,24 +808,29 @@ class PlasticityInjection:
         if isinstance(at, bool) or not isinstance(at, int) or at < 1:
             raise ValueError(f"the injection step must be a whole number of steps >= 1, got {at!r}")
         self.model, self.fresh_model, self.at, self.seed = model, fresh_model, at, int(seed)
-        self.layers = output_layer_names(model)
-        self.tensors = [
-            (f"{name}.{local}", param) for name in self.layers for local, param in _trained(model.get_submodule(name))
-        ]
+        self.heads = injectable_heads(model)
+        if not self.heads:
+            raise ValueError("the model has no InjectableHead: build it with with_injectable_heads(model)")
         self.updates = 0
-        self.old: list[torch.Tensor] | None = None
-        self.copy: list[torch.Tensor] | None = None
         self._logged = False
         self.optimizer: torch.optim.Optimizer | None = None
 
     @property
     def injected(self) -> bool:
-        return self.old is not None
+        return all(head.is_injected for head in self.heads.values())
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return [p for head in self.heads.values() for p in head.new.parameters() if p.requires_grad]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> PlasticityInjection:
         if self.optimizer is not None:
             raise ValueError("PlasticityInjection is already attached")
-        _check_optimizer(optimizer, [p for _, p in self.tensors], "plasticity injection")
+        new = self.new_parameters()
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not all(id(p) in optimized for p in new):
+            raise ValueError(
+                "the optimizer does not hold the new heads' parameters; build it after with_injectable_heads"
+            )
         self.optimizer = optimizer
         handle = optimizer.register_step_pre_hook(self._before_step)
         hooks = getattr(optimizer, "_optimizer_step_pre_hooks", None)
@@ -738,24 +851,23 @@ class PlasticityInjection:
         if self.injected:
             raise RuntimeError("plasticity has already been injected")
         with isolated_rng(self.seed * 1_000_003):
-            fresh = dict(self.fresh_model().named_parameters())
-        self.old = [param.detach().clone() for _, param in self.tensors]
-        self.copy = [fresh[name].detach().to(param.device, param.dtype).clone() for name, param in self.tensors]
-        if self.optimizer is not None:  # h_new is a new parameter: its optimizer state starts afresh
-            for _, param in self.tensors:
+            fresh = self.fresh_model()
+        for name, head in self.heads.items():
+            head.inject(fresh.get_submodule(name).old_head())
+        if self.optimizer is not None:  # h_new is a new head: its optimizer state starts afresh
+            for param in self.new_parameters():
                 self.optimizer.state.pop(param, None)
 
-    def new_head(self) -> dict[str, torch.Tensor]:
-        """h_new's parameters, ``theta - theta_old + theta_copy``, by parameter name."""
-        if not self.injected:
-            raise RuntimeError("plasticity has not been injected yet")
-        with torch.no_grad():
-            return {name: param - old + copy for (name, param), old, copy in zip(self.tensors, self.old, self.copy)}
-
     def head_shift(self) -> float:
-        """``||h_new - h_copy||_2 = ||theta - theta_old||_2``: how far the injected head has moved."""
+        """``||h_new - h_copy||_2`` over every injected head: how far the new heads have moved."""
         with torch.no_grad():
-            return float(sum((param - old).square().sum() for (_, param), old in zip(self.tensors, self.old)) ** 0.5)
+            squares = [
+                (new - frozen).square().sum()
+                for head in self.heads.values()
+                for new, frozen in zip(head.new.parameters(), head.copy.parameters())
+                if new.requires_grad
+            ]
+            return float(sum(squares) ** 0.5)
 
     def metrics(self) -> dict[str, float]:
         if not self.injected:
@@ -764,21 +876,12 @@ class PlasticityInjection:
         return {f"interventions/{self.tag}": event, "interventions/injected_head_shift": self.head_shift()}
 
     def describe(self) -> str:
-        return f"plasticity_injection (after gradient step {self.at})"
+        return f"plasticity_injection (after gradient step {self.at}; heads: {', '.join(self.heads)})"
 
     def state_dict(self) -> dict:
-        return {
-            "at": self.at,
-            "updates": self.updates,
-            "logged": self._logged,
-            "old": None if self.old is None else [t.cpu() for t in self.old],
-            "copy": None if self.copy is None else [t.cpu() for t in self.copy],
-        }
+        return {"at": self.at, "updates": self.updates, "logged": self._logged}
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["at"] != self.at:
             raise ValueError(f"plasticity injection state is for step {state['at']}, this one for {self.at}")
         self.updates, self._logged = int(state["updates"]), bool(state["logged"])
-        devices = [param.device for _, param in self.tensors]
-        self.old = None if state["old"] is None else [t.to(d) for t, d in zip(state["old"], devices)]
-        self.copy = None if state["copy"] is None else [t.to(d) for t, d in zip(state["copy"], devices)]

@@ -93,6 +93,7 @@ class QNetwork(_TrunkNetwork):
         else:
             self.head = nn.Sequential(nn.Linear(self.feature_dim, actions))
         self.output_layers = (f"head.{len(self.head) - 1}",)
+        self.injection_heads = {"head": 0}  # plasticity injection: the layers after the trunk
 
     def forward(self, obs, state=None, info=None):
         return self.head(self.features(obs)), state
@@ -130,6 +131,7 @@ class RainbowNetwork(_TrunkNetwork):
         last = len(self.advantage) - 1
         self.output_layers = (f"advantage.{last}", f"value.{last}") if dueling else (f"advantage.{last}",)
         self.parallel_branches = ("advantage", "value") if dueling else ()
+        self.injection_heads = dict.fromkeys(self.parallel_branches or ("advantage",), 0)  # each stream
 
     def forward(self, obs, state=None, info=None):
         features = self.features(obs)

@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.interventions import Interval, LastLayerReset, LayerRegularizer, PlasticityInjection, ReDo, ShrinkAndPerturb
+from agents.interventions import (
+    Interval,
+    LastLayerReset,
+    LayerRegularizer,
+    PlasticityInjection,
+    ReDo,
+    ShrinkAndPerturb,
+    with_injectable_heads,
+)
 from agents.optimizers import make_optimizer
 from runners.errors import UsageError
 from runners.rng import random_state, torch_generator
@@ -90,7 +98,7 @@ class PlasticityArgs:
     redo_samples: int = 256
     """ReDo: inputs each score is measured on (DQN/Rainbow: replay observations; PPO: the current rollout's); Sokar et al.'s code: 256"""
     inject_at: int = 0
-    """plasticity injection after this gradient step (0: off): the output layer(s) frozen, a new head learns the change"""
+    """plasticity injection after this gradient step (0: off): the head (the layers after the trunk) frozen, a new head learns the change"""
 
     # Probes (Lyle et al. 2023)
     plasticity_probe_every: int = 0
@@ -155,9 +163,16 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
         raise UsageError(
             "--inject-at with --optimizer madam: Madam's multiplicative step on the combined head is not a step on the new head; use adam or sgd"
         )
-    if args.inject_at and args.reset_last_layer_every:
+    for name in ("reset_last_layer_every", "sp_every", "redo_every"):
+        if args.inject_at and getattr(args, name):
+            raise UsageError(
+                f"--inject-at with --{name.replace('_', '-')}: it re-initialises weights of the heads that the "
+                "injection freezes or copies; use one of them"
+            )
+    if args.inject_at and args.reg == "singular":
         raise UsageError(
-            "--inject-at with --reset-last-layer-every: a reset re-initialises the head that the injection freezes; use one of them"
+            "--inject-at with --reg singular: the penalty acts on the output layers' features, which the "
+            "injection doubles; use l2 or l2_init"
         )
     for name in (
         "plasticity_probe_samples",
@@ -179,6 +194,12 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
     ):
         if every and getattr(args, name) > available:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds {source} ({available})")
+
+
+def grown_for_plugins(args: PlasticityArgs, network: nn.Module) -> nn.Module:
+    """The agent's network as the plug-ins need it built, before any optimizer or target network
+    sees it: with ``--inject-at``, its heads are ``InjectableHead``s (h_new and h_copy in place)."""
+    return with_injectable_heads(network) if args.inject_at else network
 
 
 def agent_optimizer(args, params, fused: bool = False):

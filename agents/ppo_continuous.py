@@ -28,7 +28,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
-from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
+from agents.interventions import InjectableHead
+from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args, grown_for_plugins
 from agents.evaluation import Evaluator, log_evaluation
 from envs.continuous import (
     finished_episodes,
@@ -179,6 +180,8 @@ class Agent(nn.Module):
             f"actor_mean.{last}",
             f"critic.{last}",
         )  # for skip-last-layer and the penultimate features
+        # plasticity injection: each tower's last hidden layer and output layer (there is no encoder)
+        self.injection_heads = dict.fromkeys(("critic", "actor_mean"), len(hidden_layer(obs_dim, layer_norm)))
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
@@ -205,22 +208,33 @@ class NumpyActor:
     """
 
     def __init__(self, agent: Agent) -> None:
-        self.layers = []
-        for module in agent.actor_mean:
-            arrays = [p.detach().cpu().numpy() for p in module.parameters()]
-            if isinstance(module, nn.Linear):
-                self.layers.append(("linear", arrays[0].T.copy(), arrays[1].copy()))
-            elif isinstance(module, nn.LayerNorm):
-                self.layers.append(("layer_norm", arrays[0].copy(), arrays[1].copy(), module.eps))
-            elif isinstance(module, nn.Tanh):
-                self.layers.append(("tanh",))
-            else:
-                raise TypeError(f"NumpyActor mirrors Linear, LayerNorm and Tanh only, got {type(module).__name__}")
+        actor = agent.actor_mean
+        if isinstance(actor, InjectableHead):  # plasticity injection: trunk, then h_old (+ h_new - h_copy)
+            layers = [actor._modules[str(i)] for i in range(actor.depth)]
+            self.trunk, self.head = self.mirror(layers[: actor.start]), self.mirror(layers[actor.start :])
+            self.grown = (self.mirror(actor.new), self.mirror(actor.copy)) if actor.is_injected else None
+        else:
+            self.trunk, self.head, self.grown = self.mirror(actor), [], None
         self.std = agent.actor_logstd.detach().exp().cpu().numpy()[0]
 
-    def mean(self, obs: np.ndarray) -> np.ndarray:
-        x = obs
-        for kind, *arrays in self.layers:
+    @staticmethod
+    def mirror(modules) -> list[tuple]:
+        layers = []
+        for module in modules:
+            arrays = [p.detach().cpu().numpy() for p in module.parameters()]
+            if isinstance(module, nn.Linear):
+                layers.append(("linear", arrays[0].T.copy(), arrays[1].copy()))
+            elif isinstance(module, nn.LayerNorm):
+                layers.append(("layer_norm", arrays[0].copy(), arrays[1].copy(), module.eps))
+            elif isinstance(module, nn.Tanh):
+                layers.append(("tanh",))
+            else:
+                raise TypeError(f"NumpyActor mirrors Linear, LayerNorm and Tanh only, got {type(module).__name__}")
+        return layers
+
+    @staticmethod
+    def run(layers: list[tuple], x: np.ndarray) -> np.ndarray:
+        for kind, *arrays in layers:
             if kind == "linear":
                 x = x @ arrays[0] + arrays[1]
             elif kind == "layer_norm":
@@ -230,6 +244,14 @@ class NumpyActor:
             else:
                 x = np.tanh(x)
         return x
+
+    def mean(self, obs: np.ndarray) -> np.ndarray:
+        features = self.run(self.trunk, obs)
+        out = self.run(self.head, features)
+        if self.grown is not None:
+            new, frozen = self.grown
+            out = out + (self.run(new, features) - self.run(frozen, features))
+        return out
 
     def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mean = self.mean(obs)
@@ -361,7 +383,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     action_dim = int(np.prod(envs.single_action_space.shape))
 
     def fresh_agent() -> Agent:
-        return Agent(obs_dim, action_dim, layer_norm=args.layer_norm).to(device)
+        return grown_for_plugins(args, Agent(obs_dim, action_dim, layer_norm=args.layer_norm)).to(device)
 
     with GlobalStream(args.seed, "network_init").active():
         agent = fresh_agent()

@@ -42,8 +42,10 @@ from agents.lean_update import (
     nstep_returns,
     read_transitions,
 )
+from agents.interventions import idle_modules, share_noise
 from agents.networks import RainbowNetwork
 from agents.offpolicy import OwnExplorationStream, RandomStreams
+from agents.plugins import grown_for_plugins
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
 
@@ -107,9 +109,7 @@ class NoisyBehaviourPolicy(OwnExplorationStream, C51Policy):
         if model is not None or self.training or not self.is_within_training_step or not noisy_layers:
             return super().forward(batch, state, model)
         modes = [layer.training for layer in noisy_layers]
-        with self.noise_stream.active():
-            for layer in noisy_layers:
-                layer.sample()
+        sample_noise(self.model, self.noise_stream)
         for layer in noisy_layers:
             layer.train()
         try:
@@ -117,6 +117,19 @@ class NoisyBehaviourPolicy(OwnExplorationStream, C51Policy):
         finally:
             for layer, mode in zip(noisy_layers, modes):
                 layer.train(mode)
+
+
+def sample_noise(model: torch.nn.Module, stream) -> bool:
+    """RainbowDQN._sample_noise on the run's noise stream: every noisy layer draws, in module order,
+    except those of a plasticity injection that draw none (h_copy, which then takes h_new's, and
+    h_new until the injection); whether any layer drew."""
+    idle = idle_modules(model)
+    layers = [m for m in model.modules() if isinstance(m, NoisyLinear) and id(m) not in idle]
+    with stream.active():
+        for layer in layers:
+            layer.sample()
+    share_noise(model)
+    return bool(layers)
 
 
 def target_distribution(algorithm: RainbowDQN, batch: Transitions) -> torch.Tensor:
@@ -153,8 +166,7 @@ class IndependentNoise:
     noise_stream = None  # set by build()
 
     def _sample_noise(self, model: torch.nn.Module) -> bool:
-        with self.noise_stream.active():
-            return RainbowDQN._sample_noise(model)
+        return sample_noise(model, self.noise_stream)
 
     def _periodically_update_lagged_network_weights(self) -> None:
         syncing = self.use_target_network and self._iter % self.target_update_freq == 0
@@ -192,7 +204,7 @@ class LeanRainbowDQN(IndependentNoise, LeanUpdateMixin, RainbowDQN):
 
 
 def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
-    return RainbowNetwork(
+    network = RainbowNetwork(
         obs_shape,
         actions,
         args.num_atoms,
@@ -201,6 +213,7 @@ def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
         noisy=args.noisy,
         layer_norm=args.layer_norm,
     )
+    return grown_for_plugins(args, network)
 
 
 def build(

@@ -45,12 +45,14 @@ CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritize
     ),  # evaluation rounds too
     "dqn-minatar-rr2": (
         "dqn",
-        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", "--replay-ratio", "2"],
+        # ReDo too: its replay stream and its recycling resume with the run
+        "--env-id MinAtar/Breakout-v1 --num-envs 2 --buffer-size 2000 --replay-ratio 2 --redo-every 40 --redo-tau 0.1".split(),
         400,
     ),
     "rainbow-minatar": (
         "rainbow",
-        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW],
+        # plasticity injection too, before the checkpoint: the grown heads and their state resume with the run
+        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW, "--inject-at", "60"],
         400,
     ),
     "dqn-atari": (

@@ -4,6 +4,7 @@ Perturb, last-layer reset, ReDo, plasticity injection, Madam, LayerNorm networks
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from agents.interventions import (
     ShrinkAndPerturb,
     layer_depths,
     redo_layers,
+    with_injectable_heads,
 )
 from agents.networks import QNetwork, RainbowNetwork
 from agents.optimizers import Madam, make_optimizer
@@ -723,15 +725,20 @@ def test_plug_ins_with_redo_off_never_sample_and_leave_training_bitwise_unchange
 
 # ---------------------------------------------------------------- plasticity injection (Nikishin et al. 2023)
 class TrunkHead(nn.Module):
-    output_layers = ("head",)
+    """A trunk layer, then a two-layer head: what plasticity injection grows (``injection_heads``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(3, 8), nn.Tanh())
-        self.head = nn.Linear(8, 2)
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+        self.output_layers = ("net.4",)
+        self.injection_heads = {"net": 2}
 
     def forward(self, x):
-        return self.head(self.trunk(x))
+        return self.net(x)
+
+
+def grown_trunk_head() -> TrunkHead:
+    return with_injectable_heads(TrunkHead())
 
 
 INJECTION_DATA = (
@@ -747,95 +754,113 @@ def regression_step(forward, optimizer) -> None:
     optimizer.step()
 
 
-def test_injection_leaves_the_output_bitwise_and_restarts_the_heads_optimizer_state():
+def test_injection_leaves_the_output_bitwise_and_then_trains_the_new_head_and_the_trunk_only():
     torch.manual_seed(0)
-    network = QNetwork((4,), 3)
-    twin = QNetwork((4,), 3)
-    twin.load_state_dict(network.state_dict())
-    forward = lambda net: lambda x: net(torch.cat([x, x[:, :1]], 1))[0][:, :2]  # noqa: E731
-    optimizer = torch.optim.Adam(network.parameters(), lr=0.01, fused=True)
-    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=0.01, fused=True)
-    plugin = PlasticityInjection(network, lambda: QNetwork((4,), 3), at=3).attach(optimizer)
-    clipping = WeightClipping(network, kappa=1.0).attach(optimizer)
-    WeightClipping(twin, kappa=1.0).attach(twin_optimizer)
-    for step in range(3):
-        regression_step(forward(network), optimizer)
-        regression_step(forward(twin), twin_optimizer)
-    assert not plugin.injected and plugin.metrics() == {}  # injected at the start of step 4, after step 3's clamp
-    probe = torch.randn(16, 4)
-    output = network(probe)[0].detach()
-    seen = []
-    optimizer.register_step_pre_hook(lambda *_: seen.append((plugin.injected, network(probe)[0].detach())))
-    regression_step(forward(network), optimizer)
-    ((injected, injected_output),) = seen
-    assert injected and torch.equal(injected_output, output)  # bitwise: the head's tensors are untouched
-    head = network.head[0]
-    assert torch.equal(plugin.old[0], twin.head[0].weight)  # h_old: the head after step 3 (and its clamp)
-    assert (
-        optimizer.state[head.weight]["step"].item() == 1
-        and optimizer.state[network.trunk[0].weight]["step"].item() == 4
+    network = with_injectable_heads(QNetwork((4, 10, 10), 3))  # MinAtar: conv trunk, two-layer head
+    assert network.output_layers == ("head.2", "head.new.2", "head.copy.2")
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    plugin = PlasticityInjection(network, lambda: with_injectable_heads(QNetwork((4, 10, 10), 3)), at=3).attach(
+        optimizer
     )
-    assert clipping.max_violation() == 0.0  # the clamp still runs, on the head the network computes with
+    clipping = WeightClipping(network, kappa=1.0).attach(optimizer)
+    x, y = torch.rand(16, 4, 10, 10, generator=torch.Generator().manual_seed(4)), torch.randn(16, 3)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        (network(x)[0] - y).square().mean().backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    assert not plugin.injected and plugin.metrics() == {}  # injected at the start of step 4, after step 3's clamp
+    output = network(x)[0].detach()
+    seen = []
+    optimizer.register_step_pre_hook(lambda *_: seen.append((plugin.injected, network(x)[0].detach())))
+    step()
+    (injected, injected_output), *_ = seen
+    assert injected and torch.equal(injected_output, output)  # bitwise: h_new - h_copy is exactly 0
+    state = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    for _ in range(3):
+        step()
+    changed = {name for name, tensor in network.state_dict().items() if not torch.equal(tensor, state[name])}
+    assert changed == {
+        "trunk.0.weight",
+        "trunk.0.bias",
+        *(f"head.new.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")),
+    }
+    new = network.head.new[0].weight
+    # step 4's gradient was computed before the injection, through h_old: that step trains the trunk
+    # only (h_old's gradient is dropped); h_new's first update is step 5's, with a fresh Adam state
+    assert optimizer.state[new]["step"].item() == 3 and optimizer.state[network.trunk[0].weight]["step"].item() == 7
+    assert clipping.max_violation() < 1e-7  # the clamp runs on h_new too (to float32's rounding of the bound)
     metrics = plugin.metrics()
     assert metrics["interventions/plasticity_injections"] == 1.0 and metrics["interventions/injected_head_shift"] > 0
     assert plugin.metrics()["interventions/plasticity_injections"] == 0.0  # one event, logged once
-    assert plugin.describe() == "plasticity_injection (after gradient step 3)"
+    assert plugin.describe() == "plasticity_injection (after gradient step 3; heads: head)"
 
 
 def test_injection_trains_like_the_three_explicit_heads_of_nikishin_et_al():
     torch.manual_seed(0)
-    model, fresh = TrunkHead(), lambda: TrunkHead()
+    model = grown_trunk_head()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    plugin = PlasticityInjection(model, fresh, at=4, seed=9).attach(optimizer)
-    for _ in range(4):
+    plugin = PlasticityInjection(model, grown_trunk_head, at=4, seed=9).attach(optimizer)
+    for _ in range(5):  # injected at the start of step 5's update, whose gradient trains the trunk only
         regression_step(model, optimizer)
-    # the reference: h_old frozen, h_new and its frozen copy h_copy from the same fresh draw, only h_new (and the trunk) trained
-    reference = TrunkHead()
-    reference.load_state_dict(model.state_dict())
-    h_old = reference.head.requires_grad_(False)
+    # the reference, written out: the trunk as it is after step 5 and h_old as it was after step 4, frozen;
+    # h_new the plug-in's fresh draw of the head and h_copy a frozen copy of it; Adam on the trunk (its
+    # state goes on) and on h_new (from scratch)
+    layers = [model.net._modules[str(i)] for i in range(5)]
+    trunk = nn.Sequential(*[copy.deepcopy(layer) for layer in layers[:2]])
+    h_old = nn.Sequential(*[copy.deepcopy(layer) for layer in layers[2:]]).requires_grad_(False)
     with isolated_rng(9 * 1_000_003):
-        h_new = fresh().head
-    h_copy = nn.Linear(8, 2).requires_grad_(False)
-    h_copy.load_state_dict(h_new.state_dict())
-    reference_optimizer = torch.optim.Adam([*reference.trunk.parameters(), *h_new.parameters()], lr=0.01)
-    for mine, theirs in zip(model.trunk.parameters(), reference.trunk.parameters()):  # the trunk's Adam state goes on
+        h_new = grown_trunk_head().net.old_head()
+    h_copy = copy.deepcopy(h_new).requires_grad_(False)
+    assert all(torch.equal(a, b) for a, b in zip(model.net.new.parameters(), h_new.parameters()))
+    reference_optimizer = torch.optim.Adam([*trunk.parameters(), *h_new.parameters()], lr=0.01)
+    for mine, theirs in zip([p for layer in layers[:2] for p in layer.parameters()], trunk.parameters()):
         reference_optimizer.state[theirs] = {key: value.clone() for key, value in optimizer.state[mine].items()}
-    old, copy = [h_old.weight.clone(), h_old.bias.clone()], [h_new.weight.detach().clone(), h_new.bias.detach().clone()]
 
     def explicit(x):
-        features = reference.trunk(x)
-        return h_old(features) + h_new(features) - h_copy(features)
+        z = trunk(x)
+        return h_old(z) + (h_new(z) - h_copy(z))
 
-    x = INJECTION_DATA[0]
-    assert torch.allclose(
-        explicit(x), model(x), atol=1e-6
-    )  # float rounding of old + new - copy: equal to 1e-6, not bitwise
-    trunk_before = model.trunk[0].weight.detach().clone()
     for _ in range(6):
         regression_step(model, optimizer)
         regression_step(explicit, reference_optimizer)
-    assert torch.allclose(explicit(x), model(x), atol=1e-5)
-    new_head = plugin.new_head()
-    assert torch.allclose(new_head["head.weight"], h_new.weight, atol=1e-5) and torch.allclose(
-        new_head["head.bias"], h_new.bias, atol=1e-5
-    )
-    assert not torch.equal(new_head["head.weight"], copy[0])  # h_new trained ...
-    assert all(
-        torch.equal(a, b) for a, b in zip(plugin.old + plugin.copy, old + copy)
-    )  # ... from the same draw; h_old and h_copy did not
-    assert not torch.equal(model.trunk[0].weight, trunk_before)  # and the trunk trains on
-    assert torch.allclose(model.trunk[0].weight, reference.trunk[0].weight, atol=1e-5)
+    x = INJECTION_DATA[0]
+    assert torch.equal(explicit(x), model(x))  # bitwise: the same computation
+    for mine, theirs in zip([*layers[:2], *model.net.new], [*trunk, *h_new]):
+        assert all(torch.equal(a, b) for a, b in zip(mine.parameters(), theirs.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.net.copy.parameters(), h_copy.parameters()))
     assert plugin.metrics()["interventions/injected_head_shift"] == pytest.approx(
-        float(torch.cat([(new_head[n] - c).flatten() for n, c in zip(new_head, copy)]).norm()), rel=1e-4
+        float(torch.cat([(a - b).flatten() for a, b in zip(h_new.parameters(), h_copy.parameters())]).norm()), rel=1e-5
     )
 
 
-def injection_training(resume_after: int | None = None) -> torch.Tensor:
+def test_a_target_network_sync_and_a_checkpoint_carry_the_injection():
+    torch.manual_seed(0)
+    online = grown_trunk_head()
+    optimizer = torch.optim.Adam(online.parameters(), lr=0.01)
+    PlasticityInjection(online, grown_trunk_head, at=1).attach(optimizer)
+    target = copy.deepcopy(online)  # as Tianshou builds a target network
+    for _ in range(3):
+        regression_step(online, optimizer)
+    for target_param, param in zip(target.parameters(), online.parameters(), strict=True):  # Tianshou's full sync
+        target_param.data.copy_(param.data)
+    assert target.net.is_injected and torch.equal(target(INJECTION_DATA[0]), online(INJECTION_DATA[0]))
+    restored = grown_trunk_head()
+    restored.load_state_dict(online.state_dict())
+    assert restored.net.is_injected and not restored.net._modules["2"].weight.requires_grad  # h_old frozen again
+    assert all(p.requires_grad for p in restored.net.new.parameters())
+    assert not any(p.requires_grad for p in restored.net.copy.parameters())
+
+
+def injection_training(resume_after: int | None = None) -> tuple[torch.Tensor, dict]:
     def build(seed):
         torch.manual_seed(seed)
-        model = TrunkHead()
+        model = grown_trunk_head()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)
-        plugins = PlasticityPlugins(model, PPOArgs(inject_at=3), TrunkHead, seed=4).attach(optimizer)
+        plugins = PlasticityPlugins(model, PPOArgs(inject_at=3), grown_trunk_head, seed=4).attach(optimizer)
         WeightClipping(model, kappa=2.0).attach(optimizer)
         return model, optimizer, plugins
 
@@ -849,33 +874,37 @@ def injection_training(resume_after: int | None = None) -> torch.Tensor:
             optimizer.load_state_dict(saved[1])
             plugins.load_state_dict(saved[2])
     assert plugins.interventions["plasticity_injection"].injected
-    return model(INJECTION_DATA[0]), plugins.interventions["plasticity_injection"].new_head()
+    return model(INJECTION_DATA[0]), model.state_dict()
 
 
 @pytest.mark.parametrize("resume_after", [2, 3, 5])  # before, at (saved after step 3, injected in step 4) and after it
 def test_injection_resumes_exactly(resume_after):
-    output, new_head = injection_training()
-    resumed_output, resumed_new_head = injection_training(resume_after)
+    output, state = injection_training()
+    resumed_output, resumed_state = injection_training(resume_after)
     assert torch.equal(output, resumed_output)
-    assert all(torch.equal(new_head[name], resumed_new_head[name]) for name in new_head)
+    assert all(torch.equal(state[name], resumed_state[name]) for name in state)
 
 
 def test_numpy_actor_mirrors_the_injected_actor():
     torch.manual_seed(0)
-    agent = Agent(4, 2)
+    make = lambda: with_injectable_heads(Agent(4, 2))  # noqa: E731
+    agent = make()
     optimizer = torch.optim.Adam(agent.parameters(), lr=0.01)
-    plugin = PlasticityInjection(agent, lambda: Agent(4, 2), at=1).attach(optimizer)
+    plugin = PlasticityInjection(agent, make, at=1).attach(optimizer)
     obs = torch.randn(8, 4)
     for _ in range(3):
         optimizer.zero_grad()
         (agent.actor_mean(obs).square().mean() + agent.critic(obs).square().mean()).backward()
         optimizer.step()
-    assert plugin.injected and [name for name, _ in plugin.tensors] == [
-        "actor_mean.4.weight",
-        "actor_mean.4.bias",
-        "critic.4.weight",
-        "critic.4.bias",
-    ]
+    assert plugin.injected and list(plugin.heads) == ["critic", "actor_mean"]
+    assert agent.output_layers == (
+        "actor_mean.4",
+        "critic.4",
+        "critic.new.2",
+        "critic.copy.2",
+        "actor_mean.new.2",
+        "actor_mean.copy.2",
+    )
     assert np.allclose(NumpyActor(agent).mean(obs.numpy()), agent.actor_mean(obs).detach().numpy(), atol=1e-6)
 
 
@@ -892,6 +921,9 @@ def test_numpy_actor_mirrors_the_injected_actor():
         (dict(inject_at=-5), "--inject-at must be >= 0"),
         (dict(inject_at=100, optimizer="madam"), "--inject-at with --optimizer madam"),
         (dict(inject_at=100, reset_last_layer_every=10), "--inject-at with --reset-last-layer-every"),
+        (dict(inject_at=100, sp_every=10), "--inject-at with --sp-every"),
+        (dict(inject_at=100, redo_every=10), "--inject-at with --redo-every"),
+        (dict(inject_at=100, reg="singular"), "--inject-at with --reg singular"),
     ],
 )
 def test_redo_and_injection_options_are_checked(options, message):
@@ -903,45 +935,55 @@ def test_redo_and_injection_options_are_checked(options, message):
 
 
 # ---------------------------------------------------------------- ReDo and injection in every agent
-@pytest.mark.parametrize(("agent_name", "redo_every"), [("dqn", "50"), ("rainbow", "target")])
-def test_q_agents_recycle_and_inject(tmp_path, agent_name, redo_every, capsys):
+@pytest.mark.parametrize(("agent_name", "plugin"), [("dqn", "redo"), ("rainbow", "redo"), ("rainbow", "inject")])
+def test_q_agents_recycle_or_inject(tmp_path, agent_name, plugin, capsys):
     from test_qlearning import CARTPOLE, scalars
 
     from agents import dqn, rainbow
 
     agent = dqn if agent_name == "dqn" else rainbow
+    redo_every = "50" if agent_name == "dqn" else "target"
+    options = {
+        "redo": ["--redo-every", redo_every, "--redo-tau", "0.1", "--redo-samples", "64"],
+        "inject": ["--inject-at", "150"],
+    }[plugin]
     agent.main(
-        [
-            *CARTPOLE,
-            "--total-timesteps",
-            "600",
-            "--redo-every",
-            redo_every,
-            "--redo-tau",
-            "0.1",
-            "--redo-samples",
-            "64",
-            "--inject-at",
-            "150",
-            "--layer-norm",
-            "--wc-kappa",
-            "2",
-            "--run-dir",
-            str(tmp_path),
-        ]
+        [*CARTPOLE, "--total-timesteps", "600", *options, "--layer-norm", "--wc-kappa", "2", "--run-dir", str(tmp_path)]
     )
-    assert "redo (" in capsys.readouterr().out
     logged = scalars(tmp_path)
-    assert all(0 <= value <= 1 for _, value in logged["redo/recycled_frac"])
-    assert sum(value for _, value in logged["interventions/plasticity_injections"]) == 1.0
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    redo, injection = checkpoint["plugins"]["redo"], checkpoint["plugins"]["plasticity_injection"]
-    assert (
-        redo["events"] == (8 if redo_every == "50" else 3)
-        and injection["updates"] == 400
-        and injection["old"] is not None
-    )
-    assert redo["inputs"]["generator"] is not None  # ReDo's replay stream is checkpointed
+    if plugin == "redo":
+        assert "redo (" in capsys.readouterr().out
+        assert all(0 <= value <= 1 for _, value in logged["redo/recycled_frac"])
+        redo = checkpoint["plugins"]["redo"]
+        assert redo["events"] == (8 if redo_every == "50" else 3)
+        assert redo["inputs"]["generator"] is not None  # ReDo's replay stream is checkpointed
+    else:
+        assert "plasticity_injection (after gradient step 150; heads: advantage, value)" in capsys.readouterr().out
+        assert sum(value for _, value in logged["interventions/plasticity_injections"]) == 1.0
+        assert checkpoint["plugins"]["plasticity_injection"]["updates"] == 400
+        network = torch.load(tmp_path / "model.pt", weights_only=False)["network"]
+        assert network["advantage.injected"] == 1 and network["value.injected"] == 1
+
+
+@pytest.mark.parametrize("agent_name", ["dqn", "rainbow"])
+def test_until_the_injection_a_q_run_learns_bitwise_as_it_does_without_the_plug_in(tmp_path, agent_name):
+    """h_new and h_copy are built but idle before the injection (Rainbow: they draw no noise either):
+    the network the run learns and every number of its learning are those of a run without --inject-at."""
+    from test_qlearning import CARTPOLE, scalars
+
+    from agents import dqn, rainbow
+
+    agent = dqn if agent_name == "dqn" else rainbow
+    base = [*CARTPOLE, "--total-timesteps", "600"]
+    agent.main([*base, "--run-dir", str(tmp_path / "plain")])
+    agent.main([*base, "--inject-at", "1000000", "--run-dir", str(tmp_path / "grown")])
+    plain = torch.load(tmp_path / "plain" / "model.pt", weights_only=False)["network"]
+    grown = torch.load(tmp_path / "grown" / "model.pt", weights_only=False)["network"]
+    assert all(torch.equal(plain[name], grown[name]) for name in plain)
+    assert {name.split(".")[1] for name in set(grown) - set(plain)} == {"new", "copy", "injected"}
+    learning = lambda tags: {t: v for t, v in tags.items() if t.startswith(("losses/", "charts/episodic"))}  # noqa: E731
+    assert learning(scalars(tmp_path / "plain")) == learning(scalars(tmp_path / "grown"))
 
 
 def test_redos_sampling_scoring_and_draws_change_no_training_number(tmp_path, monkeypatch):
@@ -968,73 +1010,24 @@ def test_redos_sampling_scoring_and_draws_change_no_training_number(tmp_path, mo
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
-def test_ppo_recycles_and_injects(tmp_path):
+@pytest.mark.parametrize("plugin", ["redo", "inject"])
+def test_ppo_recycles_or_injects(tmp_path, plugin):
     from test_ppo import TINY, scalar_series
 
     from agents import ppo_continuous
 
+    options = {
+        "redo": ["--redo-every", "8", "--redo-tau", "0.1", "--redo-samples", "128"],
+        "inject": ["--inject-at", "10"],
+    }[plugin]
     ppo_continuous.main(
-        [
-            *TINY,
-            "--no-compile",
-            "--total-timesteps",
-            "768",
-            "--redo-every",
-            "8",
-            "--redo-tau",
-            "0.1",
-            "--redo-samples",
-            "128",
-            "--inject-at",
-            "10",
-            "--layer-norm",
-            "--wc-kappa",
-            "2",
-            "--run-dir",
-            str(tmp_path),
-        ]
+        [*TINY, "--no-compile", "--total-timesteps", "768", *options, "--layer-norm", "--wc-kappa", "2"]
+        + ["--run-dir", str(tmp_path)]
     )
     logged = scalar_series(tmp_path)
-    assert (
-        len(logged["redo/recycled_frac"]) == 3
-        and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
-    )
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert (
-        checkpoint["plugins"]["redo"]["events"] == 3 and checkpoint["plugins"]["plasticity_injection"]["updates"] == 24
-    )
-
-
-@pytest.mark.slow
-def test_a_killed_dqn_run_with_redo_and_injection_resumes_bitwise(tmp_path, capfd):
-    import signal
-
-    from test_exact_resume import final_weights, run_here, run_interrupted, scalars
-
-    options = [
-        "--env-id",
-        "CartPole-v1",
-        "--num-envs",
-        "2",
-        "--buffer-size",
-        "2000",
-        "--redo-every",
-        "40",
-        "--redo-tau",
-        "0.1",
-        "--inject-at",
-        "350",
-        "--wc-kappa",
-        "2",
-    ]
-    run_here("dqn", options, 1000, tmp_path / "whole")
-    resumed_from = run_interrupted("dqn", options, 1000, tmp_path / "resumed", signal.SIGKILL, capfd)
-    assert 0 < resumed_from < 1000
-    whole, resumed = final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed")
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
-    logged = scalars(tmp_path / "whole")
-    assert logged == scalars(tmp_path / "resumed")
-    assert (
-        any(value for _, value in logged["redo/recycled_units"])
-        and sum(v for _, v in logged["interventions/plasticity_injections"]) == 1
-    )
+    plugins = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["plugins"]
+    if plugin == "redo":
+        assert len(logged["redo/recycled_frac"]) == 3 and plugins["redo"]["events"] == 3
+    else:
+        assert sum(v for _, v in logged["interventions/plasticity_injections"]) == 1.0
+        assert plugins["plasticity_injection"]["updates"] == 24

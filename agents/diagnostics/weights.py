@@ -34,8 +34,9 @@ def weight_norms(model: nn.Module) -> dict[str, float]:
 
 
 def distance_from_init(model: nn.Module, initial: dict[str, torch.Tensor]) -> float:
-    """``||theta - theta_0||_2`` over the parameters in the snapshot."""
-    params = trained_parameters(model)
+    """``||theta - theta_0||_2`` over the parameters in the snapshot, trained or since frozen
+    (plasticity injection's old head)."""
+    params = dict(model.named_parameters())
     missing = sorted(set(initial) - set(params))
     if missing:
         raise ValueError(f"the init snapshot has parameters the model lacks: {missing[:5]}")
