@@ -40,6 +40,7 @@ from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
 
 from agents.offpolicy import ExactBudgetTrainer
+from agents.tianshou_internals import normalises_weights, stores_obs_next, torch_optimizer, trainer_logger, update_step
 
 
 @dataclass
@@ -60,7 +61,7 @@ def next_observations(buffer, indices: np.ndarray) -> np.ndarray:
     """``buffer[indices].obs_next`` without building the whole batch: ReplayBuffer.__getitem__'s
     rule, and the kept final observations of truncated episodes under frame-once storage
     (``agents.offpolicy.StoredSuccessorsOnly``)."""
-    if buffer._save_obs_next:
+    if stores_obs_next(buffer):
         return buffer.get(indices, "obs_next")
     obs_next = buffer.get(buffer.next(indices), "obs")
     kept = getattr(buffer, "_truncation_next_obs", None)
@@ -101,7 +102,7 @@ def read_transitions(
     weight: torch.Tensor | float = 1.0
     if hasattr(buffer, "get_weight"):  # prioritized replay: normalised importance weights, as its __getitem__
         weight = buffer.get_weight(indices)
-        if buffer._weight_norm:
+        if normalises_weights(buffer):
             weight = weight / np.max(weight)
         weight = torch.as_tensor(weight, dtype=torch.float32, device=device)
     return Transitions(
@@ -164,7 +165,7 @@ class LeanUpdateMixin:
             return super().update(buffer, sample_size)
         start = time.time()
         indices = buffer.sample_indices(sample_size)
-        device = self.optim._optim.param_groups[0]["params"][0].device  # not parameters(): a module walk
+        device = torch_optimizer(self.optim).param_groups[0]["params"][0].device  # not parameters(): a module walk
         batch = read_transitions(buffer, indices, self.n_step, device, self._bootstrap_after_n_steps)
         if self.training and self._in_train_state():
             stats, priorities = self._lean_step(batch)
@@ -184,5 +185,5 @@ class LeanOffPolicyTrainer(ExactBudgetTrainer):
 
     def _sample_and_update(self, buffer):
         stats = self.algorithm.update(sample_size=self.params.batch_size, buffer=buffer)
-        self._logger.log_update_data({"loss": stats.loss}, self._current_update_step)
+        trainer_logger(self).log_update_data({"loss": stats.loss}, update_step(self))
         return stats

@@ -48,6 +48,17 @@ from tianshou.utils.logger.logger_base import BaseLogger
 from agents.clipping import WeightClipping
 from agents.diagnostics.weights import gradient_norm
 from agents.plugins import PlasticityPlugins
+from agents.tianshou_internals import (
+    insertion_index,
+    sampler,
+    set_sampler,
+    set_sampling_beta,
+    stored_batch,
+    stored_indices,
+    stores_obs_next,
+    sub_buffer_offsets,
+    trainer_env_step,
+)
 from envs.discrete import drain_finished_episodes
 from runners.errors import UsageError
 from runners.rng import GlobalStream, random_state
@@ -170,7 +181,7 @@ class NewDataNaNCheck:
             return False
         indices = np.unique(np.concatenate(self._unchecked))
         self._unchecked.clear()
-        return _any_null(self._meta, indices)
+        return _any_null(stored_batch(self), indices)
 
 
 def _any_null(batch: Batch, indices: np.ndarray) -> bool:
@@ -208,7 +219,7 @@ class StoredSuccessorsOnly:
         self._truncation_next_obs: dict[int, np.ndarray] = {}  # buffer index -> next observation
 
     def add(self, batch, buffer_ids=None):
-        if self._save_obs_next:
+        if stores_obs_next(self):
             return super().add(batch, buffer_ids=buffer_ids)
         truncated = np.asarray(batch.truncated, bool) & ~np.asarray(batch.terminated, bool)
         next_obs = np.array(batch.obs_next[truncated])
@@ -233,15 +244,15 @@ class StoredSuccessorsOnly:
         them are overwritten, so their stacks (and their predecessors' ``obs_next``) would
         repeat the oldest frame instead."""
         oldest = [
-            offset + (buffer._insertion_idx + np.arange(self.stack_num - 1)) % buffer.maxsize
-            for offset, buffer in zip(self._offset, getattr(self, "buffers", [self]))
+            offset + (insertion_index(buffer) + np.arange(self.stack_num - 1)) % buffer.maxsize
+            for offset, buffer in zip(sub_buffer_offsets(self), getattr(self, "buffers", [self]))
             if len(buffer) == buffer.maxsize
         ]
         return np.concatenate(oldest) if oldest else np.array([], int)
 
     def sample_indices(self, batch_size: int | None) -> np.ndarray:
         indices = super().sample_indices(batch_size)
-        if self._save_obs_next or batch_size is None or batch_size <= 0:
+        if stores_obs_next(self) or batch_size is None or batch_size <= 0:
             return indices
         for _ in range(1000):
             redraw = self.successor_not_stored(indices)
@@ -251,10 +262,10 @@ class StoredSuccessorsOnly:
         raise RuntimeError("the replay buffer holds no transition whose successor is stored")
 
     def __getitem__(self, index):
-        if self._save_obs_next:
+        if stores_obs_next(self):
             return super().__getitem__(index)
         if isinstance(index, slice):  # as Tianshou resolves slices
-            index = self.sample_indices(0) if index == slice(None) else self._indices[: len(self)][index]
+            index = self.sample_indices(0) if index == slice(None) else stored_indices(self)[: len(self)][index]
         if np.ndim(index) == 0:
             return self[np.array([index])][0]
         batch = super().__getitem__(index)
@@ -272,7 +283,7 @@ class PrioritizedSamplesOnOwnStream:
 
     def sample_indices(self, batch_size: int | None) -> np.ndarray:
         if batch_size is not None and batch_size > 0 and len(self) > 0:
-            scalar = self._random_state.rand(batch_size) * self.weight.reduce()
+            scalar = sampler(self).rand(batch_size) * self.weight.reduce()
             return self.weight.get_prefix_sum_idx(scalar)
         return super().sample_indices(batch_size)
 
@@ -286,7 +297,7 @@ class CheckedPrioritizedReplayBuffer(
 ):
     def set_beta(self, beta: float) -> None:
         super().set_beta(beta)  # Tianshou's: the sub-buffers only
-        self._beta = beta  # the one sampling reads
+        set_sampling_beta(self, beta)  # the one sampling reads
 
 
 def make_replay_buffer(
@@ -309,9 +320,9 @@ def make_replay_buffer(
 def seed_replay_buffer(buffer, seed: int) -> None:
     """Every generator a vector buffer samples from (its own, which picks the sub-buffers, and
     each sub-buffer's), on streams of ``seed``: Tianshou starts each from ``RandomState(42)``."""
-    buffer._random_state = random_state(seed, "replay")
+    set_sampler(buffer, random_state(seed, "replay"))
     for index, sub_buffer in enumerate(getattr(buffer, "buffers", [])):
-        sub_buffer._random_state = random_state(seed, f"replay/{index}")
+        set_sampler(sub_buffer, random_state(seed, f"replay/{index}"))
 
 
 class RandomStreams:
@@ -376,7 +387,7 @@ class ExactBudgetTrainer(QuietOffPolicyTrainer):
         self.training_env_steps = training_env_steps
 
     def execute_epoch(self):
-        self.params.epoch_num_steps = min(self.params.epoch_num_steps, self.training_env_steps - self._env_step)
+        self.params.epoch_num_steps = min(self.params.epoch_num_steps, self.training_env_steps - trainer_env_step(self))
         return super().execute_epoch()
 
 

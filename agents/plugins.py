@@ -31,6 +31,7 @@ from agents.interventions import (
     with_injectable_heads,
 )
 from agents.optimizers import make_optimizer
+from agents.tianshou_internals import sampler, set_sampler
 from runners.errors import UsageError
 from runners.rng import random_state, torch_generator
 
@@ -238,14 +239,14 @@ class ReplayObservations:
     def __call__(self) -> torch.Tensor:
         buffer = self.buffer()
         holders = [buffer, *getattr(buffer, "buffers", [])]
-        saved = [holder._random_state for holder in holders]
+        saved = [sampler(holder) for holder in holders]
         for holder in holders:
-            holder._random_state = self.generator
+            set_sampler(holder, self.generator)
         try:
             indices = buffer.sample_indices(self.samples)
         finally:
             for holder, generator in zip(holders, saved):
-                holder._random_state = generator
+                set_sampler(holder, generator)
         return torch.as_tensor(np.asarray(buffer.get(indices, "obs")), device=self.device)
 
     def state_dict(self) -> dict:

@@ -37,6 +37,14 @@ from agents.offpolicy import (
     collection_plan,
     make_replay_buffer,
 )
+from agents.tianshou_internals import (
+    pending_step,
+    restore_pending_step,
+    sampler,
+    set_target_sync_counter,
+    target_sync_counter,
+    update_step,
+)
 from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
 from envs.state import capture_env_state, restore_env_state
 from runners.console import plural, tensorboard_command
@@ -341,7 +349,7 @@ def train(
     if checkpoint:
         algorithm.load_state_dict(checkpoint["algorithm"])
         algorithm.optim.load_state_dict(checkpoint["optimizer"])
-        algorithm._iter = checkpoint["target_update_counter"]
+        set_target_sync_counter(algorithm, checkpoint["target_update_counter"])
         if factory.clipping is not None:
             factory.clipping.load_state_dict(checkpoint["clipping"])
         plugins.load_state_dict(checkpoint.get("plugins"))
@@ -425,7 +433,7 @@ def train(
     def probe_randomness(seed: int):
         """The probes' own random streams; Tianshou's buffers (and each env's sub-buffer) sample
         from generators of their own."""
-        generators = [b._random_state for b in [buffer, *getattr(buffer, "buffers", [])]]
+        generators = [sampler(b) for b in [buffer, *getattr(buffer, "buffers", [])]]
         saved = [generator.get_state() for generator in generators]
         with isolated_rng(seed):
             for index, generator in enumerate(generators):
@@ -472,7 +480,7 @@ def train(
         if env_step > state["logged_through"]:
             log_step(env_step)
         if stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
-            save_checkpoint(epoch - 1, env_step, trainer._current_update_step - 1, mid_epoch=True)
+            save_checkpoint(epoch - 1, env_step, update_step(trainer) - 1, mid_epoch=True)
 
     def evaluate(step: int) -> None:
         """One evaluation round: greedy actions (epsilon --eval-epsilon) of the network in eval mode,
@@ -545,7 +553,7 @@ def train(
             {
                 "algorithm": algorithm.state_dict(),
                 "optimizer": algorithm.optim.state_dict(),
-                "target_update_counter": algorithm._iter,
+                "target_update_counter": target_sync_counter(algorithm),
                 "gradient_steps": factory.gradient_steps,
                 "clipping": factory.clipping.state_dict() if factory.clipping else None,
                 "plugins": plugins.state_dict(),
@@ -647,9 +655,7 @@ def collection_state(collector: Collector) -> dict:
     return {
         "envs": [capture_env_state(worker.env) for worker in workers],
         "action_spaces": [worker.action_space.np_random.bit_generator.state for worker in workers],
-        "last_obs": collector._pre_collect_obs_RO,
-        "last_info": collector._pre_collect_info_R,
-        "last_hidden_state": collector._pre_collect_hidden_state_RH,
+        **pending_step(collector),
         "counts": (collector.collect_step, collector.collect_episode),
     }
 
@@ -659,6 +665,5 @@ def restore_collection_state(collector: Collector, state: dict) -> None:
     for worker, env_state, sampler_state in zip(workers, state["envs"], state["action_spaces"], strict=True):
         restore_env_state(worker.env, env_state)
         worker.action_space.np_random.bit_generator.state = sampler_state
-    collector._pre_collect_obs_RO, collector._pre_collect_info_R = state["last_obs"], state["last_info"]
-    collector._pre_collect_hidden_state_RH = state["last_hidden_state"]
+    restore_pending_step(collector, state)
     collector.collect_step, collector.collect_episode = state["counts"]

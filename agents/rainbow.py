@@ -48,6 +48,7 @@ from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.plugins import grown_for_plugins
 from agents.qlearning import AgentSpec, QLearningArgs
 from agents.qlearning import main as run_qlearning
+from agents.tianshou_internals import target_sync_counter
 
 
 @dataclass
@@ -169,7 +170,7 @@ class IndependentNoise:
         return sample_noise(model, self.noise_stream)
 
     def _periodically_update_lagged_network_weights(self) -> None:
-        syncing = self.use_target_network and self._iter % self.target_update_freq == 0
+        syncing = self.use_target_network and target_sync_counter(self) % self.target_update_freq == 0
         super()._periodically_update_lagged_network_weights()
         if syncing:
             self._sample_noise(self.model_old)

@@ -58,3 +58,25 @@ def test_agents_and_envs_import_only_the_base_of_runners():
             m for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in TOP_OF_RUNNERS
         )
         assert not top, f"{path.relative_to(REPO)} imports {top}, the top of runners/; use its base modules"
+
+
+# The private attributes of Tianshou that agents/tianshou_internals.py reaches; nowhere else in the code.
+TIANSHOU_PRIVATE = (
+    "_random_state _insertion_idx _save_obs_next _indices _meta _offset _weight_norm _beta _iter _optim "
+    "_current_update_step _env_step _logger _pre_collect_obs_RO _pre_collect_info_R _pre_collect_hidden_state_RH"
+).split()
+
+
+def test_private_tianshou_attributes_are_reached_only_through_the_adapter():
+    adapter = REPO / "agents" / "tianshou_internals.py"
+    adapter_names = {node.attr for node in ast.walk(ast.parse(adapter.read_text())) if isinstance(node, ast.Attribute)}
+    assert set(TIANSHOU_PRIVATE) <= adapter_names, "the list above names an attribute the adapter does not reach"
+    for path in [*(REPO / "agents").rglob("*.py"), *(REPO / "runners").glob("*.py")]:
+        if path == adapter:
+            continue
+        reached = {
+            node.attr
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr in TIANSHOU_PRIVATE
+        }
+        assert not reached, f"{path.relative_to(REPO)} reaches {sorted(reached)}; use agents/tianshou_internals.py"
