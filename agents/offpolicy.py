@@ -134,7 +134,7 @@ class PluginOptimizerFactory(OptimizerFactory):
         self.optimizer: torch.optim.Optimizer | None = None
         self.gradient_steps = 0
         self.last_gradient_norm: float | None = None
-        self._measure_gradient_norm = False
+        self.gradient_norm_due = False
 
     def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
         return self.build_optimizer(params)
@@ -152,12 +152,12 @@ class PluginOptimizerFactory(OptimizerFactory):
         return optimizer, scheduler
 
     def measure_next_gradient_norm(self) -> None:
-        self._measure_gradient_norm = True
+        self.gradient_norm_due = True
 
     def _before_step(self, optimizer, args, kwargs) -> None:
-        if self._measure_gradient_norm:  # Tianshou applies no gradient clipping here: this is the raw norm
+        if self.gradient_norm_due:  # Tianshou applies no gradient clipping here: this is the raw norm
             self.last_gradient_norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
-            self._measure_gradient_norm = False
+            self.gradient_norm_due = False
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.gradient_steps += 1

@@ -2,9 +2,9 @@
 
 An agent file supplies its ``Args`` (a subclass of ``QLearningArgs``) and an ``AgentSpec``:
 how to build the Tianshou algorithm around a network, and its per-sample TD loss for
-the gradient covariance. This module does the rest: checks, run directory, envs,
-replay buffer, warm-up, Tianshou's off-policy trainer at an exact replay ratio,
-epsilon schedule, diagnostics, checkpoints and resume.
+the gradient covariance. This module does the rest: the checks, then ``QLearningRun`` (envs,
+replay buffer, warm-up, Tianshou's off-policy trainer at an exact replay ratio, epsilon
+schedule, diagnostics, evaluation, checkpoints and resume), in the run directory.
 """
 
 from __future__ import annotations
@@ -280,160 +280,299 @@ def train(
     writer: SummaryWriter,
     checkpoint: dict | None,
 ) -> None:
-    steps_per_collect, gradient_steps_per_collect, target_period = plan
-    # Every stream is its own, derived from --seed (runners/rng.py); the global generators are
-    # seeded too, for any library draw not yet given a stream of its own.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    streams = RandomStreams(args.seed)
-    torch.set_num_threads(args.torch_threads)
-    device = torch.device(
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    QLearningRun(spec, args, plan, actions, run, writer).train(checkpoint)
 
-    envs = DummyVectorEnv(
-        [make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)]
-    )
-    envs.seed(
-        [stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)]
-    )  # not seed + index: seeds share no env
-    obs_shape = envs.workers[0].env.observation_space.shape  # Tianshou's venv attribute reads the innermost env
-    clipping = (
-        None
-        if args.wc_kappa is None
-        else dict(
-            kappa=args.wc_kappa,
-            bound_mode=args.wc_bound_mode,
-            skip_last_layer=args.wc_skip_last_layer,
-            include=spec.clipping_include(args),
+
+class QLearningRun:
+    """One Q-learning run, one way through: envs -> network and algorithm (the plug-ins on its
+    optimizer) -> replay buffer and collector -> a restored checkpoint or the random warm-up ->
+    Tianshou's off-policy trainer, which calls ``before_collect`` ahead of every collect and
+    ``end_of_epoch`` after every epoch (schedules, logs, diagnostics, evaluation, checkpoints) ->
+    the final diagnostics, the model and the run's status.
+
+    ``schedule`` holds the env steps of the next diagnostics, heatmap, checkpoint, probes and
+    evaluation round and the last step logged; checkpoints keep it."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        args: QLearningArgs,
+        plan: tuple[int, int, int],
+        actions: int,
+        run: RunDirectory,
+        writer: SummaryWriter,
+    ) -> None:
+        self.spec, self.args, self.actions, self.run, self.writer = spec, args, actions, run, writer
+        self.steps_per_collect, self.gradient_steps_per_collect, self.target_period = plan
+        # Every stream is its own, derived from --seed (runners/rng.py); the global generators are
+        # seeded too, for any library draw not yet given a stream of its own.
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        self.streams = RandomStreams(args.seed)
+        torch.set_num_threads(args.torch_threads)
+        self.device = torch.device(
+            "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
-    )
 
-    def fresh_network() -> torch.nn.Module:  # resets and probes draw it on streams of their own (isolated_rng)
-        return spec.network(args, obs_shape, actions).to(device)
-
-    factory = PluginOptimizerFactory(
-        lambda params: agent_optimizer(args, params, fused=args.lean_update),
-        clipping,
-        lambda network: PlasticityPlugins(
-            network,
-            args,
-            fresh_network,
-            seed=stream_seed(args.seed, "interventions"),
-            target_period=target_period,  # ReDo: replay observations on a stream of their own
-            sample_inputs=PlasticityPlugins.replay_inputs(lambda: buffer, args, device),
-        ),
-    )
-    algorithm, network = spec.build(args, obs_shape, actions, factory, device, target_period, streams)
-    plugins = factory.plugins
-    frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
-    buffer = make_replay_buffer(
-        args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step, seed=args.seed
-    )
-    collector = Collector(algorithm, envs, buffer, exploration_noise=True)
-    diagnostics = DiagnosticsLogger(writer, network, run_dir=run.path)
-    diagnostics_seed = stream_seed(args.seed, "diagnostics")
-    evaluator = (
-        Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions), args.eval_episodes)
-        if args.eval_every
-        else None
-    )
-    save_buffer = args.checkpoint_buffer == "always"
-
-    warmup_steps = warmup_length(args)
-    epoch_steps = epoch_length(args, steps_per_collect)
-    total_steps = args.total_timesteps
-    max_epochs = math.ceil((total_steps - warmup_steps) / epoch_steps)  # the last one may be shorter
-    restored = None
-    if checkpoint:
-        algorithm.load_state_dict(checkpoint["algorithm"])
-        algorithm.optim.load_state_dict(checkpoint["optimizer"])
-        set_target_sync_counter(algorithm, checkpoint["target_update_counter"])
-        if factory.clipping is not None:
-            factory.clipping.load_state_dict(checkpoint["clipping"])
-        plugins.load_state_dict(checkpoint.get("plugins"))
-        factory.gradient_steps = checkpoint["gradient_steps"]
-        diagnostics.load_state_dict(checkpoint["diagnostics"])
-        restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
-        factory._measure_gradient_norm = checkpoint.get("measure_gradient_norm", False)
-        streams.load_state_dict(checkpoint["streams"])
-        if checkpoint.get("buffer") is not None:
-            buffer = checkpoint["buffer"]
-            collector = Collector(algorithm, envs, buffer, exploration_noise=True)
-        print(f"resuming {run.path} from step {checkpoint['global_step']}")
-    else:
-        writer.add_text(
-            "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.envs = DummyVectorEnv(
+            [make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)]
         )
-    if checkpoint and checkpoint.get("buffer") is not None:
-        # exact resume: the buffer, every env mid-episode and the collector's last observations
-        restore_collection_state(collector, checkpoint["collection"])
-        print(f"replay buffer restored from the checkpoint ({len(buffer):,} transitions); envs continue their episodes")
-    else:
-        collector.reset(reset_buffer=False)
-        if checkpoint:
-            reason = (
-                "this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never), "
-                "so it is refilled with random actions and the episodes in flight restart"
+        self.envs.seed(
+            [stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)]
+        )  # seeds share no env
+        self.obs_shape = self.envs.workers[
+            0
+        ].env.observation_space.shape  # Tianshou's venv attribute: the innermost env
+        clipping = (
+            None
+            if args.wc_kappa is None
+            else dict(
+                kappa=args.wc_kappa,
+                bound_mode=args.wc_bound_mode,
+                skip_last_layer=args.wc_skip_last_layer,
+                include=spec.clipping_include(args),
             )
-            print(reason, flush=True)
-            writer.add_text("resume", f"step {checkpoint['global_step']}: {reason}", checkpoint["global_step"])
-            run.record_inexact_resume(checkpoint["global_step"], reason)
-        print(f"warm-up: filling the replay buffer with {plural(warmup_steps, 'random env step')}", flush=True)
-        collector.collect(n_step=warmup_steps, random=True)
-        collector.reset_stat()
-        drain_finished_episodes(envs)  # random-policy games are not the agent's: they are not logged
-    if checkpoint:
-        restore_rng_state(checkpoint["rng"])
-    print(
-        f"{spec.name} on {args.env_id}, {total_steps:,} env steps at replay ratio {args.replay_ratio} "
-        f"({plural(steps_per_collect, 'env step')} and {plural(gradient_steps_per_collect, 'gradient step')} per collect), "
-        f"weight clipping {'kappa=' + str(args.wc_kappa) if clipping else 'off'}, other interventions: {plugins.describe()}; "
-        f"TensorBoard: {tensorboard_command(run.path)}",
-        flush=True,
-    )
+        )
+        self.factory = PluginOptimizerFactory(
+            lambda params: agent_optimizer(args, params, fused=args.lean_update),
+            clipping,
+            lambda network: PlasticityPlugins(
+                network,
+                args,
+                self.fresh_network,
+                seed=stream_seed(args.seed, "interventions"),
+                target_period=self.target_period,  # ReDo: replay observations on a stream of their own
+                sample_inputs=PlasticityPlugins.replay_inputs(lambda: self.buffer, args, self.device),
+            ),
+        )
+        self.algorithm, self.network = spec.build(
+            args, self.obs_shape, actions, self.factory, self.device, self.target_period, self.streams
+        )
+        self.plugins = self.factory.plugins
+        frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
+        self.buffer = make_replay_buffer(
+            args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step, seed=args.seed
+        )
+        self.collector = Collector(self.algorithm, self.envs, self.buffer, exploration_noise=True)
+        self.diagnostics = DiagnosticsLogger(writer, self.network, run_dir=run.path)
+        self.diagnostics_seed = stream_seed(args.seed, "diagnostics")
+        self.evaluator = (
+            Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions), args.eval_episodes)
+            if args.eval_every
+            else None
+        )
+        self.save_buffer = args.checkpoint_buffer == "always"
 
-    state = {
-        "next_diagnostics": args.diagnostics_every,
-        "next_heatmap": args.heatmap_every,
-        "next_checkpoint": args.checkpoint_every,
-        "next_plasticity_probe": args.plasticity_probe_every,
-        "next_sharpness": args.sharpness_every,
-        "next_eval": args.eval_every,
-        "last_eval": -1,
-        "logged_through": -1,
-    }
-    if checkpoint:
-        state.update(checkpoint["schedule"])
+        self.warmup_steps = warmup_length(args)
+        self.epoch_steps = epoch_length(args, self.steps_per_collect)
+        self.total_steps = args.total_timesteps
+        self.max_epochs = math.ceil(
+            (self.total_steps - self.warmup_steps) / self.epoch_steps
+        )  # the last may be shorter
+        self.schedule = {
+            "next_diagnostics": args.diagnostics_every,
+            "next_heatmap": args.heatmap_every,
+            "next_checkpoint": args.checkpoint_every,
+            "next_plasticity_probe": args.plasticity_probe_every,
+            "next_sharpness": args.sharpness_every,
+            "next_eval": args.eval_every,
+            "last_eval": -1,
+            "logged_through": -1,
+        }
+        self.trainer = self.logger = self.stop = None
 
-    def log_diagnostics(step: int, heatmap: bool) -> None:
-        with probe_randomness(
-            diagnostics_seed * 1_000_003 + step + 1
-        ):  # its own draws: training's stay as without diagnostics
-            diagnostic_batches(step, heatmap)
+    def fresh_network(self) -> torch.nn.Module:  # resets and probes draw it on streams of their own (isolated_rng)
+        return self.spec.network(self.args, self.obs_shape, self.actions).to(self.device)
 
-    def diagnostic_batches(step: int, heatmap: bool) -> None:
-        probe, _ = buffer.sample(args.probe_samples)
+    # ------------------------------------------------------------ start: a checkpoint or the warm-up
+    def start(self, checkpoint: dict | None) -> tuple[int, int, int] | None:
+        """Restore ``checkpoint`` (or start afresh), fill or restore what collecting continues from,
+        and print the run's line; returns the (epoch, env step, update step) the trainer resumes at."""
+        args, run, writer = self.args, self.run, self.writer
+        restored = None
+        if checkpoint:
+            self.algorithm.load_state_dict(checkpoint["algorithm"])
+            self.algorithm.optim.load_state_dict(checkpoint["optimizer"])
+            set_target_sync_counter(self.algorithm, checkpoint["target_update_counter"])
+            if self.factory.clipping is not None:
+                self.factory.clipping.load_state_dict(checkpoint["clipping"])
+            self.plugins.load_state_dict(checkpoint.get("plugins"))
+            self.factory.gradient_steps = checkpoint["gradient_steps"]
+            self.diagnostics.load_state_dict(checkpoint["diagnostics"])
+            restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
+            self.factory.gradient_norm_due = checkpoint.get("measure_gradient_norm", False)
+            self.streams.load_state_dict(checkpoint["streams"])
+            if checkpoint.get("buffer") is not None:
+                self.buffer = checkpoint["buffer"]
+                self.collector = Collector(self.algorithm, self.envs, self.buffer, exploration_noise=True)
+            print(f"resuming {run.path} from step {checkpoint['global_step']}")
+        else:
+            writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+            )
+        if checkpoint and checkpoint.get("buffer") is not None:
+            # exact resume: the buffer, every env mid-episode and the collector's last observations
+            restore_collection_state(self.collector, checkpoint["collection"])
+            print(
+                f"replay buffer restored from the checkpoint ({len(self.buffer):,} transitions); "
+                "envs continue their episodes"
+            )
+        else:
+            self.collector.reset(reset_buffer=False)
+            if checkpoint:
+                reason = (
+                    "this resume is not exact: the checkpoint holds no replay buffer (--checkpoint-buffer never), "
+                    "so it is refilled with random actions and the episodes in flight restart"
+                )
+                print(reason, flush=True)
+                writer.add_text("resume", f"step {checkpoint['global_step']}: {reason}", checkpoint["global_step"])
+                run.record_inexact_resume(checkpoint["global_step"], reason)
+            print(f"warm-up: filling the replay buffer with {plural(self.warmup_steps, 'random env step')}", flush=True)
+            self.collector.collect(n_step=self.warmup_steps, random=True)
+            self.collector.reset_stat()
+            drain_finished_episodes(self.envs)  # random-policy games are not the agent's: they are not logged
+        if checkpoint:
+            restore_rng_state(checkpoint["rng"])
+        print(
+            f"{self.spec.name} on {args.env_id}, {self.total_steps:,} env steps at replay ratio {args.replay_ratio} "
+            f"({plural(self.steps_per_collect, 'env step')} and "
+            f"{plural(self.gradient_steps_per_collect, 'gradient step')} per collect), weight clipping "
+            f"{'kappa=' + str(args.wc_kappa) if self.factory.clipping else 'off'}, "
+            f"other interventions: {self.plugins.describe()}; TensorBoard: {tensorboard_command(run.path)}",
+            flush=True,
+        )
+        if checkpoint:
+            self.schedule.update(checkpoint["schedule"])
+        return restored
+
+    # ------------------------------------------------------------ the trainer's loop
+    def train(self, checkpoint: dict | None) -> None:
+        restored = self.start(checkpoint)
+        self.logger = RunLogger(
+            self.writer,
+            self.envs,
+            self.factory,
+            interval=self.epoch_steps,
+            warmup_steps=self.warmup_steps,
+            save_checkpoint=self.end_of_epoch,
+            restored=restored,
+            total_steps=self.total_steps,
+            report_progress=self.run.report_progress,
+        )
+        first_epoch_steps = self.epoch_steps
+        if checkpoint:
+            self.logger.load_state_dict(checkpoint.get("logger"))
+            # a checkpoint taken mid-epoch (on a signal) resumes with the rest of that epoch
+            first_epoch_steps = (restored[0] + 1) * self.epoch_steps - restored[1]
+        params = OffPolicyTrainerParams(
+            training_collector=self.collector,
+            max_epochs=self.max_epochs,
+            epoch_num_steps=first_epoch_steps,
+            collection_step_num_env_steps=self.steps_per_collect,
+            update_step_num_gradient_steps_per_sample=self.args.replay_ratio,
+            batch_size=self.args.batch_size,
+            training_fn=self.before_collect,
+            logger=self.logger,
+            resume_from_log=checkpoint is not None,
+            test_collector=None,
+            show_progress=False,
+            verbose=False,
+        )
+        self.run.set_status(
+            "running",
+            global_step=self.warmup_steps + (restored[1] if restored else 0),
+            total_timesteps=self.total_steps,
+        )
+        with StopRequest() as self.stop:
+            trainer_class = LeanOffPolicyTrainer if self.args.lean_update else ExactBudgetTrainer
+            self.trainer = trainer_class(
+                self.algorithm, params, training_env_steps=self.total_steps - self.warmup_steps
+            )
+            try:
+                self.trainer.run(reset_collectors=False)
+            except _Preempted:
+                self.envs.close()
+                raise RunInterrupted(self.stop.signal_name, self.run.path) from None
+        self.finish()
+
+    def before_collect(self, epoch: int, env_step: int) -> None:
+        """Called by the trainer before every collect: schedules, then what is logged at this step
+        (unless the checkpoint at this step logged it already), then a stop request's checkpoint."""
+        self.set_schedules(env_step)
+        if env_step + self.steps_per_collect >= self.total_steps - self.warmup_steps:
+            self.factory.measure_next_gradient_norm()  # the last collect's update: its norm goes with the final diagnostics
+        if env_step > self.schedule["logged_through"]:
+            self.log_step(env_step)
+        if self.stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
+            self.end_of_epoch(epoch - 1, env_step, update_step(self.trainer) - 1, mid_epoch=True)
+
+    def set_schedules(self, env_step: int) -> None:
+        args = self.args
+        fraction = min(1.0, env_step / args.eps_decay_steps) if args.eps_decay_steps else 1.0
+        self.algorithm.policy.set_eps_training(args.eps_start + fraction * (args.eps_end - args.eps_start))
+        self.spec.on_training_step(args, self.algorithm, self.buffer, env_step)
+
+    # ------------------------------------------------------------ what is logged at a step
+    def log_step(self, env_step: int) -> None:
+        """Everything logged at one env step. It runs before that step's checkpoint, so a resume
+        (which keeps the events up to the checkpoint's step) neither repeats nor loses a point."""
+        args, schedule, factory = self.args, self.schedule, self.factory
+        schedule["logged_through"] = env_step
+        step = self.warmup_steps + env_step
+        if factory.last_gradient_norm is not None:
+            self.writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, step)
+            factory.last_gradient_norm = None
+        if env_step and env_step % self.epoch_steps == 0:
+            self.diagnostics.log_clipping(factory.clipping, step)
+            self.diagnostics.log_scalars(self.plugins.metrics(), step)
+        with self.plugins.paused():
+            if args.diagnostics_every and env_step >= schedule["next_diagnostics"]:
+                heatmap = bool(args.heatmap_every) and env_step >= schedule["next_heatmap"]
+                self.log_diagnostics(step, heatmap)
+                schedule["next_diagnostics"] += args.diagnostics_every
+                if heatmap:
+                    schedule["next_heatmap"] += args.heatmap_every
+            if args.plasticity_probe_every and env_step >= schedule["next_plasticity_probe"]:
+                schedule["next_plasticity_probe"] += args.plasticity_probe_every
+                self.run_probes(step, plasticity=True)
+            if args.sharpness_every and env_step >= schedule["next_sharpness"]:
+                schedule["next_sharpness"] += args.sharpness_every
+                self.run_probes(step, sharpness=True)
+            if args.eval_every and step >= schedule["next_eval"]:
+                while schedule["next_eval"] <= step:
+                    schedule["next_eval"] += args.eval_every
+                self.evaluate(step)
+
+    def log_diagnostics(self, step: int, heatmap: bool) -> None:
+        # its own draws: training's stay as without diagnostics
+        with self.probe_randomness(self.diagnostics_seed * 1_000_003 + step + 1):
+            self.diagnostic_batches(step, heatmap)
+
+    def diagnostic_batches(self, step: int, heatmap: bool) -> None:
+        args, network, diagnostics = self.args, self.network, self.diagnostics
+        probe, _ = self.buffer.sample(args.probe_samples)
         diagnostics.log_representation(lambda: network(probe.obs), step)
         diagnostics.log_weights(step)
         with torch.no_grad():
-            q_taken = spec.q_values(algorithm, network, probe.obs).gather(
-                1, torch.as_tensor(probe.act, device=device).long()[:, None]
+            q_taken = self.spec.q_values(self.algorithm, network, probe.obs).gather(
+                1, torch.as_tensor(probe.act, device=self.device).long()[:, None]
             )
-        writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
-        writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
-        factory.measure_next_gradient_norm()
+        self.writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
+        self.writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
+        self.factory.measure_next_gradient_norm()
         if heatmap:
             diagnostics.log_gradient_covariance(
-                spec.per_sample_td_loss, spec.td_batch(algorithm, buffer, args.gradcov_samples), step
+                self.spec.per_sample_td_loss,
+                self.spec.td_batch(self.algorithm, self.buffer, args.gradcov_samples),
+                step,
             )
 
     @contextlib.contextmanager
-    def probe_randomness(seed: int):
+    def probe_randomness(self, seed: int):
         """The probes' own random streams; Tianshou's buffers (and each env's sub-buffer) sample
         from generators of their own."""
-        generators = [sampler(b) for b in [buffer, *getattr(buffer, "buffers", [])]]
+        generators = [sampler(b) for b in [self.buffer, *getattr(self.buffer, "buffers", [])]]
         saved = [generator.get_state() for generator in generators]
         with isolated_rng(seed):
             for index, generator in enumerate(generators):
@@ -444,14 +583,15 @@ def train(
                 for generator, state in zip(generators, saved):
                     generator.set_state(state)
 
-    def run_probes(step: int, plasticity: bool = False, sharpness: bool = False) -> None:
+    def run_probes(self, step: int, plasticity: bool = False, sharpness: bool = False) -> None:
         """Plasticity probe on replay observations (predictions: Q-values); Hessian of the TD loss."""
-        seed = diagnostics_seed * 1_000_003 + step
+        args, spec, algorithm = self.args, self.spec, self.algorithm
+        seed = self.diagnostics_seed * 1_000_003 + step
         if plasticity:
-            with probe_randomness(seed):
-                inputs = buffer.sample(args.plasticity_probe_samples)[0].obs
-            diagnostics.log_plasticity(
-                fresh_network,
+            with self.probe_randomness(seed):
+                inputs = self.buffer.sample(args.plasticity_probe_samples)[0].obs
+            self.diagnostics.log_plasticity(
+                self.fresh_network,
                 lambda net, obs: spec.q_values(algorithm, net, obs),
                 inputs,
                 lambda params: agent_optimizer(args, params),
@@ -461,190 +601,118 @@ def train(
                 seed=seed,
             )
         if sharpness:
-            with probe_randomness(seed):
-                batch = spec.td_batch(algorithm, buffer, args.sharpness_samples)
-            diagnostics.log_sharpness(
-                lambda: spec.per_sample_td_loss(network, batch).mean(),
+            with self.probe_randomness(seed):
+                batch = spec.td_batch(algorithm, self.buffer, args.sharpness_samples)
+            self.diagnostics.log_sharpness(
+                lambda: spec.per_sample_td_loss(self.network, batch).mean(),
                 step,
                 iterations=args.sharpness_iterations,
                 seed=seed,
                 save_density=args.sharpness_density,
             )
 
-    def on_training_step(epoch: int, env_step: int) -> None:
-        """Called by the trainer before every collect: schedules, then what is logged at this step
-        (unless the checkpoint at this step logged it already), then a stop request's checkpoint."""
-        set_schedules(env_step)
-        if env_step + steps_per_collect >= total_steps - warmup_steps:
-            factory.measure_next_gradient_norm()  # the last collect's update: its norm goes with the final diagnostics
-        if env_step > state["logged_through"]:
-            log_step(env_step)
-        if stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
-            save_checkpoint(epoch - 1, env_step, update_step(trainer) - 1, mid_epoch=True)
-
-    def evaluate(step: int) -> None:
+    def evaluate(self, step: int) -> None:
         """One evaluation round: greedy actions (epsilon --eval-epsilon) of the network in eval mode,
         which for Rainbow's noisy layers means their mean weights; every module's mode is put back."""
+        network = self.network
         modes = [(module, module.training) for module in network.modules()]
         network.eval()
 
         def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             with torch.no_grad():
-                greedy = spec.q_values(algorithm, network, obs).argmax(1).cpu().numpy()
-            explore = rng.random(len(greedy)) < args.eval_epsilon
-            return np.where(explore, rng.integers(actions, size=len(greedy)), greedy)
+                greedy = self.spec.q_values(self.algorithm, network, obs).argmax(1).cpu().numpy()
+            explore = rng.random(len(greedy)) < self.args.eval_epsilon
+            return np.where(explore, rng.integers(self.actions, size=len(greedy)), greedy)
 
         try:
-            returns, lengths = evaluator.run(act, step)
+            returns, lengths = self.evaluator.run(act, step)
         finally:
             for module, mode in modes:
                 module.training = mode
-        log_evaluation(writer, returns, lengths, step)
-        state["last_eval"] = step
+        log_evaluation(self.writer, returns, lengths, step)
+        self.schedule["last_eval"] = step
 
-    def set_schedules(env_step: int) -> None:
-        fraction = min(1.0, env_step / args.eps_decay_steps) if args.eps_decay_steps else 1.0
-        algorithm.policy.set_eps_training(args.eps_start + fraction * (args.eps_end - args.eps_start))
-        spec.on_training_step(args, algorithm, buffer, env_step)
-
-    def log_step(env_step: int) -> None:
-        """Everything logged at one env step. It runs before that step's checkpoint, so a resume
-        (which keeps the events up to the checkpoint's step) neither repeats nor loses a point."""
-        state["logged_through"] = env_step
-        step = warmup_steps + env_step
-        if factory.last_gradient_norm is not None:
-            writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, step)
-            factory.last_gradient_norm = None
-        if env_step and env_step % epoch_steps == 0:
-            diagnostics.log_clipping(factory.clipping, step)
-            diagnostics.log_scalars(plugins.metrics(), step)
-        with plugins.paused():
-            if args.diagnostics_every and env_step >= state["next_diagnostics"]:
-                heatmap = bool(args.heatmap_every) and env_step >= state["next_heatmap"]
-                log_diagnostics(step, heatmap)
-                state["next_diagnostics"] += args.diagnostics_every
-                if heatmap:
-                    state["next_heatmap"] += args.heatmap_every
-            if args.plasticity_probe_every and env_step >= state["next_plasticity_probe"]:
-                state["next_plasticity_probe"] += args.plasticity_probe_every
-                run_probes(step, plasticity=True)
-            if args.sharpness_every and env_step >= state["next_sharpness"]:
-                state["next_sharpness"] += args.sharpness_every
-                run_probes(step, sharpness=True)
-            if args.eval_every and step >= state["next_eval"]:
-                while state["next_eval"] <= step:
-                    state["next_eval"] += args.eval_every
-                evaluate(step)
-
-    def save_checkpoint(epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
-        """Called by the trainer at the end of every epoch (``epoch`` epochs done), and on a stop request."""
-        trainer.params.epoch_num_steps = epoch_steps  # a resumed first epoch may have been shorter
-        final = epoch >= max_epochs and not mid_epoch
-        global_step = warmup_steps + env_step
-        if not (final or stop.requested or global_step >= state["next_checkpoint"]):
+    # ------------------------------------------------------------ checkpoints
+    def end_of_epoch(self, epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
+        """Called by the trainer (through the logger) at the end of every epoch (``epoch`` epochs
+        done), and before a collect on a stop request: the checkpoint, when one is due."""
+        self.trainer.params.epoch_num_steps = self.epoch_steps  # a resumed first epoch may have been shorter
+        final = epoch >= self.max_epochs and not mid_epoch
+        global_step = self.warmup_steps + env_step
+        if not (final or self.stop.requested or global_step >= self.schedule["next_checkpoint"]):
             return
-        if not final and env_step > state["logged_through"]:
-            set_schedules(env_step)  # what the next collect's call would set first
-            log_step(env_step)
-        while state["next_checkpoint"] <= global_step:
-            state["next_checkpoint"] += args.checkpoint_every
-        writer.flush()  # every event up to this step is on disk before the checkpoint says so
-        run.save_checkpoint(
-            {
-                "algorithm": algorithm.state_dict(),
-                "optimizer": algorithm.optim.state_dict(),
-                "target_update_counter": target_sync_counter(algorithm),
-                "gradient_steps": factory.gradient_steps,
-                "clipping": factory.clipping.state_dict() if factory.clipping else None,
-                "plugins": plugins.state_dict(),
-                "diagnostics": diagnostics.state_dict(),
-                "rng": rng_state(),
-                "schedule": dict(state),
-                "epoch": epoch,
-                "env_step": env_step,
-                "update_step": update_step,
-                "global_step": global_step,
-                "buffer": buffer if save_buffer else None,
-                "logger": logger.state_dict(),
-                "collection": collection_state(collector) if save_buffer else None,
-                "streams": streams.state_dict(),
-                "measure_gradient_norm": factory._measure_gradient_norm,
-            }
-        )
-        run.set_status("running", global_step=global_step, total_timesteps=total_steps)
-        if stop.requested and not final:
-            run.set_status("interrupted", global_step=global_step, total_timesteps=total_steps, signal=stop.signal_name)
+        if not final and env_step > self.schedule["logged_through"]:
+            self.set_schedules(env_step)  # what the next collect's call would set first
+            self.log_step(env_step)
+        while self.schedule["next_checkpoint"] <= global_step:
+            self.schedule["next_checkpoint"] += self.args.checkpoint_every
+        self.writer.flush()  # every event up to this step is on disk before the checkpoint says so
+        self.run.save_checkpoint(self.checkpoint(epoch, env_step, update_step, global_step))
+        self.run.set_status("running", global_step=global_step, total_timesteps=self.total_steps)
+        if self.stop.requested and not final:
+            self.run.set_status(
+                "interrupted", global_step=global_step, total_timesteps=self.total_steps, signal=self.stop.signal_name
+            )
             raise _Preempted
 
-    logger = RunLogger(
-        writer,
-        envs,
-        factory,
-        interval=epoch_steps,
-        warmup_steps=warmup_steps,
-        save_checkpoint=save_checkpoint,
-        restored=restored,
-        total_steps=total_steps,
-        report_progress=run.report_progress,
-    )
-    first_epoch_steps = epoch_steps
-    if checkpoint:
-        logger.load_state_dict(checkpoint.get("logger"))
-        # a checkpoint taken mid-epoch (on a signal) resumes with the rest of that epoch
-        first_epoch_steps = (restored[0] + 1) * epoch_steps - restored[1]
-    params = OffPolicyTrainerParams(
-        training_collector=collector,
-        max_epochs=max_epochs,
-        epoch_num_steps=first_epoch_steps,
-        collection_step_num_env_steps=steps_per_collect,
-        update_step_num_gradient_steps_per_sample=args.replay_ratio,
-        batch_size=args.batch_size,
-        training_fn=on_training_step,
-        logger=logger,
-        resume_from_log=checkpoint is not None,
-        test_collector=None,
-        show_progress=False,
-        verbose=False,
-    )
-    run.set_status("running", global_step=warmup_steps + (restored[1] if restored else 0), total_timesteps=total_steps)
-    with StopRequest() as stop:
-        trainer_class = LeanOffPolicyTrainer if args.lean_update else ExactBudgetTrainer
-        trainer = trainer_class(algorithm, params, training_env_steps=total_steps - warmup_steps)
-        try:
-            trainer.run(reset_collectors=False)
-        except _Preempted:
-            envs.close()
-            raise RunInterrupted(stop.signal_name, run.path) from None
-
-    # Every run ends with the full diagnostics, heatmap included, even a short one.
-    if factory.last_gradient_norm is not None:
-        writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, total_steps)
-        factory.last_gradient_norm = None
-    with plugins.paused():
-        log_diagnostics(total_steps, heatmap=True)
-        run_probes(total_steps, plasticity=bool(args.plasticity_probe_every), sharpness=bool(args.sharpness_every))
-        if evaluator is not None and state["last_eval"] != total_steps:
-            evaluate(total_steps)
-    diagnostics.log_clipping(factory.clipping, total_steps)
-    diagnostics.log_scalars(plugins.metrics(), total_steps)
-    run.save_model(
-        {
-            "network": network.state_dict(),
-            "args": asdict(args),
-            "clipping_bounds": factory.clipping.bounds() if factory.clipping else None,
+    def checkpoint(self, epoch: int, env_step: int, update_step: int, global_step: int) -> dict:
+        """Everything the run continues from (``start`` reads it back)."""
+        factory = self.factory
+        return {
+            "algorithm": self.algorithm.state_dict(),
+            "optimizer": self.algorithm.optim.state_dict(),
+            "target_update_counter": target_sync_counter(self.algorithm),
+            "gradient_steps": factory.gradient_steps,
+            "clipping": factory.clipping.state_dict() if factory.clipping else None,
+            "plugins": self.plugins.state_dict(),
+            "diagnostics": self.diagnostics.state_dict(),
+            "rng": rng_state(),
+            "schedule": dict(self.schedule),
+            "epoch": epoch,
+            "env_step": env_step,
+            "update_step": update_step,
+            "global_step": global_step,
+            "buffer": self.buffer if self.save_buffer else None,
+            "logger": self.logger.state_dict(),
+            "collection": collection_state(self.collector) if self.save_buffer else None,
+            "streams": self.streams.state_dict(),
+            "measure_gradient_norm": factory.gradient_norm_due,
         }
-    )
-    run.set_status(
-        "complete",
-        global_step=total_steps,
-        total_timesteps=total_steps,
-        replay_ratio=factory.gradient_steps / max(total_steps - warmup_steps, 1),
-        **run.resume_record(),
-    )
-    envs.close()
-    if evaluator is not None:
-        evaluator.close()
-    print(f"done: {run.path} ({tensorboard_command(run.path)})")
+
+    # ------------------------------------------------------------ the end
+    def finish(self) -> None:
+        """Every run ends with the full diagnostics, heatmap included, even a short one; then the model."""
+        args, factory, total_steps = self.args, self.factory, self.total_steps
+        if factory.last_gradient_norm is not None:
+            self.writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, total_steps)
+            factory.last_gradient_norm = None
+        with self.plugins.paused():
+            self.log_diagnostics(total_steps, heatmap=True)
+            self.run_probes(
+                total_steps, plasticity=bool(args.plasticity_probe_every), sharpness=bool(args.sharpness_every)
+            )
+            if self.evaluator is not None and self.schedule["last_eval"] != total_steps:
+                self.evaluate(total_steps)
+        self.diagnostics.log_clipping(factory.clipping, total_steps)
+        self.diagnostics.log_scalars(self.plugins.metrics(), total_steps)
+        self.run.save_model(
+            {
+                "network": self.network.state_dict(),
+                "args": asdict(args),
+                "clipping_bounds": factory.clipping.bounds() if factory.clipping else None,
+            }
+        )
+        self.run.set_status(
+            "complete",
+            global_step=total_steps,
+            total_timesteps=total_steps,
+            replay_ratio=factory.gradient_steps / max(total_steps - self.warmup_steps, 1),
+            **self.run.resume_record(),
+        )
+        self.envs.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
+        print(f"done: {self.run.path} ({tensorboard_command(self.run.path)})")
 
 
 def collection_state(collector: Collector) -> dict:
