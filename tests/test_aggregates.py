@@ -25,7 +25,7 @@ from runners.aggregates import (
 )
 
 
-def slow_percentile_bootstrap(values: np.ndarray, statistic, reps: int = 20000, seed: int = 1):
+def slow_percentile_bootstrap(values: np.ndarray, statistic, reps: int = 5000, seed: int = 1):
     rng = np.random.default_rng(seed)
     draws = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(reps)]
     return np.quantile(draws, 0.025), np.quantile(draws, 0.975)
@@ -51,7 +51,7 @@ def test_iqm_is_left_out_below_five_seeds():
 
 def test_intervals_agree_with_a_slow_bootstrap_of_the_seeds():
     values = np.random.default_rng(0).normal(10, 3, size=8)
-    estimate = interval_estimates({"v": values[:, None]}, reps=20000)["v"]
+    estimate = interval_estimates({"v": values[:, None]}, reps=5000)["v"]
     for name, statistic in (("mean", np.mean), ("iqm", middle_half_mean)):
         low, high = slow_percentile_bootstrap(values, statistic)
         width = high - low

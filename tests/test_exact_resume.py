@@ -26,23 +26,6 @@ SMALL = (
 ).split()
 RAINBOW = ["--num-atoms", "11", "--beta-anneal-steps", "600"]
 CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritized: the Rainbow ones
-    "rainbow-cartpole-per": (
-        "rainbow",
-        [
-            "--env-id",
-            "CartPole-v1",
-            "--num-envs",
-            "2",
-            "--buffer-size",
-            "2000",
-            *RAINBOW,
-            "--eval-every",
-            "250",
-            "--eval-episodes",
-            "2",
-        ],
-        500,
-    ),  # evaluation rounds too
     "dqn-minatar-rr2": (
         "dqn",
         # ReDo too: its replay stream and its recycling resume with the run
@@ -51,8 +34,10 @@ CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritize
     ),
     "rainbow-minatar": (
         "rainbow",
-        # plasticity injection too, before the checkpoint: the grown heads and their state resume with the run
-        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW, "--inject-at", "60"],
+        # prioritized replay, evaluation rounds and plasticity injection (before the checkpoint: the grown
+        # heads and their state resume with the run)
+        ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW, "--inject-at", "60"]
+        + ["--eval-every", "250", "--eval-episodes", "2"],
         400,
     ),
     "dqn-atari": (
@@ -76,6 +61,8 @@ CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritize
             "50",
             "--checkpoint-every",
             "100",
+            "--wc-kappa",
+            "2",  # weight clipping on the Nature CNN too
         ],
         182,
     ),
