@@ -1,5 +1,6 @@
 """Start-up: `clipzoo train <agent> --help` against importing torch and gymnasium alone, side by
-side, interleaved, medians of 5 (target: within 1.3x).
+side, interleaved, medians of 5 (target: within 1.3x); and the commands that only read runs
+(`table`, `plot`), which load neither torch nor, without --profile, rliable.
 
     python benchmarks/bench_startup.py
 """
@@ -16,6 +17,8 @@ CANDIDATES = {
     "python -c 'import torch, gymnasium'": [sys.executable, "-c", "import torch, gymnasium"],
     "clipzoo train ppo --help": [sys.executable, "-m", "runners.cli", "train", "ppo", "--help"],
     "clipzoo train dqn --help": [sys.executable, "-m", "runners.cli", "train", "dqn", "--help"],
+    "clipzoo table --help": [sys.executable, "-m", "runners.cli", "table", "--help"],
+    "clipzoo plot --help": [sys.executable, "-m", "runners.cli", "plot", "--help"],
 }
 
 

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from rliable import library as rly
-from rliable import metrics
 
 IQM_MIN_SEEDS = 5
 BOOTSTRAP_REPS = 2000
+
+
+# rliable (and through it arch and scipy.stats, 2 s to import) is imported where it is used:
+# ``clipzoo plot`` without --profile needs none of it.
 
 
 @contextmanager
@@ -43,6 +45,9 @@ def interval_estimates(
     scores: dict[str, np.ndarray], level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> dict[str, dict[str, Estimate]]:
     """``{variant: {"mean": Estimate, "iqm": Estimate}}``; "iqm" only where a variant has >= 5 seeds."""
+    from rliable import library as rly
+    from rliable import metrics
+
     estimates: dict[str, dict[str, Estimate]] = {}
     for variant, matrix in scores.items():
         matrix = np.asarray(matrix, dtype=float)
@@ -86,6 +91,8 @@ def performance_profiles(
     scores: dict[str, np.ndarray], thresholds: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{variant: (fraction of runs scoring > tau, band low, band high)}`` for each tau in ``thresholds``."""
+    from rliable import library as rly
+
     state = np.random.get_state()  # rliable's profile bootstrap draws from numpy's global generator
     np.random.seed(seed)
     try:
@@ -206,6 +213,8 @@ def holm(p_values) -> np.ndarray:
 
 def probability_of_improvement(a, b) -> float:
     """P(B > A) over a random seed of each (rliable): ties count 1/2."""
+    from rliable import metrics
+
     a, b = _seeds(a, "A"), _seeds(b, "B")
     return float(metrics.probability_of_improvement(b[:, None], a[:, None]))
 

@@ -12,8 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from runners.errors import UsageError
 
 
@@ -62,6 +60,8 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
+    import torch  # here, not at the top: the commands that only read runs (table, plot, status) never load torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer, pickle_protocol=5)  # protocol 5 writes numpy arrays (replay buffers) without extra copies
     return atomic_write_bytes(path, buffer.getvalue())

@@ -29,12 +29,13 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from runners.errors import RunInterrupted, UsageError
 from runners.files import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -250,6 +251,8 @@ class RunDirectory:
         if not file.exists():
             return None
         advice = "move it away to start the run over, or use a new --run-dir"
+        import torch  # here: the commands that only read runs (table, plot, status) never load torch
+
         try:
             # Our own file; it holds RNG states and numpy arrays, which weights_only refuses.
             checkpoint = torch.load(file, map_location=map_location, weights_only=False)
@@ -347,6 +350,7 @@ def rng_state() -> dict:
     import random
 
     import numpy as np
+    import torch
 
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     # Only a process that has used CUDA has drawn from its generators; asking otherwise would
@@ -360,6 +364,7 @@ def restore_rng_state(state: dict) -> None:
     import random
 
     import numpy as np
+    import torch
 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -379,6 +384,7 @@ def isolated_rng(seed: int):
     import random
 
     import numpy as np
+    import torch
 
     saved = rng_state()
     random.seed(seed)
