@@ -11,7 +11,6 @@ Images get the Nature CNN, vector observations a 2 x 64 ReLU MLP (agents/network
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -27,18 +26,9 @@ from agents.lean_update import LeanUpdateMixin, Transitions, evaluation_module, 
 from agents.networks import QNetwork
 from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.plugins import grown_for_plugins
-from agents.qlearning import AgentSpec, QLearningArgs
+from agents.options import DQNArgs as Args  # the options, where --help reads them without Tianshou
+from agents.qlearning import AgentSpec
 from agents.qlearning import main as run_qlearning
-
-
-@dataclass
-class Args(QLearningArgs):
-    """DQN on Tianshou with optional weight clipping; defaults follow Tianshou's Atari DQN example."""
-
-    double_q: bool = True
-    """use double Q-learning targets (online argmax, target evaluation)"""
-    huber_delta: float | None = None
-    """Huber loss threshold for the TD error (unset: squared error, as Tianshou's example)"""
 
 
 def q_of_actions(network: torch.nn.Module, obs, actions: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.diagnostics import DiagnosticsLogger
 from agents.evaluation import Evaluator, log_evaluation
 from agents.lean_update import LeanOffPolicyTrainer
-from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args
+from agents.options import QLearningArgs
+from agents.plugins import PlasticityPlugins, agent_optimizer, check_plasticity_args
 from agents.offpolicy import (
     PluginOptimizerFactory,
     ExactBudgetTrainer,
@@ -51,86 +52,7 @@ from runners.console import plural, tensorboard_command
 from runners.errors import RunInterrupted, UsageError
 from runners.rng import stream_seed
 from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
-from runners.tracking import TRACKING_OPTIONS, TrackingArgs
-
-
-@dataclass
-class QLearningArgs(PlasticityArgs, TrackingArgs):
-    core_options: ClassVar[tuple[str, ...]] = (
-        "env_id",
-        "total_timesteps",
-        "seed",
-        "run_dir",
-        "replay_ratio",
-        "wc_kappa",
-    )
-
-    env_id: str = "ALE/Pong-v5"
-    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
-    seed: int = 1
-    """seed of the experiment"""
-    total_timesteps: int = 10_000_000
-    """total env steps (agent steps: on Atari one step is 4 frames), the random warm-up included; run exactly"""
-    run_dir: str | None = None
-    """run directory (config, TensorBoard, checkpoints); rerun with the same one to resume. Default: runs/<env>__<agent>__<seed>__<time>"""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the networks live; auto picks CUDA when present"""
-    torch_threads: int = 1
-    """CPU threads for torch"""
-    lean_update: bool = True
-    """Tianshou's update with its per-step Python overhead removed, and fused Adam (same numbers to rounding; agents/lean_update.py); off: the stock path"""
-
-    replay_ratio: float = 1.0
-    """gradient updates per env step (docs/metrics.md, replay ratio); must be realisable with whole gradient steps"""
-    num_envs: int = 10
-    """parallel training envs (one process); env steps per collect are the smallest multiple that realises the replay ratio"""
-    batch_size: int = 32
-    """minibatch size of each gradient step"""
-    buffer_size: int = 100_000
-    """replay buffer capacity in transitions"""
-    learning_starts: int = 320
-    """random-action env steps that fill the buffer before training (Tianshou: batch_size x num_envs)"""
-    learning_rate: float = 1e-4
-    """learning rate of the optimizer"""
-    gamma: float = 0.99
-    """discount factor"""
-    n_step: int = 3
-    """n-step return horizon"""
-    target_update_period: int = 500
-    """gradient steps between target-network updates (Tianshou's target_update_freq and Atari examples' 500), so independent
-    of the replay ratio; Dopamine's target_update_period counts agent steps instead (1,000 at update period 4: 250 updates)"""
-    eps_start: float = 1.0
-    """epsilon-greedy exploration at the start of training"""
-    eps_end: float = 0.05
-    """epsilon-greedy exploration after the decay"""
-    eps_decay_steps: int = 1_000_000
-    """env steps over which epsilon decays linearly"""
-    sticky_actions: float | None = None
-    """probability of repeating the previous action; unset: Atari 0 (Tianshou's examples; ALE v5's own default is 0.25), MinAtar 0.1 (its own)"""
-
-    log_every: int = 5000
-    """env steps between writes of losses and rates (also the trainer's epoch length)"""
-    diagnostics_every: int = 50_000
-    """env steps between unit-health, rank and weight diagnostics (0: only at the end)"""
-    heatmap_every: int = 250_000
-    """env steps between gradient covariance heatmaps (0: only at the end)"""
-    gradcov_samples: int = 128
-    """replay samples k in the gradient covariance matrix"""
-    probe_samples: int = 512
-    """replay samples in the unit-health and feature-rank probe batch"""
-    eval_every: int = 0
-    """env steps between evaluation rounds, counted from 0, and one at the end (0: off): greedy episodes on env instances
-    of their own whose seeds are the same for every training seed (agents/evaluation.py), logged as eval/*"""
-    eval_episodes: int = 10
-    """episodes per evaluation round"""
-    eval_epsilon: float = 0.001
-    """epsilon of the evaluation policy (Dopamine's 0.001; Tianshou's Atari examples test at 0.005); Rainbow evaluates
-    with its noisy layers' mean weights"""
-    checkpoint_every: int = 50_000
-    """env steps between checkpoints, counted from 0 (a checkpoint falls at the first log step at or after each multiple)"""
-    checkpoint_buffer: Literal["always", "never"] = "always"
-    """save the replay buffer in checkpoints, so a resume is exact; never: smaller checkpoints, and a resume refills
-    the buffer with random actions (not exact: status.json and TensorBoard say so)"""
+from runners.tracking import TRACKING_OPTIONS
 
 
 RESUMABLE_CHANGES = {

@@ -20,7 +20,6 @@ before each gradient step; evaluation outside training acts with the means.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -46,49 +45,10 @@ from agents.interventions import idle_modules, share_noise
 from agents.networks import RainbowNetwork
 from agents.offpolicy import OwnExplorationStream, RandomStreams
 from agents.plugins import grown_for_plugins
-from agents.qlearning import AgentSpec, QLearningArgs
+from agents.options import RainbowArgs as Args  # the options, where --help reads them without Tianshou
+from agents.qlearning import AgentSpec
 from agents.qlearning import main as run_qlearning
 from agents.tianshou_internals import target_sync_counter
-
-
-@dataclass
-class Args(QLearningArgs):
-    """Rainbow on Tianshou with optional weight clipping; defaults follow Tianshou's Atari Rainbow example,
-    except exploration: noisy layers with epsilon 0, as in the Rainbow paper."""
-
-    learning_rate: float = 0.0000625
-    """learning rate of the optimizer (Rainbow paper, Adam)"""
-    adam_eps: float = 1.5e-4
-    """Adam epsilon (Rainbow paper)"""
-    num_atoms: int = 51
-    """atoms of the return distribution"""
-    v_min: float = -10.0
-    """smallest atom"""
-    v_max: float = 10.0
-    """largest atom"""
-    noisy_std: float = 0.5
-    """sigma_0 of the factorised noisy layers, sigma = sigma_0 / sqrt(fan_in) (Hessel et al. 2018 and Fortunato et al.:
-    0.5; Tianshou's Atari example: 0.1). With epsilon 0 it alone sets how much Rainbow explores"""
-    dueling: bool = True
-    """separate value and advantage streams"""
-    noisy: bool = True
-    """noisy linear layers in the head"""
-    prioritized: bool = True
-    """prioritized replay"""
-    alpha: float = 0.5
-    """prioritization exponent"""
-    beta: float = 0.4
-    """initial importance-sampling exponent"""
-    beta_final: float = 1.0
-    """importance-sampling exponent after the anneal"""
-    beta_anneal_steps: int = 5_000_000
-    """env steps over which beta anneals linearly"""
-    eps_start: float = 0.0
-    """epsilon-greedy on top of the noisy layers at the start of training (Rainbow paper: 0, exploration by noise)"""
-    eps_end: float = 0.0
-    """epsilon-greedy on top of the noisy layers after the decay (Rainbow paper: 0)"""
-    wc_include_noisy_sigma: bool = False
-    """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
 
 
 class NoisyBehaviourPolicy(OwnExplorationStream, C51Policy):

@@ -18,6 +18,15 @@ AGENTS = {
 }
 
 
+# agent name -> (module, class) of its options: DQN's and Rainbow's live apart from Tianshou, so
+# ``clipzoo train dqn --help`` and a sweep's validation do not import it (PPO's file is one single file)
+OPTIONS = {
+    "ppo": ("agents.ppo_continuous", "Args"),
+    "dqn": ("agents.options", "DQNArgs"),
+    "rainbow": ("agents.options", "RainbowArgs"),
+}
+
+
 # agent name -> module whose ``check_args(args)`` refuses impossible options (what ``train`` checks first)
 OPTION_CHECKS = {
     "ppo": "agents.ppo_continuous",
@@ -32,7 +41,8 @@ def agent_module(name: str) -> ModuleType:
 
 def args_class(name: str) -> type:
     """The ``Args`` dataclass of agent ``name``: every option it takes, with its default."""
-    return agent_module(name).Args
+    module, name = OPTIONS[name]
+    return getattr(importlib.import_module(module), name)
 
 
 def check_run_options(name: str, args) -> None:

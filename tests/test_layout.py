@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,3 +85,27 @@ def test_private_tianshou_attributes_are_reached_only_through_the_adapter():
             if isinstance(node, ast.Attribute) and node.attr in TIANSHOU_PRIVATE
         }
         assert not reached, f"{path.relative_to(REPO)} reaches {sorted(reached)}; use agents/tianshou_internals.py"
+
+
+def test_the_options_module_imports_neither_torch_nor_tianshou():
+    imported = imported_modules(REPO / "agents" / "options.py")
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "tianshou", "numpy", "gymnasium"))
+    assert not heavy, f"agents/options.py imports {heavy}; it must load without them (clipzoo train dqn --help)"
+    project = sorted(m for m in imported if m.split(".")[0] in ("agents", "envs", "runners"))
+    assert {m.removesuffix(".TrackingArgs") for m in project} == {"runners.tracking"}, project
+
+
+@pytest.mark.parametrize("agent", ["dqn", "rainbow"])
+def test_the_help_of_a_tianshou_agent_loads_no_tianshou_and_is_the_agent_s_own(agent, clipzoo, capsys):
+    probe = (
+        "import sys\nfrom runners import cli\ntry:\n    cli.main(['train', %r, '--help'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0, e.code\nprint(sorted({'torch', 'tianshou'} & set(sys.modules)))" % agent
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    code, from_cli, _ = clipzoo("train", agent, "--help")
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"agents.{agent}").main(["--help"])  # the agent's own parser, Tianshou loaded
+    assert code == 0 and exit_info.value.code == 0
+    assert "--replay-ratio" in from_cli and from_cli == capsys.readouterr().out

@@ -1,0 +1,223 @@
+"""The options of every agent's plug-ins (``PlasticityArgs``) and of the Tianshou agents (DQN,
+Rainbow), in a module that imports neither torch nor Tianshou: ``clipzoo train dqn --help`` and
+the registry read them without loading either. Each field's docstring is its ``--help``; the
+agents that use them: ``agents/plugins.py`` (and through it every agent), ``agents/qlearning.py``,
+``agents/dqn.py``, ``agents/rainbow.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from runners.tracking import TrackingArgs
+
+IntervalOption = int | Literal["target"]
+
+
+@dataclass
+class PlasticityArgs:
+    help_group: ClassVar[str] = "plug_in"  # --help lists these options last, in a group of their own
+
+    # Weight clipping (Elsayed et al. 2024)
+    wc_kappa: float | None = None
+    """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2).
+    Large returns need large outputs: on CartPole DQN, kappa 1-2 on every layer capped the Q-values
+    and the return, kappa 8 matched Adam; there use kappa >= 4 or --wc-skip-last-layer (docs/reproductions.md)"""
+    wc_bound_mode: Literal["paper", "init"] = "paper"
+    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
+    wc_skip_last_layer: bool = False
+    """leave the output layer(s) unclipped (DQN/Rainbow: the Q head; PPO: the actor and critic heads)"""
+
+    # Network and optimizer (Lyle et al. 2023, sec. 4.1 and 6; Bernstein et al. 2020)
+    layer_norm: bool = False
+    """LayerNorm after every hidden layer (conv layers: over channels and positions)"""
+    optimizer: Literal["adam", "sgd", "madam"] = "adam"
+    """the optimizer; madam is the multiplicative optimizer with built-in clipping (lr ~0.01)"""
+    adam_eps: float = 1e-8
+    """Adam epsilon (Lyle et al. 4.1: larger values stabilise non-stationary training)"""
+    adam_beta2: float = 0.999
+    """Adam's (and Madam's) second-moment decay (Lyle et al. 4.1: 0.9)"""
+    madam_p_scale: float = 3.0
+    """Madam: each tensor is clipped to p_scale times its RMS at the first step"""
+    madam_g_bound: float = 10.0
+    """Madam: bound on the normalised gradient"""
+
+    # Regularization (Kumar et al. 2023; Teo et al. 2023)
+    reg: Literal["none", "l2", "l2_init", "singular"] = "none"
+    """penalty added to the loss: L2, L2 Init (towards theta_0), or sigma_max^2 - sigma_min^2 of the penultimate features"""
+    reg_coef: float | None = None
+    """lambda (unset: Teo et al.'s 0.01 for l2 / l2_init, 0.001 for singular)"""
+    reg_delta: float = 1.0
+    """successive factor: layer l's penalty is weighted delta**l (1: the plain global penalty; paper grid 0.75, 1, 1.25)"""
+    reg_form: Literal["loss", "decoupled"] = "loss"
+    """loss: the term's gradient joins the loss gradient (through gradient clipping and Adam); decoupled: theta -= lr * grad R outside the optimizer (AdamW-style)"""
+    reg_every: IntervalOption = 1
+    """apply the penalty on every N-th gradient step; 'target': only on target-network updates (DQN/Rainbow)"""
+
+    # Shrink & Perturb (Ash & Adams 2020), last-layer reset (Lyle et al. 2023)
+    sp_every: IntervalOption = 0
+    """Shrink & Perturb every N gradient steps (0: off; 'target': after each target-network update)"""
+    sp_shrink: float = 0.2
+    """Shrink & Perturb: theta <- (1 - shrink) theta + sigma theta_fresh"""
+    sp_sigma: float = 0.1
+    """Shrink & Perturb: scale of the fresh initialisation added"""
+    reset_last_layer_every: IntervalOption = 0
+    """re-initialise the output layer(s) and their optimizer state every N gradient steps (0: off; 'target': after each target-network update)"""
+
+    # ReDo (Sokar et al. 2023), plasticity injection (Nikishin et al. 2023)
+    redo_every: IntervalOption = 0
+    """recycle dormant units (ReDo) every N gradient steps (0: off; 'target': after each target-network update)"""
+    redo_tau: float = 0.025
+    """ReDo: a hidden unit whose score E|h_i| / mean_j E|h_j| is <= tau is recycled (Sokar et al.: 0.025 for DQN; 0.1 is their other value)"""
+    redo_samples: int = 256
+    """ReDo: inputs each score is measured on (DQN/Rainbow: replay observations; PPO: the current rollout's); Sokar et al.'s code: 256"""
+    inject_at: int = 0
+    """plasticity injection after this gradient step (0: off): the head (the layers after the trunk) frozen, a new head learns the change"""
+
+    # Probes (Lyle et al. 2023)
+    plasticity_probe_every: int = 0
+    """run the plasticity probe every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
+    plasticity_probe_steps: int = 2000
+    """optimizer steps of each probe fit (paper: 2000)"""
+    plasticity_probe_samples: int = 512
+    """inputs from the agent's data that the probe fits"""
+    plasticity_probe_targets: int = 1
+    """random target functions per probe, averaged (paper: 10)"""
+    sharpness_every: int = 0
+    """estimate the loss Hessian's largest eigenvalue every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
+    sharpness_samples: int = 256
+    """samples in the loss whose Hessian is measured"""
+    sharpness_iterations: int = 20
+    """Lanczos iterations (Hessian-vector products) per estimate"""
+    sharpness_density: bool = False
+    """also save the spectral density's quadrature nodes and weights (<run_dir>/sharpness/*.npz)"""
+
+
+@dataclass
+class QLearningArgs(PlasticityArgs, TrackingArgs):
+    core_options: ClassVar[tuple[str, ...]] = (
+        "env_id",
+        "total_timesteps",
+        "seed",
+        "run_dir",
+        "replay_ratio",
+        "wc_kappa",
+    )
+
+    env_id: str = "ALE/Pong-v5"
+    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
+    seed: int = 1
+    """seed of the experiment"""
+    total_timesteps: int = 10_000_000
+    """total env steps (agent steps: on Atari one step is 4 frames), the random warm-up included; run exactly"""
+    run_dir: str | None = None
+    """run directory (config, TensorBoard, checkpoints); rerun with the same one to resume. Default: runs/<env>__<agent>__<seed>__<time>"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks live; auto picks CUDA when present"""
+    torch_threads: int = 1
+    """CPU threads for torch"""
+    lean_update: bool = True
+    """Tianshou's update with its per-step Python overhead removed, and fused Adam (same numbers to rounding; agents/lean_update.py); off: the stock path"""
+
+    replay_ratio: float = 1.0
+    """gradient updates per env step (docs/metrics.md, replay ratio); must be realisable with whole gradient steps"""
+    num_envs: int = 10
+    """parallel training envs (one process); env steps per collect are the smallest multiple that realises the replay ratio"""
+    batch_size: int = 32
+    """minibatch size of each gradient step"""
+    buffer_size: int = 100_000
+    """replay buffer capacity in transitions"""
+    learning_starts: int = 320
+    """random-action env steps that fill the buffer before training (Tianshou: batch_size x num_envs)"""
+    learning_rate: float = 1e-4
+    """learning rate of the optimizer"""
+    gamma: float = 0.99
+    """discount factor"""
+    n_step: int = 3
+    """n-step return horizon"""
+    target_update_period: int = 500
+    """gradient steps between target-network updates (Tianshou's target_update_freq and Atari examples' 500), so independent
+    of the replay ratio; Dopamine's target_update_period counts agent steps instead (1,000 at update period 4: 250 updates)"""
+    eps_start: float = 1.0
+    """epsilon-greedy exploration at the start of training"""
+    eps_end: float = 0.05
+    """epsilon-greedy exploration after the decay"""
+    eps_decay_steps: int = 1_000_000
+    """env steps over which epsilon decays linearly"""
+    sticky_actions: float | None = None
+    """probability of repeating the previous action; unset: Atari 0 (Tianshou's examples; ALE v5's own default is 0.25), MinAtar 0.1 (its own)"""
+
+    log_every: int = 5000
+    """env steps between writes of losses and rates (also the trainer's epoch length)"""
+    diagnostics_every: int = 50_000
+    """env steps between unit-health, rank and weight diagnostics (0: only at the end)"""
+    heatmap_every: int = 250_000
+    """env steps between gradient covariance heatmaps (0: only at the end)"""
+    gradcov_samples: int = 128
+    """replay samples k in the gradient covariance matrix"""
+    probe_samples: int = 512
+    """replay samples in the unit-health and feature-rank probe batch"""
+    eval_every: int = 0
+    """env steps between evaluation rounds, counted from 0, and one at the end (0: off): greedy episodes on env instances
+    of their own whose seeds are the same for every training seed (agents/evaluation.py), logged as eval/*"""
+    eval_episodes: int = 10
+    """episodes per evaluation round"""
+    eval_epsilon: float = 0.001
+    """epsilon of the evaluation policy (Dopamine's 0.001; Tianshou's Atari examples test at 0.005); Rainbow evaluates
+    with its noisy layers' mean weights"""
+    checkpoint_every: int = 50_000
+    """env steps between checkpoints, counted from 0 (a checkpoint falls at the first log step at or after each multiple)"""
+    checkpoint_buffer: Literal["always", "never"] = "always"
+    """save the replay buffer in checkpoints, so a resume is exact; never: smaller checkpoints, and a resume refills
+    the buffer with random actions (not exact: status.json and TensorBoard say so)"""
+
+
+@dataclass
+class DQNArgs(QLearningArgs):
+    """DQN on Tianshou with optional weight clipping; defaults follow Tianshou's Atari DQN example."""
+
+    double_q: bool = True
+    """use double Q-learning targets (online argmax, target evaluation)"""
+    huber_delta: float | None = None
+    """Huber loss threshold for the TD error (unset: squared error, as Tianshou's example)"""
+
+
+@dataclass
+class RainbowArgs(QLearningArgs):
+    """Rainbow on Tianshou with optional weight clipping; defaults follow Tianshou's Atari Rainbow example,
+    except exploration: noisy layers with epsilon 0, as in the Rainbow paper."""
+
+    learning_rate: float = 0.0000625
+    """learning rate of the optimizer (Rainbow paper, Adam)"""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (Rainbow paper)"""
+    num_atoms: int = 51
+    """atoms of the return distribution"""
+    v_min: float = -10.0
+    """smallest atom"""
+    v_max: float = 10.0
+    """largest atom"""
+    noisy_std: float = 0.5
+    """sigma_0 of the factorised noisy layers, sigma = sigma_0 / sqrt(fan_in) (Hessel et al. 2018 and Fortunato et al.:
+    0.5; Tianshou's Atari example: 0.1). With epsilon 0 it alone sets how much Rainbow explores"""
+    dueling: bool = True
+    """separate value and advantage streams"""
+    noisy: bool = True
+    """noisy linear layers in the head"""
+    prioritized: bool = True
+    """prioritized replay"""
+    alpha: float = 0.5
+    """prioritization exponent"""
+    beta: float = 0.4
+    """initial importance-sampling exponent"""
+    beta_final: float = 1.0
+    """importance-sampling exponent after the anneal"""
+    beta_anneal_steps: int = 5_000_000
+    """env steps over which beta anneals linearly"""
+    eps_start: float = 0.0
+    """epsilon-greedy on top of the noisy layers at the start of training (Rainbow paper: 0, exploration by noise)"""
+    eps_end: float = 0.0
+    """epsilon-greedy on top of the noisy layers after the decay (Rainbow paper: 0)"""
+    wc_include_noisy_sigma: bool = False
+    """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
