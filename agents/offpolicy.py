@@ -393,13 +393,14 @@ class ExactBudgetTrainer(QuietOffPolicyTrainer):
 
 # ---------------------------------------------------------------- logging and checkpoints
 class RunLogger(BaseLogger):
-    """Tianshou's logger interface, writing the zoo's tags and checkpoints.
+    """Tianshou's logger interface, writing the zoo's tags.
 
     After every collect: finished games as ``charts/episodic_return`` / ``_length`` (agent
     steps) / ``_frames`` (Atari's emulator frames); every
     ``interval`` env steps: ``losses/td_loss`` (mean since the last write), env steps/s,
     gradient steps/s and the realised replay ratio. ``save_data`` (end of every trainer
-    epoch) writes the checkpoint; ``restore_data`` tells the trainer where it left off.
+    epoch) calls the trainer's ``save_checkpoint_fn``, as Tianshou's loggers do, at every epoch
+    (the function decides whether one is due); ``restore_data`` tells the trainer where it left off.
     """
 
     def __init__(
@@ -409,7 +410,6 @@ class RunLogger(BaseLogger):
         optimizer_factory: PluginOptimizerFactory,
         interval: int,
         warmup_steps: int,
-        save_checkpoint,
         restored: tuple[int, int, int] | None,
         total_steps: int,
         report_progress: Callable[[int, float, float], None] = lambda step, rate, eta: None,
@@ -417,7 +417,7 @@ class RunLogger(BaseLogger):
         super().__init__(training_interval=1, update_interval=1, info_interval=1)
         self.writer, self.envs, self.factory = writer, envs, optimizer_factory
         self.interval, self.warmup_steps = interval, warmup_steps
-        self.save_checkpoint, self.restored = save_checkpoint, restored
+        self.restored = restored
         self.total_steps, self.report_progress = total_steps, report_progress
         self.budget_estimated = False
         self.losses: list[float] = []
@@ -500,7 +500,8 @@ class RunLogger(BaseLogger):
         pass
 
     def save_data(self, epoch: int, env_step: int, update_step: int, save_checkpoint_fn=None) -> None:
-        self.save_checkpoint(epoch, env_step, update_step)
+        if save_checkpoint_fn is not None:
+            save_checkpoint_fn(epoch, env_step, update_step)
 
     def restore_data(self) -> tuple[int, int, int]:
         return self.restored or (0, 0, 0)

@@ -377,7 +377,6 @@ class QLearningRun:
             self.factory,
             interval=self.epoch_steps,
             warmup_steps=self.warmup_steps,
-            save_checkpoint=self.end_of_epoch,
             restored=restored,
             total_steps=self.total_steps,
             report_progress=self.run.report_progress,
@@ -395,6 +394,7 @@ class QLearningRun:
             update_step_num_gradient_steps_per_sample=self.args.replay_ratio,
             batch_size=self.args.batch_size,
             training_fn=self.before_collect,
+            save_checkpoint_fn=self.end_of_epoch,
             logger=self.logger,
             resume_from_log=checkpoint is not None,
             test_collector=None,
@@ -556,8 +556,8 @@ class QLearningRun:
 
     # ------------------------------------------------------------ checkpoints
     def end_of_epoch(self, epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
-        """Called by the trainer (through the logger) at the end of every epoch (``epoch`` epochs
-        done), and before a collect on a stop request: the checkpoint, when one is due."""
+        """The trainer's ``save_checkpoint_fn``, called at the end of every epoch (``epoch`` epochs
+        done), and ``before_collect``'s on a stop request: the checkpoint, when one is due."""
         self.trainer.params.epoch_num_steps = self.epoch_steps  # a resumed first epoch may have been shorter
         final = epoch >= self.max_epochs and not mid_epoch
         global_step = self.warmup_steps + env_step
