@@ -377,17 +377,20 @@ class QuietOffPolicyTrainer(OffPolicyTrainer):
 
 
 class ExactBudgetTrainer(QuietOffPolicyTrainer):
-    """Stops after exactly ``training_env_steps``: Tianshou runs whole epochs only, so the
-    last one is shortened to what is left (a multiple of the env steps per collect). The
-    epoch length it shortens is whatever ``params.epoch_num_steps`` says when the epoch
-    starts (a resumed first epoch is itself shorter; the run restores the full length)."""
+    """Epochs of ``params.epoch_num_steps`` env steps that end at its multiples, and exactly
+    ``training_env_steps`` in all: Tianshou runs whole epochs only, so each epoch's length is set
+    as it starts, to the next multiple (a run resumed mid-epoch first finishes the rest of that
+    epoch) or to the budget, whichever comes first (both multiples of the env steps per collect)."""
 
     def __init__(self, algorithm, params, training_env_steps: int, **kwargs) -> None:
         super().__init__(algorithm, params, **kwargs)
         self.training_env_steps = training_env_steps
+        self.epoch_env_steps = params.epoch_num_steps
 
     def execute_epoch(self):
-        self.params.epoch_num_steps = min(self.params.epoch_num_steps, self.training_env_steps - trainer_env_step(self))
+        done = trainer_env_step(self)
+        end = min((done // self.epoch_env_steps + 1) * self.epoch_env_steps, self.training_env_steps)
+        self.params.epoch_num_steps = end - done
         return super().execute_epoch()
 
 

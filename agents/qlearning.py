@@ -381,15 +381,12 @@ class QLearningRun:
             total_steps=self.total_steps,
             report_progress=self.run.report_progress,
         )
-        first_epoch_steps = self.epoch_steps
         if checkpoint:
             self.logger.load_state_dict(checkpoint.get("logger"))
-            # a checkpoint taken mid-epoch (on a signal) resumes with the rest of that epoch
-            first_epoch_steps = (restored[0] + 1) * self.epoch_steps - restored[1]
         params = OffPolicyTrainerParams(
             training_collector=self.collector,
             max_epochs=self.max_epochs,
-            epoch_num_steps=first_epoch_steps,
+            epoch_num_steps=self.epoch_steps,  # a run resumed mid-epoch finishes that epoch first (ExactBudgetTrainer)
             collection_step_num_env_steps=self.steps_per_collect,
             update_step_num_gradient_steps_per_sample=self.args.replay_ratio,
             batch_size=self.args.batch_size,
@@ -558,7 +555,6 @@ class QLearningRun:
     def end_of_epoch(self, epoch: int, env_step: int, update_step: int, mid_epoch: bool = False) -> None:
         """The trainer's ``save_checkpoint_fn``, called at the end of every epoch (``epoch`` epochs
         done), and ``before_collect``'s on a stop request: the checkpoint, when one is due."""
-        self.trainer.params.epoch_num_steps = self.epoch_steps  # a resumed first epoch may have been shorter
         final = epoch >= self.max_epochs and not mid_epoch
         global_step = self.warmup_steps + env_step
         if not (final or self.stop.requested or global_step >= self.schedule["next_checkpoint"]):
