@@ -46,7 +46,6 @@ from tianshou.trainer import OffPolicyTrainer
 from tianshou.utils.logger.logger_base import BaseLogger
 
 from agents.clipping import WeightClipping
-from agents.diagnostics.weights import gradient_norm
 from agents.plugins import PlasticityPlugins
 from agents.tianshou_internals import (
     insertion_index,
@@ -133,8 +132,6 @@ class PluginOptimizerFactory(OptimizerFactory):
         self.clipping: WeightClipping | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.gradient_steps = 0
-        self.last_gradient_norm: float | None = None
-        self.gradient_norm_due = False
 
     def _create_optimizer_for_params(self, params) -> torch.optim.Optimizer:
         return self.build_optimizer(params)
@@ -146,18 +143,9 @@ class PluginOptimizerFactory(OptimizerFactory):
             self.plugins = self.build_plugins(network).attach(optimizer)
         if self.clipping_options is not None:  # after the plug-ins: the clamp has the last word
             self.clipping = WeightClipping(network, **self.clipping_options).attach(optimizer)
-        optimizer.register_step_pre_hook(self._before_step)
         optimizer.register_step_post_hook(self._after_step)
         self.optimizer = optimizer
         return optimizer, scheduler
-
-    def measure_next_gradient_norm(self) -> None:
-        self.gradient_norm_due = True
-
-    def _before_step(self, optimizer, args, kwargs) -> None:
-        if self.gradient_norm_due:  # Tianshou applies no gradient clipping here: this is the raw norm
-            self.last_gradient_norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
-            self.gradient_norm_due = False
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.gradient_steps += 1

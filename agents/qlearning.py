@@ -25,7 +25,7 @@ from tianshou.env import DummyVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch.utils.tensorboard import SummaryWriter
 
-from agents.diagnostics import DiagnosticsLogger
+from agents.diagnostics import DiagnosticsLogger, GradientNormMeter
 from agents.evaluation import Evaluator, log_evaluation
 from agents.lean_update import LeanOffPolicyTrainer
 from agents.options import QLearningArgs
@@ -272,6 +272,7 @@ class QLearningRun:
             args, self.obs_shape, actions, self.factory, self.device, self.target_period, self.streams
         )
         self.plugins = self.factory.plugins
+        self.gradient_norm = GradientNormMeter().attach(self.factory.optimizer)  # its hook last, as before
         frame_stack = FRAME_STACK if is_atari(args.env_id) else 1
         self.buffer = make_replay_buffer(
             args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step, seed=args.seed
@@ -323,7 +324,7 @@ class QLearningRun:
             self.factory.gradient_steps = checkpoint["gradient_steps"]
             self.diagnostics.load_state_dict(checkpoint["diagnostics"])
             restored = (checkpoint["epoch"], checkpoint["env_step"], checkpoint["update_step"])
-            self.factory.gradient_norm_due = checkpoint.get("measure_gradient_norm", False)
+            self.gradient_norm.due = checkpoint.get("measure_gradient_norm", False)
             self.streams.load_state_dict(checkpoint["streams"])
             if checkpoint.get("buffer") is not None:
                 self.buffer = checkpoint["buffer"]
@@ -420,7 +421,7 @@ class QLearningRun:
         (unless the checkpoint at this step logged it already), then a stop request's checkpoint."""
         self.set_schedules(env_step)
         if env_step + self.steps_per_collect >= self.total_steps - self.warmup_steps:
-            self.factory.measure_next_gradient_norm()  # the last collect's update: its norm goes with the final diagnostics
+            self.gradient_norm.measure_next()  # the last collect's update: its norm goes with the final diagnostics
         if env_step > self.schedule["logged_through"]:
             self.log_step(env_step)
         if self.stop.requested:  # between collects the state is whole: checkpoint here, mid-epoch
@@ -439,9 +440,8 @@ class QLearningRun:
         args, schedule, factory = self.args, self.schedule, self.factory
         schedule["logged_through"] = env_step
         step = self.warmup_steps + env_step
-        if factory.last_gradient_norm is not None:
-            self.writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, step)
-            factory.last_gradient_norm = None
+        if (norm := self.gradient_norm.take()) is not None:
+            self.writer.add_scalar("diagnostics/grad_norm", norm, step)
         if env_step and env_step % self.epoch_steps == 0:
             self.diagnostics.log_clipping(factory.clipping, step)
             self.diagnostics.log_scalars(self.plugins.metrics(), step)
@@ -479,7 +479,7 @@ class QLearningRun:
             )
         self.writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
         self.writer.add_scalar("diagnostics/q_max", q_taken.max().item(), step)
-        self.factory.measure_next_gradient_norm()
+        self.gradient_norm.measure_next()
         if heatmap:
             diagnostics.log_gradient_covariance(
                 self.spec.per_sample_td_loss,
@@ -594,16 +594,15 @@ class QLearningRun:
             "logger": self.logger.state_dict(),
             "collection": collection_state(self.collector) if self.save_buffer else None,
             "streams": self.streams.state_dict(),
-            "measure_gradient_norm": factory.gradient_norm_due,
+            "measure_gradient_norm": self.gradient_norm.due,
         }
 
     # ------------------------------------------------------------ the end
     def finish(self) -> None:
         """Every run ends with the full diagnostics, heatmap included, even a short one; then the model."""
         args, factory, total_steps = self.args, self.factory, self.total_steps
-        if factory.last_gradient_norm is not None:
-            self.writer.add_scalar("diagnostics/grad_norm", factory.last_gradient_norm, total_steps)
-            factory.last_gradient_norm = None
+        if (norm := self.gradient_norm.take()) is not None:
+            self.writer.add_scalar("diagnostics/grad_norm", norm, total_steps)
         with self.plugins.paused():
             self.log_diagnostics(total_steps, heatmap=True)
             self.run_probes(

@@ -159,6 +159,25 @@ def test_gradient_norm_is_the_global_l2_over_present_gradients():
     assert gradient_norm([c]) == 0.0
 
 
+def test_the_gradient_norm_meter_measures_the_step_after_it_is_asked_and_hands_the_norm_over_once():
+    from agents.diagnostics import GradientNormMeter
+
+    weight = nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    meter = GradientNormMeter().attach(optimizer)
+
+    def step(gradient: list[float]) -> None:
+        weight.grad = torch.tensor(gradient)
+        optimizer.step()
+
+    step([3.0, 4.0])
+    assert meter.take() is None  # not asked
+    meter.measure_next()
+    step([6.0, 8.0])  # measured before the step changes anything
+    step([1.0, 0.0])  # not measured: one step per request
+    assert meter.take() == pytest.approx(10.0) and meter.take() is None
+
+
 # ---------------------------------------------------------------- ranks
 def reference_singular_values(features: torch.Tensor) -> list[float]:
     return sorted(np.linalg.svd(features.double().numpy(), compute_uv=False).tolist(), reverse=True)

@@ -12,10 +12,17 @@ from agents.diagnostics.units import (
     representation_metrics,
     tanh_saturation,
 )
-from agents.diagnostics.weights import distance_from_init, gradient_norm, snapshot_parameters, weight_norms
+from agents.diagnostics.weights import (
+    GradientNormMeter,
+    distance_from_init,
+    gradient_norm,
+    snapshot_parameters,
+    weight_norms,
+)
 
 __all__ = [
     "DiagnosticsLogger",
+    "GradientNormMeter",
     "approx_kl",
     "clip_fraction",
     "cluster_order",

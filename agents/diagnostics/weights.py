@@ -54,3 +54,30 @@ def gradient_norm(parameters: Iterable[torch.Tensor]) -> float:
     if not grads:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])))
+
+
+class GradientNormMeter:
+    """``diagnostics/grad_norm`` of a training loop that does not own its backward (Tianshou's
+    update): asked with ``measure_next``, it takes the norm of the gradients present in the next
+    optimizer step's pre-step hook (the raw norm: Tianshou clips no gradient there), and ``take``
+    hands it over once."""
+
+    def __init__(self) -> None:
+        self.due = False
+        self.last: float | None = None
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> GradientNormMeter:
+        optimizer.register_step_pre_hook(self._before_step)
+        return self
+
+    def measure_next(self) -> None:
+        self.due = True
+
+    def take(self) -> float | None:
+        value, self.last = self.last, None
+        return value
+
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if self.due:
+            self.last = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
+            self.due = False
