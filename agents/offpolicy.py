@@ -114,19 +114,17 @@ class PluginOptimizerFactory(OptimizerFactory):
 
     Args:
         build_optimizer: ``params -> optimizer``.
-        clipping_options: ``WeightClipping`` keyword arguments, or None for no clipping.
-        build_plugins: ``network -> PlasticityPlugins`` (not yet attached), or None.
+        build_plugins: ``network -> PlasticityPlugins`` (not yet attached; weight clipping among
+            them, attached last), or None.
     """
 
     def __init__(
         self,
         build_optimizer: Callable,
-        clipping_options: dict | None = None,
         build_plugins: Callable[[torch.nn.Module], PlasticityPlugins] | None = None,
     ) -> None:
         super().__init__()
         self.build_optimizer = build_optimizer
-        self.clipping_options = clipping_options
         self.build_plugins = build_plugins
         self.plugins: PlasticityPlugins | None = None
         self.clipping: WeightClipping | None = None
@@ -141,8 +139,7 @@ class PluginOptimizerFactory(OptimizerFactory):
         network = getattr(module, "model", module)  # the online Q-network of the policy
         if self.build_plugins is not None:
             self.plugins = self.build_plugins(network).attach(optimizer)
-        if self.clipping_options is not None:  # after the plug-ins: the clamp has the last word
-            self.clipping = WeightClipping(network, **self.clipping_options).attach(optimizer)
+            self.clipping = self.plugins.clipping
         optimizer.register_step_post_hook(self._after_step)
         self.optimizer = optimizer
         return optimizer, scheduler

@@ -4,21 +4,22 @@
 same flags (``--layer-norm``, ``--optimizer madam``, ``--reg l2-init --reg-delta 1.25``,
 ``--sp-every``, ``--reset-last-layer-every``, ``--redo-every``, ``--inject-at``, the probes' intervals)
 with the same meaning.
-``PlasticityPlugins`` builds the interventions the options ask for on one network and
-attaches them to its optimizer; weight clipping is attached after them, so its clamp has
-the last word on every step.
+``PlasticityPlugins`` builds the interventions and the weight clipping the options ask for on
+one network and attaches them to its optimizer, every agent through it: weight clipping last, so
+its clamp has the last word on every step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from agents.clipping import WeightClipping
 from agents.interventions import (
     Interval,
     LastLayerReset,
@@ -217,6 +218,7 @@ class PlasticityPlugins:
         target_period: int | None = None,
         sample_inputs: Callable[[], torch.Tensor] | None = None,
         forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+        clipping_include: Iterable[str] = (),
     ) -> None:
         self.interventions: dict = {}
         if args.reg != "none":
@@ -247,10 +249,24 @@ class PlasticityPlugins:
             self.interventions["plasticity_injection"] = PlasticityInjection(
                 model, fresh_model, args.inject_at, seed=seed + 4
             )
+        # weight clipping (Elsayed et al. 2024), with the extra parameter patterns the agent clips (Rainbow's sigmas)
+        self.clipping = (
+            None
+            if args.wc_kappa is None
+            else WeightClipping(
+                model,
+                args.wc_kappa,
+                bound_mode=args.wc_bound_mode,
+                skip_last_layer=args.wc_skip_last_layer,
+                include=clipping_include,
+            )
+        )
 
     def attach(self, optimizer) -> PlasticityPlugins:
         for plugin in self.interventions.values():
             plugin.attach(optimizer)
+        if self.clipping is not None:  # after the other plug-ins: the clamp has the last word
+            self.clipping.attach(optimizer)
         return self
 
     @contextlib.contextmanager

@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 from torch.utils.tensorboard import SummaryWriter
 
-from agents.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.interventions import InjectableHead
 from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args, grown_for_plugins
@@ -402,11 +401,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
         # compiles its own, with the plug-ins' hooks in place (matters when runs share a process).
         torch.compiler.reset()
     minibatch_loss = torch.compile(ppo_minibatch_loss) if args.compile else ppo_minibatch_loss
-    clipping = None  # attached after the other plug-ins: the clamp has the last word
-    if args.wc_kappa is not None:
-        clipping = WeightClipping(
-            agent, args.wc_kappa, bound_mode=args.wc_bound_mode, skip_last_layer=args.wc_skip_last_layer
-        ).attach(optimizer)
+    clipping = plugins.clipping  # weight clipping, attached after the other plug-ins: the clamp has the last word
 
     action_rng = numpy_generator(args.seed, "actions")
     minibatch_rng = numpy_generator(args.seed, "minibatches")

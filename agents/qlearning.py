@@ -246,19 +246,8 @@ class QLearningRun:
         self.obs_shape = self.envs.workers[
             0
         ].env.observation_space.shape  # Tianshou's venv attribute: the innermost env
-        clipping = (
-            None
-            if args.wc_kappa is None
-            else dict(
-                kappa=args.wc_kappa,
-                bound_mode=args.wc_bound_mode,
-                skip_last_layer=args.wc_skip_last_layer,
-                include=spec.clipping_include(args),
-            )
-        )
         self.factory = PluginOptimizerFactory(
             lambda params: agent_optimizer(args, params, fused=args.lean_update),
-            clipping,
             lambda network: PlasticityPlugins(
                 network,
                 args,
@@ -266,6 +255,7 @@ class QLearningRun:
                 seed=stream_seed(args.seed, "interventions"),
                 target_period=self.target_period,  # ReDo: replay observations on a stream of their own
                 sample_inputs=PlasticityPlugins.replay_inputs(lambda: self.buffer, args, self.device),
+                clipping_include=spec.clipping_include(args),
             ),
         )
         self.algorithm, self.network = spec.build(
