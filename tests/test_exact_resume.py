@@ -37,7 +37,7 @@ CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritize
         # prioritized replay, evaluation rounds and plasticity injection (before the checkpoint: the grown
         # heads and their state resume with the run)
         ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW, "--inject-at", "60"]
-        + ["--eval-every", "250", "--eval-episodes", "2"],
+        + ["--eval-every", "250", "--eval-episodes", "1"],  # MinAtar games under a greedy policy run long
         400,
     ),
     "dqn-atari": (
