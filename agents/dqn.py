@@ -5,7 +5,7 @@ and plasticity diagnostics, at replay ratio 1 or high replay ratios (Elsayed et 
     clipzoo train dqn --config dqn_cartpole
     python agents/dqn.py --env-id CartPole-v1 --total-timesteps 100000
 
-Images get the Nature CNN, vector observations a 2 x 64 ReLU MLP (agents/networks.py).
+Images get the Nature CNN, vector observations a 2 x 64 ReLU MLP (agents/qlearning/networks.py).
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ import torch
 from tianshou.algorithm import DQN
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy, SimpleLossTrainingStats
 
-from agents.lean_update import LeanUpdateMixin, Transitions, evaluation_module, nstep_returns, read_transitions
-from agents.networks import QNetwork
-from agents.offpolicy import OwnExplorationStream, RandomStreams
-from agents.plugins import grown_for_plugins
-from agents.options import DQNArgs as Args  # the options, where --help reads them without Tianshou
-from agents.qlearning import AgentSpec
-from agents.qlearning import main as run_qlearning
+from agents.qlearning.lean_update import (
+    LeanUpdateMixin,
+    Transitions,
+    evaluation_module,
+    nstep_returns,
+    read_transitions,
+)
+from agents.qlearning.networks import QNetwork
+from agents.qlearning.streams import OwnExplorationStream, RandomStreams
+from agents.plugins.assembly import grown_for_plugins
+from agents.qlearning.options import DQNArgs as Args
+from agents.qlearning.run import AgentSpec
+from agents.qlearning.run import main as run_qlearning
 
 
 def q_of_actions(network: torch.nn.Module, obs, actions: torch.Tensor) -> torch.Tensor:
@@ -59,7 +65,7 @@ def td_loss(q: torch.Tensor, returns: torch.Tensor, huber_delta: float | None) -
 
 
 class LeanDQN(LeanUpdateMixin, DQN):
-    """Tianshou's DQN (double-Q, n-step, Huber or squared loss) with the lean update (agents/lean_update.py)."""
+    """Tianshou's DQN (double-Q, n-step, Huber or squared loss) with the lean update (agents/qlearning/lean_update.py)."""
 
     def _lean_step(self, batch: Transitions):
         returns = bootstrap_returns(self, batch)
@@ -142,6 +148,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from runners.console import run_and_report
+    from runners.base.console import run_and_report
 
     run_and_report(main)

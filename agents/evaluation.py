@@ -24,7 +24,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from runners.rng import numpy_generator, stream_seed
+from runners.base.rng import numpy_generator, stream_seed
 
 EVAL_SEED = 0  # ours: the evaluation stream's seed, the same for every training seed
 MAX_EPISODE_STEPS = 27_000

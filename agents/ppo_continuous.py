@@ -6,7 +6,7 @@ plasticity diagnostics: the WC paper's policy-collapse experiment (Elsayed et al
 
 A run stopped (kill -9, SIGTERM, Ctrl-C) and rerun with the same command resumes from its
 last checkpoint and ends bitwise as the run never interrupted: checkpoints carry the
-simulators mid-episode (envs/state.py) and every random stream (runners/rng.py).
+simulators mid-episode (envs/state.py) and every random stream (runners/base/rng.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,11 +24,16 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
-from agents.interventions import InjectableHead
-from agents.plugins import PlasticityArgs, PlasticityPlugins, agent_optimizer, check_plasticity_args, grown_for_plugins
+from agents.plugins.interventions import InjectableHead
+from agents.plugins.assembly import (
+    PlasticityArgs,
+    PlasticityPlugins,
+    agent_optimizer,
+    check_plasticity_args,
+    grown_for_plugins,
+)
 from agents.evaluation import Evaluator, log_evaluation
 from envs.continuous import (
     finished_episodes,
@@ -39,12 +44,15 @@ from envs.continuous import (
     normalization_state,
     vector_env_state,
 )
-from runners.console import tensorboard_command
-from runners.config import parse_args
-from runners.errors import RunInterrupted, UsageError
-from runners.rng import GlobalStream, numpy_generator, stream_seed
-from runners.rundir import RunDirectory, StopRequest, duration, execute_run
-from runners.tracking import TRACKING_OPTIONS, TrackingArgs
+from runners.base.console import tensorboard_command
+from runners.base.config import parse_args
+from runners.base.errors import RunInterrupted, UsageError
+from runners.base.rng import GlobalStream, numpy_generator, stream_seed
+from runners.base.rundir import RunDirectory, StopRequest, duration, execute_run
+from runners.base.tracking import TRACKING_OPTIONS, TrackingArgs
+
+if TYPE_CHECKING:  # TensorBoard loads where the run directory opens its writer, not for --help
+    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -139,7 +147,7 @@ RESUMABLE_CHANGES = {
     "sharpness_every",
     "sharpness_density",
 }
-RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
+RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/base/tracking.py)
 # Checkpoints of this format resume exactly: simulators mid-episode and every random stream.
 CHECKPOINT_FORMAT = 2
 
@@ -364,7 +372,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     num_iterations = args.total_timesteps // batch_size
 
     # Seeding: every random stream has its own generator, derived from --seed and its name
-    # (runners/rng.py), so seeds share no stream and one more consumer shifts no other.
+    # (runners/base/rng.py), so seeds share no stream and one more consumer shifts no other.
     # Nothing here draws from numpy's or torch's global generators, which are left unseeded.
     #   network_init  the agent's initial weights (torch.nn.init draws globally: GlobalStream)
     #   envs          the seed of the first reset (sub-env i gets it + i); autoresets then draw
@@ -699,6 +707,6 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
 
 
 if __name__ == "__main__":
-    from runners.console import run_and_report
+    from runners.base.console import run_and_report
 
     run_and_report(main)

@@ -33,7 +33,7 @@ from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.net.discrete import NoisyLinear
 
-from agents.lean_update import (
+from agents.qlearning.lean_update import (
     LeanUpdateMixin,
     Transitions,
     next_observations,
@@ -41,14 +41,14 @@ from agents.lean_update import (
     nstep_returns,
     read_transitions,
 )
-from agents.interventions import idle_modules, share_noise
-from agents.networks import RainbowNetwork
-from agents.offpolicy import OwnExplorationStream, RandomStreams
-from agents.plugins import grown_for_plugins
-from agents.options import RainbowArgs as Args  # the options, where --help reads them without Tianshou
-from agents.qlearning import AgentSpec
-from agents.qlearning import main as run_qlearning
-from agents.tianshou_internals import target_sync_counter
+from agents.plugins.interventions import idle_modules, share_noise
+from agents.qlearning.networks import RainbowNetwork
+from agents.qlearning.streams import OwnExplorationStream, RandomStreams
+from agents.plugins.assembly import grown_for_plugins
+from agents.qlearning.options import RainbowArgs as Args
+from agents.qlearning.run import AgentSpec
+from agents.qlearning.run import main as run_qlearning
+from agents.qlearning.tianshou_internals import target_sync_counter
 
 
 class NoisyBehaviourPolicy(OwnExplorationStream, C51Policy):
@@ -258,6 +258,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from runners.console import run_and_report
+    from runners.base.console import run_and_report
 
     run_and_report(main)

@@ -21,8 +21,8 @@ from tianshou.data import Batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.offpolicy import make_replay_buffer  # noqa: E402
-from runners.files import atomic_torch_save  # noqa: E402
+from agents.qlearning.replay import make_replay_buffer
+from runners.base.files import atomic_torch_save  # noqa: E402
 
 # (obs shape, dtype, frame stack, prioritized, env steps/s of a run at its preset, checkpoint interval in env steps)
 FAMILIES = {

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from agents.clipping import WeightClipping
+from agents.plugins.clipping import WeightClipping
 from benchmarks.common import interleaved_medians
 
 

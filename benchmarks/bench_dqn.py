@@ -32,9 +32,10 @@ from tianshou.data import Batch, Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
 
 from agents import dqn, rainbow
-from agents.clipping import WeightClipping
-from agents.networks import QNetwork, RainbowNetwork
-from agents.offpolicy import CheckedReplayBuffer, PluginOptimizerFactory
+from agents.plugins.clipping import WeightClipping
+from agents.qlearning.networks import QNetwork, RainbowNetwork
+from agents.qlearning.replay import CheckedReplayBuffer
+from agents.qlearning.trainer import PluginOptimizerFactory
 from envs.discrete import make_env
 from tianshou.data import SegmentTree
 from tianshou.utils.net.discrete import NoisyLinear
@@ -364,7 +365,7 @@ def bare_rate(step, seconds: float = 8.0) -> float:
 def agent_loop_rate(agent, preset: str, lean: bool, env_steps: int) -> float:
     """Gradient steps per second of CPU time of a whole ``clipzoo train`` run at RR 8, from its
     first log write to its last (start-up and warm-up excluded)."""
-    from agents.offpolicy import RunLogger
+    from agents.qlearning.logger import RunLogger
 
     marks = []
     original = RunLogger.write_rates
@@ -411,7 +412,7 @@ def high_replay_ratio(repeats: int, env_steps: int, cases: list[str]) -> None:
     import contextlib
     import io
 
-    from runners.config import load_config_file
+    from runners.base.config import load_config_file
 
     print(
         "\nPart 3: RR 8, one thread: gradient steps per CPU-second of the whole training loop vs a bare PyTorch loop of the same update;"

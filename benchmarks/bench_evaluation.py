@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import dqn  # noqa: E402
 from agents.evaluation import Evaluator  # noqa: E402
-from agents.networks import QNetwork  # noqa: E402
+from agents.qlearning.networks import QNetwork  # noqa: E402
 from envs.discrete import make_env  # noqa: E402
 
 CASES = {  # env id: (training options, the longest episode to budget for)

@@ -34,13 +34,14 @@ from tianshou.data import Batch, Collector
 from tianshou.env import DummyVectorEnv
 
 from agents import dqn, ppo_continuous, rainbow
-from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer
-from agents.plugins import agent_optimizer
+from agents.qlearning.trainer import PluginOptimizerFactory
+from agents.qlearning.replay import make_replay_buffer
+from agents.plugins.assembly import agent_optimizer
 from benchmarks.bench_dqn import agent_rates
 from benchmarks.bench_ppo import run_agent as ppo_rates
 from benchmarks.common import host_read_audit, synchronize
 from envs.discrete import FRAME_STACK, make_env
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 from runners.sweep import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -571,6 +572,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from runners.console import run_and_report
+    from runners.base.console import run_and_report
 
     run_and_report(main)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import ppo_continuous
-from agents.clipping import WeightClipping
+from agents.plugins.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger
 from envs.continuous import make_vector_env
 

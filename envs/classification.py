@@ -22,7 +22,7 @@ MNIST dataset." (Sec. 3.2). The variants, quoted:
 1,797 8 x 8 grey-scale images of the digits 0-9, 174-183 per class, shipped with the package,
 no download) stands in for MNIST / CIFAR-10 at a CPU's size. An observation is one image,
 flattened to a float32 vector of 64 pixels scaled from 0..16 to [0, 1], so the zoo's networks
-give it their vector MLP (agents/networks.py). Every image of the set is used (no split).
+give it their vector MLP (agents/qlearning/networks.py). Every image of the set is used (no split).
 
 Where the text leaves a detail open, ours:
 
@@ -40,7 +40,7 @@ Where the text leaves a detail open, ours:
   correct label at 9 pays 1 and the chain starts again at state 0.
 * Episodes: the MDPs are continuing (nothing terminates). For logging, gymnasium's ``TimeLimit``
   cuts them into episodes of ``EPISODE_STEPS`` = 100 steps as *truncations*, which the zoo's
-  agents bootstrap through (agents/offpolicy.py), so the values learnt are the continuing MDP's
+  agents bootstrap through (agents/qlearning/replay.py), so the values learnt are the continuing MDP's
   at the agent's gamma (true-label's optimum: 1 / (1 - gamma) = 100 at 0.99). A true-label
   episode's return is the accuracy in per cent of its 100 labels; sparse-reward's is at most 10.
   The paper gives neither an episode length nor gamma.

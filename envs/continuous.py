@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
@@ -27,16 +26,21 @@ def _mujoco_warning(message: str) -> None:
     warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
 
 
-# MuJoCo's default warning handler appends every warning (e.g. HalfCheetah-v5's deprecated
-# `settotalmass`, at each model compile) to MUJOCO_LOG.TXT in the current directory; Python's
-# warnings show it once on stderr instead and write nothing.
-mujoco.set_mju_user_warning(_mujoco_warning)
+def quiet_mujoco_log() -> None:
+    """MuJoCo's default warning handler appends every warning (e.g. HalfCheetah-v5's deprecated
+    `settotalmass`, at each model compile) to MUJOCO_LOG.TXT in the current directory; Python's
+    warnings show it once on stderr instead and write nothing. Set before an env is built (not at
+    import: MuJoCo takes a fifth of a second to load, which ``--help`` need not wait for)."""
+    import mujoco
+
+    mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
     """A thunk building one env: flatten, episode stats, clip action, normalise obs and reward, clip both."""
 
     def thunk() -> gym.Env:
+        quiet_mujoco_log()
         env = gym.make(env_id)
         env = gym.wrappers.FlattenObservation(env)
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -58,6 +62,7 @@ def make_eval_env(env_id: str) -> Callable[[], gym.Env]:
     env's, frozen (``freeze_observation_statistics``), as the policy saw them."""
 
     def thunk() -> gym.Env:
+        quiet_mujoco_log()
         env = gym.wrappers.FlattenObservation(gym.make(env_id))
         env = gym.wrappers.ClipAction(env)
         env = gym.wrappers.NormalizeObservation(env)
@@ -80,6 +85,7 @@ def freeze_observation_statistics(eval_env: gym.Env, training_env: gym.Env) -> N
 def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies in one process, SAME_STEP autoreset; refuses unknown ids and discrete actions."""
     check_env_id(env_id)
+    quiet_mujoco_log()
     bare = gym.make(env_id)  # the wrapper stack itself fails on discrete actions, less clearly
     require_continuous_actions(env_id, bare.action_space)
     bare.close()

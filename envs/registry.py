@@ -7,7 +7,7 @@ from functools import cache
 
 import gymnasium as gym
 
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 
 
 @cache

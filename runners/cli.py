@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from runners.agents import AGENTS, agent_module, args_class
-from runners.console import run_and_report
-from runners.errors import UsageError
+from runners.registry import AGENTS, agent_module, args_class
+from runners.base.console import run_and_report
+from runners.base.errors import UsageError
 
 USAGE = """usage: clipzoo <command> ...
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown agent {given}; choose one of {', '.join(AGENTS)}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
     if any(flag in ("-h", "--help") for flag in rest[1:]):  # the options alone: no agent code to import
-        from runners.config import parse_args
+        from runners.base.config import parse_args
 
         run_and_report(lambda argv: parse_args(args_class(rest[0]), argv, prog=f"clipzoo train {rest[0]}"), rest[1:])
         return

@@ -36,7 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.agents import gradient_covariance_module, heatmap_drawing
+from runners.registry import gradient_covariance_module, heatmap_drawing
 from runners.aggregates import (
     BOOTSTRAP_REPS,
     EXACT_PERMUTATION_LIMIT,
@@ -50,9 +50,9 @@ from runners.aggregates import (
     relabelings,
     smallest_p,
 )
-from runners.errors import UsageError
-from runners.files import atomic_write_bytes, atomic_write_text
-from runners.rundir import effective_state, read_attempts, read_status
+from runners.base.errors import UsageError
+from runners.base.files import atomic_write_bytes, atomic_write_text
+from runners.base.rundir import effective_state, read_attempts, read_status
 
 GRID_POINTS = 100
 

@@ -21,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runners.errors import UsageError
-from runners.files import atomic_write_text
+from runners.base.errors import UsageError
+from runners.base.files import atomic_write_text
 from runners.sweep import BUSY, Sweep, SweepRun, run_states, write_manifest
 
 SIGNAL_LEAD_SECONDS = 120

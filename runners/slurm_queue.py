@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.rundir import read_status
+from runners.base.rundir import read_status
 
 
 def squeue_tasks(job_ids: list[str]) -> dict[str, str] | None:

@@ -79,10 +79,10 @@ def clipzoo(capsys):
 
 def another_writer(run_dir):
     """A TensorBoard writer for a directory that already holds event files, whose file sorts
-    after them, as execute_run's writer does on a resume (runners.rundir explains why)."""
+    after them, as execute_run's writer does on a resume (runners.base.rundir explains why)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from runners.rundir import wait_for_a_later_second_than_the_newest_event_file
+    from runners.base.rundir import wait_for_a_later_second_than_the_newest_event_file
 
     wait_for_a_later_second_than_the_newest_event_file(Path(run_dir))
     return SummaryWriter(str(run_dir))

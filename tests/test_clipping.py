@@ -9,8 +9,8 @@ import torch
 from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
 
-import agents.clipping as clipping_module
-from agents.clipping import WeightClipping, count_outside_fused, count_outside_per_tensor, layer_fan_in
+import agents.plugins.clipping as clipping_module
+from agents.plugins.clipping import WeightClipping, count_outside_fused, count_outside_per_tensor, layer_fan_in
 from conftest import NatureCNN, TanhActorCritic
 
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from agents import dqn, ppo_continuous, rainbow
-from agents.clipping import WeightClipping
-from runners.rundir import StopRequest, restore_rng_state, rng_state
+from agents.plugins.clipping import WeightClipping
+from runners.base.rundir import StopRequest, restore_rng_state, rng_state
 from test_qlearning import PONG, images, scalars
 
 cuda_present = pytest.mark.skipif(

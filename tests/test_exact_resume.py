@@ -15,7 +15,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.rundir import read_attempts, read_status
+from runners.base.rundir import read_attempts, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING_TAGS = {"charts/SPS", "charts/gradient_steps_per_second"}  # wall-clock rates differ between any two runs

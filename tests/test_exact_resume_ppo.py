@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import ppo_continuous
 from envs.continuous import make_vector_env
-from runners.rng import GlobalStream, numpy_generator, stream_seed, torch_generator
-from runners.rundir import read_status
+from runners.base.rng import GlobalStream, numpy_generator, stream_seed, torch_generator
+from runners.base.rundir import read_status
 
 REPO = Path(__file__).resolve().parent.parent
 ITERATIONS = 8

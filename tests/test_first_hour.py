@@ -142,7 +142,7 @@ def test_one_env_step_per_collect_is_singular(tmp_path, capsys):
 
 @pytest.mark.parametrize("agent", ["ppo", "dqn", "rainbow"])
 def test_train_help_lists_config_and_the_core_options_first_and_the_plug_ins_apart(agent, capsys):
-    from runners.agents import agent_module
+    from runners.registry import agent_module
 
     with pytest.raises(SystemExit) as exit_info:
         agent_module(agent).main(["--help"])

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents.clipping import WeightClipping
-from agents.interventions import (
+from agents.plugins.clipping import WeightClipping
+from agents.plugins.interventions import (
     Interval,
     LastLayerReset,
     LayerRegularizer,
@@ -24,13 +24,13 @@ from agents.interventions import (
     redo_layers,
     with_injectable_heads,
 )
-from agents.networks import QNetwork, RainbowNetwork
-from agents.optimizers import Madam, make_optimizer
-from agents.plugins import PlasticityArgs, PlasticityPlugins, check_plasticity_args
+from agents.qlearning.networks import QNetwork, RainbowNetwork
+from agents.plugins.optimizers import Madam, make_optimizer
+from agents.plugins.assembly import PlasticityArgs, PlasticityPlugins, check_plasticity_args
 from agents.ppo_continuous import Agent, NumpyActor
 from agents.ppo_continuous import Args as PPOArgs
-from runners.errors import UsageError
-from runners.rundir import isolated_rng
+from runners.base.errors import UsageError
+from runners.base.rundir import isolated_rng
 
 
 def two_layer(first=((1.0, -2.0), (0.5, 0.0)), second=((3.0, -1.0),)) -> nn.Sequential:

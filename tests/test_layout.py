@@ -1,4 +1,5 @@
-"""The package layering: ``runners/`` is the lowest layer and its modules import in one direction."""
+"""The package layering: ``runners/base/`` at the bottom, then ``envs/`` and ``agents/``, then the commands of
+``runners/``, which reach the agents only through the registry; every import points down."""
 
 from __future__ import annotations
 
@@ -26,21 +27,44 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def runners_graph() -> dict[str, set[str]]:
-    names = {path.stem: path for path in (REPO / "runners").glob("*.py")}
+    """Module -> the runners modules it imports, over both layers (``base.rng``, ``cli``, ...)."""
+    names = {path.relative_to(REPO / "runners").with_suffix("").as_posix().replace("/", "."): path for path in RUNNERS}
     return {
-        name: {m.split(".")[1] for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in names}
+        name: {m.removeprefix("runners.") for m in imported_modules(path) if m.removeprefix("runners.") in names}
         for name, path in names.items()
     }
 
 
-def test_runners_import_agents_and_envs_only_through_the_registry():
-    for path in (REPO / "runners").glob("*.py"):
+RUNNERS = sorted(p for p in (REPO / "runners").rglob("*.py") if p.name != "__init__.py")
+BASE = [p for p in RUNNERS if p.parent.name == "base"]
+TOP = [p for p in RUNNERS if p.parent.name != "base"]
+
+
+def test_the_commands_import_agents_and_envs_only_through_the_registry():
+    registry = REPO / "runners" / "registry.py"
+    assert registry in TOP
+    for path in TOP:
         reaching_up = sorted(m for m in imported_modules(path) if m.split(".")[0] in ("agents", "envs"))
-        assert not reaching_up, f"{path.name} imports {reaching_up}; go through runners/agents.py"
+        if path == registry:
+            assert reaching_up, "the registry imports the agents; the test would not see them"
+            continue
+        assert not reaching_up, f"{path.name} imports {reaching_up}; go through runners/registry.py"
+
+
+def test_the_base_of_runners_imports_nothing_above_it():
+    assert {p.stem for p in BASE} >= {"errors", "files", "config", "rundir", "rng", "console", "tracking"}
+    for path in BASE:
+        above = sorted(
+            m
+            for m in imported_modules(path)
+            if m.split(".")[0] in ("agents", "envs") or (m.startswith("runners.") and not m.startswith("runners.base"))
+        )
+        assert not above, f"runners/base/{path.name} imports {above}; the base sits below agents, envs and the commands"
 
 
 def test_runners_modules_import_each_other_without_a_cycle():
     graph = runners_graph()
+    assert "base.rng" in graph and "cli" in graph
 
     def visit(name: str, path: tuple[str, ...]) -> None:
         assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
@@ -51,21 +75,22 @@ def test_runners_modules_import_each_other_without_a_cycle():
         visit(name, ())
 
 
-TOP_OF_RUNNERS = {"cli", "sweep", "slurm", "slurm_queue", "plots", "aggregates", "agents"}  # commands and the registry
+def test_no_module_imports_by_name_at_run_time():
+    """``importlib`` would hide an import from the tests above (the old registry hid a cycle so)."""
+    for path in [*RUNNERS, *(REPO / "agents").rglob("*.py"), *(REPO / "envs").glob("*.py")]:
+        text = path.read_text()
+        assert "importlib" not in text and "__import__" not in text, f"{path.relative_to(REPO)} imports by name"
 
 
 def test_agents_and_envs_import_only_the_base_of_runners():
-    """The agents and envs sit above ``runners``' base (errors, files, config, rundir, rng, console,
-    tracking) and below its commands: importing a command from an agent would close a cycle
-    (the commands load the agents through the registry)."""
+    """The agents and envs sit above ``runners/base/`` and below the commands: importing a command
+    from an agent would close a cycle (the commands load the agents through the registry)."""
     for path in [*(REPO / "agents").rglob("*.py"), *(REPO / "envs").glob("*.py")]:
-        top = sorted(
-            m for m in imported_modules(path) if m.startswith("runners.") and m.split(".")[1] in TOP_OF_RUNNERS
-        )
-        assert not top, f"{path.relative_to(REPO)} imports {top}, the top of runners/; use its base modules"
+        top = sorted(m for m in imported_modules(path) if m.startswith("runners") and not m.startswith("runners.base"))
+        assert not top, f"{path.relative_to(REPO)} imports {top}; agents and envs use runners/base/ only"
 
 
-# The private attributes of Tianshou that agents/tianshou_internals.py reaches; nowhere else in the code.
+# The private attributes of Tianshou that agents/qlearning/tianshou_internals.py reaches; nowhere else in the code.
 TIANSHOU_PRIVATE = (
     "_random_state _insertion_idx _save_obs_next _indices _meta _offset _weight_norm _beta _iter _optim "
     "_current_update_step _env_step _logger _pre_collect_obs_RO _pre_collect_info_R _pre_collect_hidden_state_RH"
@@ -73,10 +98,10 @@ TIANSHOU_PRIVATE = (
 
 
 def test_private_tianshou_attributes_are_reached_only_through_the_adapter():
-    adapter = REPO / "agents" / "tianshou_internals.py"
+    adapter = REPO / "agents" / "qlearning" / "tianshou_internals.py"
     adapter_names = {node.attr for node in ast.walk(ast.parse(adapter.read_text())) if isinstance(node, ast.Attribute)}
     assert set(TIANSHOU_PRIVATE) <= adapter_names, "the list above names an attribute the adapter does not reach"
-    for path in [*(REPO / "agents").rglob("*.py"), *(REPO / "runners").glob("*.py")]:
+    for path in [*(REPO / "agents").rglob("*.py"), *RUNNERS]:
         if path == adapter:
             continue
         reached = {
@@ -84,15 +109,29 @@ def test_private_tianshou_attributes_are_reached_only_through_the_adapter():
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.Attribute) and node.attr in TIANSHOU_PRIVATE
         }
-        assert not reached, f"{path.relative_to(REPO)} reaches {sorted(reached)}; use agents/tianshou_internals.py"
+        assert not reached, (
+            f"{path.relative_to(REPO)} reaches {sorted(reached)}; use agents/qlearning/tianshou_internals.py"
+        )
 
 
-def test_the_options_module_imports_neither_torch_nor_tianshou():
-    imported = imported_modules(REPO / "agents" / "options.py")
+@pytest.mark.parametrize(
+    "module, allowed",
+    [
+        ("agents/plugins/options.py", set()),
+        ("agents/qlearning/options.py", {"agents.plugins.options", "runners.base.tracking"}),
+    ],
+)
+def test_the_options_modules_import_neither_torch_nor_tianshou(module, allowed):
+    imported = imported_modules(REPO / module)
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "tianshou", "numpy", "gymnasium"))
-    assert not heavy, f"agents/options.py imports {heavy}; it must load without them (clipzoo train dqn --help)"
-    project = sorted(m for m in imported if m.split(".")[0] in ("agents", "envs", "runners"))
-    assert {m.removesuffix(".TrackingArgs") for m in project} == {"runners.tracking"}, project
+    assert not heavy, f"{module} imports {heavy}; it must load without them (clipzoo train dqn --help)"
+    project = {m for m in imported if (REPO / m.replace(".", "/")).with_suffix(".py").exists()}
+    assert project == allowed, project
+    for dotted in allowed | {module.removesuffix(".py").replace("/", ".")}:
+        parts = dotted.split(".")
+        for depth in range(1, len(parts)):  # every package above it runs its __init__ first
+            init = REPO.joinpath(*parts[:depth], "__init__.py")
+            assert not imported_modules(init), f"{init.relative_to(REPO)} imports; importing the options would run it"
 
 
 @pytest.mark.parametrize("agent", ["dqn", "rainbow"])
@@ -109,3 +148,27 @@ def test_the_help_of_a_tianshou_agent_loads_no_tianshou_and_is_the_agent_s_own(a
         importlib.import_module(f"agents.{agent}").main(["--help"])  # the agent's own parser, Tianshou loaded
     assert code == 0 and exit_info.value.code == 0
     assert "--replay-ratio" in from_cli and from_cli == capsys.readouterr().out
+
+
+ALGORITHMS = ("agents.ppo_continuous", "agents.dqn", "agents.rainbow")
+NEVER = [
+    # (files, module prefixes they may not import, why)
+    ("agents/plugins", ("agents.qlearning", *ALGORITHMS), "the plug-ins know no agent"),
+    ("agents/plugins/clipping.py", ("agents", "envs", "runners"), "weight clipping imports nothing of the zoo"),
+    (
+        "agents/diagnostics",
+        ("agents.qlearning", "agents.plugins.assembly", "agents.plugins.interventions", *ALGORITHMS),
+        "the measurements know no agent and no intervention (they read weight clipping's statistics only)",
+    ),
+    ("agents/qlearning", ALGORITHMS, "the shared Q-learning run knows no algorithm (they hand it an AgentSpec)"),
+    ("envs", ("agents",), "the envs know no agent"),
+]
+
+
+@pytest.mark.parametrize("where, forbidden, why", NEVER, ids=[n[0] for n in NEVER])
+def test_no_room_imports_what_it_must_not(where, forbidden, why):
+    paths = [REPO / where] if where.endswith(".py") else sorted((REPO / where).rglob("*.py"))
+    assert paths and all(p.exists() for p in paths)
+    for path in paths:
+        bad = sorted(m for m in imported_modules(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}: {why}"

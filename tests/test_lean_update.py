@@ -1,4 +1,4 @@
-"""The lean update (agents/lean_update.py) against Tianshou's stock update: same batches, same
+"""The lean update (agents/qlearning/lean_update.py) against Tianshou's stock update: same batches, same
 losses, parameters and priorities after N gradient steps."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from tianshou.utils.torch_utils import policy_within_training_step
 
 from agents import dqn, rainbow
 from agents.dqn import LeanDQN
-from agents.lean_update import nstep_returns, read_transitions
+from agents.qlearning.lean_update import nstep_returns, read_transitions
 from agents.rainbow import LeanRainbowDQN
-from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer
-from agents.plugins import agent_optimizer
+from agents.qlearning.trainer import PluginOptimizerFactory
+from agents.qlearning.replay import make_replay_buffer
+from agents.plugins.assembly import agent_optimizer
 
 NUM_ENVS = 3
 
@@ -121,7 +122,7 @@ def test_nstep_returns_match_a_direct_walk_over_the_buffer():
 
 
 def test_the_new_data_nan_check_agrees_with_tianshous_hasnull():
-    from agents.offpolicy import _any_null
+    from agents.qlearning.replay import _any_null
 
     rng = np.random.default_rng(0)
     clean = Batch(

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from agents import dqn, rainbow
-from agents.clipping import WeightClipping
-from agents.networks import QNetwork, RainbowNetwork
+from agents.plugins.clipping import WeightClipping
+from agents.qlearning.networks import QNetwork, RainbowNetwork
 from envs.discrete import check_discrete_env, make_env
 from envs.minatar import register_minatar_envs
 from test_qlearning import assert_saved_weights_within_bounds, images, scalars
@@ -151,8 +151,8 @@ PRESETS = ["dqn_minatar_rr1", "dqn_minatar_rr8", "rainbow_minatar_rr1", "rainbow
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_minatar_presets_pass_the_checks(preset):
-    from agents.qlearning import check_args
-    from runners.config import load_config_file
+    from agents.qlearning.run import check_args
+    from runners.base.config import load_config_file
 
     args = load_config_file(rainbow.Args if preset.startswith("rainbow") else dqn.Args, preset)
     steps, gradient_steps, target_period = check_args(args)

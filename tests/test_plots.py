@@ -13,7 +13,7 @@ from conftest import another_writer
 from torch.utils.tensorboard import SummaryWriter
 
 from runners import plots
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 
 
 def make_sweep(root: Path, seeds: int = 3) -> dict:

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import ppo_continuous
-from agents.clipping import WeightClipping
+from agents.plugins.clipping import WeightClipping
 from agents.ppo_continuous import Agent, Args, NumpyActor, generalized_advantages, ppo_losses
 
 TINY = (
@@ -196,7 +196,7 @@ def test_per_sample_losses_average_to_cleanrls_minibatch_loss():
 @pytest.mark.parametrize("preset", ["ppo_ant", "ppo_halfcheetah", "ppo_hopper", "ppo_humanoid", "ppo_walker2d"])
 def test_every_preset_builds_its_environment(preset):
     from envs.continuous import make_vector_env
-    from runners.config import load_config_file
+    from runners.base.config import load_config_file
 
     args = load_config_file(Args, preset)
     assert args.env_id.endswith("-v5") and args.total_timesteps == 1_000_000

@@ -11,8 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import dqn, rainbow
-from agents.clipping import WeightClipping
-from agents.networks import QNetwork, RainbowNetwork
+from agents.plugins.clipping import WeightClipping
+from agents.qlearning.networks import QNetwork, RainbowNetwork
 from envs.discrete import make_env
 
 CARTPOLE = (
@@ -162,9 +162,9 @@ def test_atari_envs_use_frameskip_1_and_explicit_sticky_actions():
     ],
 )
 def test_every_preset_passes_the_checks_and_builds_its_env(preset):
-    from agents.qlearning import check_args
+    from agents.qlearning.run import check_args
     from envs.discrete import check_discrete_env
-    from runners.config import load_config_file
+    from runners.base.config import load_config_file
 
     args = load_config_file(rainbow.Args if preset.startswith("rainbow") else dqn.Args, preset)
     steps, gradient_steps, _ = check_args(args)

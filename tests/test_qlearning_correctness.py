@@ -17,7 +17,8 @@ from torch import nn
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.diagnostics.plasticity import plasticity_probe
-from agents.offpolicy import PluginOptimizerFactory, make_replay_buffer, seed_replay_buffer
+from agents.qlearning.trainer import PluginOptimizerFactory
+from agents.qlearning.replay import make_replay_buffer, seed_replay_buffer
 from envs.discrete import make_env
 
 CARTPOLE = (
@@ -280,7 +281,7 @@ def test_run_takes_exactly_the_requested_env_steps(tmp_path):
 
 # ---------------------------------------------------------------- target period
 def test_target_period_is_gradient_steps_whatever_the_replay_ratio():
-    from agents.qlearning import check_args
+    from agents.qlearning.run import check_args
 
     args = dqn.Args(env_id="CartPole-v1", replay_ratio=4, target_update_period=7, total_timesteps=100_320)
     assert check_args(args)[2] == 7
@@ -328,8 +329,8 @@ def test_seeds_draw_their_own_minibatches_and_a_seed_always_the_same(prioritized
 
 
 def test_every_stream_differs_between_seeds_and_repeats_for_a_seed():
-    from agents.offpolicy import RandomStreams
-    from runners.rng import stream_seed
+    from agents.qlearning.streams import RandomStreams
+    from runners.base.rng import stream_seed
 
     def draws(seed: int) -> dict[str, tuple]:
         streams, out = RandomStreams(seed), {}
@@ -461,7 +462,7 @@ def test_random_warmup_games_are_not_logged_as_training_episodes(tmp_path):
 
 # ---------------------------------------------------------------- 12. checkpoint interval from step 0
 def test_checkpoints_fall_at_multiples_of_the_interval_counted_from_zero(tmp_path, monkeypatch):
-    from runners.rundir import RunDirectory
+    from runners.base.rundir import RunDirectory
 
     saved = []
     original = RunDirectory.save_checkpoint

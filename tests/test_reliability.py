@@ -19,7 +19,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runners import cli, plots
-from runners.rundir import (
+from runners.base.rundir import (
     RunDirectory,
     duration,
     effective_state,
@@ -410,7 +410,7 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, monkeypatch):
     def full_disk(descriptor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("runners.files.os.fsync", full_disk)
+    monkeypatch.setattr("runners.base.files.os.fsync", full_disk)
     code, _, err = cli_exit([*train, "--run-dir", str(tmp_path / "full")], capsys)
     assert code == 2 and f"cannot write {tmp_path / 'full' / 'config.json'}: No space left on device" in err
     assert len(err.strip().splitlines()) == 1
@@ -465,7 +465,7 @@ def attempt_without_checkpoints(steps: list[int], dies: bool):
 def test_a_rerun_within_the_same_second_still_sorts_after_the_attempt_before_it(tmp_path):
     """Event files are read in name order, and the name starts with the second the file was
     opened in: a rerun that shared its predecessor's second could sort first and be purged."""
-    from runners.rundir import execute_run
+    from runners.base.rundir import execute_run
 
     with pytest.raises(RuntimeError):
         execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300], dies=True))
@@ -480,7 +480,7 @@ def test_a_rerun_within_the_same_second_still_sorts_after_the_attempt_before_it(
 
 
 def test_a_rerun_of_an_attempt_that_died_before_its_first_checkpoint_logs_each_step_once(tmp_path):
-    from runners.rundir import execute_run
+    from runners.base.rundir import execute_run
 
     with pytest.raises(RuntimeError):
         execute_run(tmp_path, {"seed": 1}, set(), attempt_without_checkpoints([300], dies=True))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 from runners.sweep import load_spec, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,13 +9,9 @@ import torch
 from tianshou.data import Batch, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams
 
-from agents.offpolicy import (
-    CheckedReplayBuffer,
-    QuietOffPolicyTrainer,
-    collection_plan,
-    make_replay_buffer,
-)
-from runners.errors import UsageError
+from agents.qlearning.replay import CheckedReplayBuffer, make_replay_buffer
+from agents.qlearning.trainer import QuietOffPolicyTrainer, collection_plan
+from runners.base.errors import UsageError
 
 
 def transitions(n: int, start: int = 0, obs_shape=(3,)) -> Batch:
@@ -87,7 +83,7 @@ def test_frame_stacked_buffer_stores_each_frame_once():
 # ---------------------------------------------------------------- progress bar shown when disabled
 def tiny_trainer(trainer_class):
     from agents import dqn
-    from agents.offpolicy import PluginOptimizerFactory
+    from agents.qlearning.trainer import PluginOptimizerFactory
 
     factory = PluginOptimizerFactory(lambda params: torch.optim.Adam(params, lr=1e-3))
     algorithm, _ = dqn.build(dqn.Args(), (4,), 2, factory, torch.device("cpu"), target_period=10)

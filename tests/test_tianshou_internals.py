@@ -1,4 +1,4 @@
-"""The private parts of Tianshou that agents/tianshou_internals.py reaches, checked on the real
+"""The private parts of Tianshou that agents/qlearning/tianshou_internals.py reaches, checked on the real
 objects: a Tianshou release that moves, renames or changes one fails here, by name."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from tianshou.trainer import OffPolicyTrainerParams
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from agents import dqn
-from agents import tianshou_internals as internals
-from agents.offpolicy import ExactBudgetTrainer, PluginOptimizerFactory
-from agents.plugins import agent_optimizer
+from agents.qlearning import tianshou_internals as internals
+from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory
+from agents.plugins.assembly import agent_optimizer
 
 
 def transitions(count: int, envs: int = 1, start: int = 0) -> list[Batch]:

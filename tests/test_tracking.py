@@ -1,4 +1,4 @@
-"""``--track``: W&B mirrors the TensorBoard logs (runners/tracking.py), offline here.
+"""``--track``: W&B mirrors the TensorBoard logs (runners/base/tracking.py), offline here.
 
 No test touches the network: W&B runs offline (WANDB_MODE=offline, or the fallback when
 no API key is configured, before any probe of the server), every place W&B writes to
@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners import tracking
-from runners.rundir import read_attempts, read_status
+from runners.base import tracking
+from runners.base.rundir import read_attempts, read_status
 
 CARTPOLE = (
     "--env-id CartPole-v1 --num-envs 2 --batch-size 32 --buffer-size 2000 --learning-starts 200 "
@@ -188,7 +188,7 @@ def test_track_without_wandb_installed_is_refused_in_one_line_before_anything_is
 
 
 def test_a_resume_may_toggle_tracking_and_goes_on_in_the_same_wandb_run(sandbox, clipzoo, capsys):
-    from runners.rundir import RunDirectory
+    from runners.base.rundir import RunDirectory
 
     run_dir = sandbox / "run"
     save_checkpoint = RunDirectory.save_checkpoint

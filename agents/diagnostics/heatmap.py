@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.files import atomic_write_bytes
+from runners.base.files import atomic_write_bytes
 
 COLORMAP = "RdBu_r"  # diverging: red = aligned gradients, blue = interfering ones
 

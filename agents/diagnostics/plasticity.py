@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runners.rundir import isolated_rng
+from runners.base.rundir import isolated_rng
 
 Predict = Callable[[nn.Module, Any], torch.Tensor]  # (network, inputs) -> (batch, outputs) predictions
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 
 
 def hessian_vector_product(
@@ -79,5 +78,7 @@ def hessian_spectrum(
     product = hessian_vector_product(loss_fn(), params)
     size = sum(p.numel() for p in params)
     alphas, betas = lanczos(product, size, iterations, torch.Generator().manual_seed(seed), params[0].device)
+    from scipy.linalg import eigh_tridiagonal  # here: scipy loads only when a spectrum is computed
+
     nodes, vectors = eigh_tridiagonal(alphas, betas) if len(alphas) > 1 else (alphas, np.ones((1, 1)))
     return {"lambda_max": float(nodes[-1]), "lambda_min": float(nodes[0]), "nodes": nodes, "weights": vectors[0] ** 2}

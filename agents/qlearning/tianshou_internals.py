@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# (class, method) pairs that the zoo's subclasses override: agents/offpolicy.py, lean_update.py, dqn.py, rainbow.py
+# (class, method) pairs that the zoo's subclasses override (agents/qlearning/: replay.py, trainer.py,
+# streams.py, logger.py, lean_update.py; agents/dqn.py, agents/rainbow.py)
 OVERRIDDEN = (
     ("tianshou.algorithm.modelfree.dqn.QLearningOffPolicyAlgorithm", "_periodically_update_lagged_network_weights"),
     ("tianshou.algorithm.modelfree.dqn.QLearningOffPolicyAlgorithm", "_preprocess_batch"),

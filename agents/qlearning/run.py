@@ -27,18 +27,14 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, GradientNormMeter
 from agents.evaluation import Evaluator, log_evaluation
-from agents.lean_update import LeanOffPolicyTrainer
-from agents.options import QLearningArgs
-from agents.plugins import PlasticityPlugins, agent_optimizer, check_plasticity_args
-from agents.offpolicy import (
-    PluginOptimizerFactory,
-    ExactBudgetTrainer,
-    RandomStreams,
-    RunLogger,
-    collection_plan,
-    make_replay_buffer,
-)
-from agents.tianshou_internals import (
+from agents.qlearning.lean_update import LeanOffPolicyTrainer
+from agents.qlearning.options import QLearningArgs
+from agents.plugins.assembly import PlasticityPlugins, agent_optimizer, check_plasticity_args
+from agents.qlearning.trainer import PluginOptimizerFactory, ExactBudgetTrainer, collection_plan
+from agents.qlearning.streams import RandomStreams
+from agents.qlearning.logger import RunLogger
+from agents.qlearning.replay import ReplayObservations, make_replay_buffer
+from agents.qlearning.tianshou_internals import (
     pending_step,
     restore_pending_step,
     sampler,
@@ -48,11 +44,11 @@ from agents.tianshou_internals import (
 )
 from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
 from envs.state import capture_env_state, restore_env_state
-from runners.console import plural, tensorboard_command
-from runners.errors import RunInterrupted, UsageError
-from runners.rng import stream_seed
-from runners.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
-from runners.tracking import TRACKING_OPTIONS
+from runners.base.console import plural, tensorboard_command
+from runners.base.errors import RunInterrupted, UsageError
+from runners.base.rng import stream_seed
+from runners.base.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
+from runners.base.tracking import TRACKING_OPTIONS
 
 
 RESUMABLE_CHANGES = {
@@ -72,7 +68,7 @@ RESUMABLE_CHANGES = {
     "eval_episodes",
     "eval_epsilon",
 }
-RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/tracking.py)
+RESUMABLE_CHANGES |= TRACKING_OPTIONS  # --track and its W&B options (runners/base/tracking.py)
 
 
 @dataclass
@@ -175,7 +171,7 @@ def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
 
 
 def main(spec: AgentSpec, args_class: type[QLearningArgs], argv: list[str] | None, prog: str) -> Path:
-    from runners.config import parse_args
+    from runners.base.config import parse_args
 
     args = parse_args(args_class, argv, prog=prog)
     plan = check_args(args)
@@ -226,7 +222,7 @@ class QLearningRun:
     ) -> None:
         self.spec, self.args, self.actions, self.run, self.writer = spec, args, actions, run, writer
         self.steps_per_collect, self.gradient_steps_per_collect, self.target_period = plan
-        # Every stream is its own, derived from --seed (runners/rng.py); the global generators are
+        # Every stream is its own, derived from --seed (runners/base/rng.py); the global generators are
         # seeded too, for any library draw not yet given a stream of its own.
         random.seed(args.seed)
         np.random.seed(args.seed)
@@ -254,7 +250,7 @@ class QLearningRun:
                 self.fresh_network,
                 seed=stream_seed(args.seed, "interventions"),
                 target_period=self.target_period,  # ReDo: replay observations on a stream of their own
-                sample_inputs=PlasticityPlugins.replay_inputs(lambda: self.buffer, args, self.device),
+                sample_inputs=ReplayObservations(lambda: self.buffer, args.redo_samples, args.seed, self.device),
                 clipping_include=spec.clipping_include(args),
             ),
         )

@@ -25,10 +25,10 @@ from typing import Annotated, Any, TypeVar
 import tyro
 import yaml
 
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 
 ArgsT = TypeVar("ArgsT")
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def preset_path(name_or_path: str) -> Path:

@@ -1,8 +1,7 @@
-"""The options of every agent's plug-ins (``PlasticityArgs``) and of the Tianshou agents (DQN,
-Rainbow), in a module that imports neither torch nor Tianshou: ``clipzoo train dqn --help`` and
-the registry read them without loading either. Each field's docstring is its ``--help``; the
-agents that use them: ``agents/plugins.py`` (and through it every agent), ``agents/qlearning.py``,
-``agents/dqn.py``, ``agents/rainbow.py``.
+"""The options of the Tianshou agents (``QLearningArgs``, ``DQNArgs``, ``RainbowArgs``), in a module
+that imports neither torch nor Tianshou: ``clipzoo train dqn --help`` and the registry read them
+without loading either. Each field's docstring is its ``--help``; the code that uses them:
+``agents/qlearning/run.py``, ``agents/dqn.py``, ``agents/rainbow.py``.
 """
 
 from __future__ import annotations
@@ -10,88 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from runners.tracking import TrackingArgs
-
-IntervalOption = int | Literal["target"]
-
-
-@dataclass
-class PlasticityArgs:
-    help_group: ClassVar[str] = "plug_in"  # --help lists these options last, in a group of their own
-
-    # Weight clipping (Elsayed et al. 2024)
-    wc_kappa: float | None = None
-    """weight clipping bound multiplier kappa for the trained (online) network (off when unset; paper: 2).
-    Large returns need large outputs: on CartPole DQN, kappa 1-2 on every layer capped the Q-values
-    and the return, kappa 8 matched Adam; there use kappa >= 4 or --wc-skip-last-layer (docs/reproductions.md)"""
-    wc_bound_mode: Literal["paper", "init"] = "paper"
-    """paper: s_l = 1/sqrt(fan_in); init: s_l = largest |w| of each tensor at the start"""
-    wc_skip_last_layer: bool = False
-    """leave the output layer(s) unclipped (DQN/Rainbow: the Q head; PPO: the actor and critic heads)"""
-
-    # Network and optimizer (Lyle et al. 2023, sec. 4.1 and 6; Bernstein et al. 2020)
-    layer_norm: bool = False
-    """LayerNorm after every hidden layer (conv layers: over channels and positions)"""
-    optimizer: Literal["adam", "sgd", "madam"] = "adam"
-    """the optimizer; madam is the multiplicative optimizer with built-in clipping (lr ~0.01)"""
-    adam_eps: float = 1e-8
-    """Adam epsilon (Lyle et al. 4.1: larger values stabilise non-stationary training)"""
-    adam_beta2: float = 0.999
-    """Adam's (and Madam's) second-moment decay (Lyle et al. 4.1: 0.9)"""
-    madam_p_scale: float = 3.0
-    """Madam: each tensor is clipped to p_scale times its RMS at the first step"""
-    madam_g_bound: float = 10.0
-    """Madam: bound on the normalised gradient"""
-
-    # Regularization (Kumar et al. 2023; Teo et al. 2023)
-    reg: Literal["none", "l2", "l2_init", "singular"] = "none"
-    """penalty added to the loss: L2, L2 Init (towards theta_0), or sigma_max^2 - sigma_min^2 of the penultimate features"""
-    reg_coef: float | None = None
-    """lambda (unset: Teo et al.'s 0.01 for l2 / l2_init, 0.001 for singular)"""
-    reg_delta: float = 1.0
-    """successive factor: layer l's penalty is weighted delta**l (1: the plain global penalty; paper grid 0.75, 1, 1.25)"""
-    reg_form: Literal["loss", "decoupled"] = "loss"
-    """loss: the term's gradient joins the loss gradient (through gradient clipping and Adam); decoupled: theta -= lr * grad R outside the optimizer (AdamW-style)"""
-    reg_every: IntervalOption = 1
-    """apply the penalty on every N-th gradient step; 'target': only on target-network updates (DQN/Rainbow)"""
-
-    # Shrink & Perturb (Ash & Adams 2020), last-layer reset (Lyle et al. 2023)
-    sp_every: IntervalOption = 0
-    """Shrink & Perturb every N gradient steps (0: off; 'target': after each target-network update)"""
-    sp_shrink: float = 0.2
-    """Shrink & Perturb: theta <- (1 - shrink) theta + sigma theta_fresh"""
-    sp_sigma: float = 0.1
-    """Shrink & Perturb: scale of the fresh initialisation added"""
-    reset_last_layer_every: IntervalOption = 0
-    """re-initialise the output layer(s) and their optimizer state every N gradient steps (0: off; 'target': after each target-network update)"""
-
-    # ReDo (Sokar et al. 2023), plasticity injection (Nikishin et al. 2023)
-    redo_every: IntervalOption = 0
-    """recycle dormant units (ReDo) every N gradient steps (0: off; 'target': after each target-network update)"""
-    redo_tau: float = 0.025
-    """ReDo: a hidden unit whose score E|h_i| / mean_j E|h_j| is <= tau is recycled (Sokar et al.: 0.025 for DQN; 0.1 is their other value)"""
-    redo_samples: int = 256
-    """ReDo: inputs each score is measured on (DQN/Rainbow: replay observations; PPO: the current rollout's); Sokar et al.'s code: 256"""
-    inject_at: int = 0
-    """plasticity injection after this gradient step (0: off): the head (the layers after the trunk) frozen, a new head learns the change"""
-
-    # Probes (Lyle et al. 2023)
-    plasticity_probe_every: int = 0
-    """run the plasticity probe every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
-    plasticity_probe_steps: int = 2000
-    """optimizer steps of each probe fit (paper: 2000)"""
-    plasticity_probe_samples: int = 512
-    """inputs from the agent's data that the probe fits"""
-    plasticity_probe_targets: int = 1
-    """random target functions per probe, averaged (paper: 10)"""
-    sharpness_every: int = 0
-    """estimate the loss Hessian's largest eigenvalue every N (PPO: updates; DQN/Rainbow: env steps); 0: off"""
-    sharpness_samples: int = 256
-    """samples in the loss whose Hessian is measured"""
-    sharpness_iterations: int = 20
-    """Lanczos iterations (Hessian-vector products) per estimate"""
-    sharpness_density: bool = False
-    """also save the spectral density's quadrature nodes and weights (<run_dir>/sharpness/*.npz)"""
+from agents.plugins.options import PlasticityArgs
+from runners.base.tracking import TrackingArgs
 
 
 @dataclass

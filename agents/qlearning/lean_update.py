@@ -39,8 +39,14 @@ import torch
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
 
-from agents.offpolicy import ExactBudgetTrainer
-from agents.tianshou_internals import normalises_weights, stores_obs_next, torch_optimizer, trainer_logger, update_step
+from agents.qlearning.trainer import ExactBudgetTrainer
+from agents.qlearning.tianshou_internals import (
+    normalises_weights,
+    stores_obs_next,
+    torch_optimizer,
+    trainer_logger,
+    update_step,
+)
 
 
 @dataclass
@@ -60,11 +66,11 @@ class Transitions:
 def next_observations(buffer, indices: np.ndarray) -> np.ndarray:
     """``buffer[indices].obs_next`` without building the whole batch: ReplayBuffer.__getitem__'s
     rule, and the kept final observations of truncated episodes under frame-once storage
-    (``agents.offpolicy.StoredSuccessorsOnly``)."""
+    (``agents.qlearning.replay.StoredSuccessorsOnly``)."""
     if stores_obs_next(buffer):
         return buffer.get(indices, "obs_next")
     obs_next = buffer.get(buffer.next(indices), "obs")
-    kept = getattr(buffer, "_truncation_next_obs", None)
+    kept = getattr(buffer, "truncation_next_obs", None)
     if kept:
         for position in np.flatnonzero(np.isin(indices, list(kept))):
             obs_next[position] = kept[int(indices[position])]

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from runners.errors import UsageError
+from runners.base.errors import UsageError
 
 
 def _umask() -> int:

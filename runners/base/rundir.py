@@ -7,7 +7,7 @@ it: host, pid, start time, SLURM job), ``attempts.json`` (every attempt at the r
 command, the code's commit and whether its tree was clean, the step it resumed from,
 whether that resume was exact, and how it ended), ``run.lock`` (held by the training
 process), ``gradcov/`` (matrices, PNGs) and, with ``--track``, ``wandb/`` and
-``wandb_run_id`` (runners/tracking.py). Every file is written through a temporary file
+``wandb_run_id`` (runners/base/tracking.py). Every file is written through a temporary file
 and a rename, so a kill -9 at any moment leaves the previous version intact; the
 temporary file such a kill leaves behind is removed by the next attempt.
 
@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runners.errors import RunInterrupted, UsageError
-from runners.files import atomic_torch_save, atomic_write_text
+from runners.base.errors import RunInterrupted, UsageError
+from runners.base.files import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,7 @@ def code_version() -> dict:
     to tracked files (None where the code is not a git checkout)."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -256,6 +256,11 @@ class RunDirectory:
         try:
             # Our own file; it holds RNG states and numpy arrays, which weights_only refuses.
             checkpoint = torch.load(file, map_location=map_location, weights_only=False)
+        except (ModuleNotFoundError, AttributeError) as error:  # a pickled class that moved or was renamed
+            raise UsageError(
+                f"checkpoint {file} was written by another version of ClipZoo ({error}); resume it with the "
+                f"commit that wrote it (attempts.json names it), or {advice}"
+            ) from None
         except Exception as error:  # torch raises many types for a damaged or foreign file
             raise UsageError(
                 f"checkpoint {file} cannot be read ({type(error).__name__}: {str(error)[:200]}); {advice}"
@@ -335,7 +340,7 @@ class RunDirectory:
         atomic_write_text(self.path / ATTEMPTS_FILE, json.dumps(_jsonable(self._attempts), indent=2) + "\n")
 
     def remove_partial_writes(self) -> list[Path]:
-        """The temporary files of writes a kill -9 cut short (``.<name>.*.tmp``, see runners/files.py)."""
+        """The temporary files of writes a kill -9 cut short (``.<name>.*.tmp``, see runners/base/files.py)."""
         leftovers = [file for file in self.path.rglob(".*.tmp") if file.is_file()]
         for file in leftovers:
             file.unlink(missing_ok=True)
@@ -434,11 +439,11 @@ def execute_run(path: str | Path, config: dict[str, Any], free_keys: set[str], t
     after that checkpoint (an agent logs everything at a step before checkpointing it),
     or all of them when that attempt died before its first checkpoint.
     The outcome lands in status.json: the agent marks completion, this marks failure.
-    With ``config["track"]``, W&B mirrors the TensorBoard logs (runners/tracking.py).
+    With ``config["track"]``, W&B mirrors the TensorBoard logs (runners/base/tracking.py).
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from runners.tracking import import_wandb, mirrored
+    from runners.base.tracking import import_wandb, mirrored
 
     wandb = import_wandb() if config.get("track") else None  # refused before anything is written
     run = RunDirectory(path)

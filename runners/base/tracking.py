@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from runners.errors import RunInterrupted, UsageError
-from runners.files import atomic_write_text
+from runners.base.errors import RunInterrupted, UsageError
+from runners.base.files import atomic_write_text
 
 RUN_ID_FILE = "wandb_run_id"
 INSTALL = "pip install 'clipzoo[wandb]'"

@@ -1,6 +1,6 @@
-"""The plasticity options every agent shares, and the plug-ins they switch on.
+"""The plug-ins the plasticity options switch on, built and attached in one place.
 
-``PlasticityArgs`` is a base of each agent's ``Args``, so PPO, DQN and Rainbow take the
+``PlasticityArgs`` (``agents/plugins/options.py``) is a base of each agent's ``Args``, so PPO, DQN and Rainbow take the
 same flags (``--layer-norm``, ``--optimizer madam``, ``--reg l2-init --reg-delta 1.25``,
 ``--sp-every``, ``--reset-last-layer-every``, ``--redo-every``, ``--inject-at``, the probes' intervals)
 with the same meaning.
@@ -15,12 +15,11 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
-from agents.clipping import WeightClipping
-from agents.interventions import (
+from agents.plugins.clipping import WeightClipping
+from agents.plugins.interventions import (
     Interval,
     LastLayerReset,
     LayerRegularizer,
@@ -29,11 +28,10 @@ from agents.interventions import (
     ShrinkAndPerturb,
     with_injectable_heads,
 )
-from agents.optimizers import make_optimizer
-from agents.options import IntervalOption, PlasticityArgs
-from agents.tianshou_internals import sampler, set_sampler
-from runners.errors import UsageError
-from runners.rng import random_state, torch_generator
+from agents.plugins.optimizers import make_optimizer
+from agents.plugins.options import IntervalOption, PlasticityArgs
+from runners.base.errors import UsageError
+from runners.base.rng import torch_generator
 
 # Teo et al. 2023: lambda = 0.01 for L2 and L2 Init, 0.001 for the singular-value penalty.
 PAPER_COEFS = {"l2": 0.01, "l2_init": 0.01, "singular": 0.001}
@@ -142,39 +140,6 @@ def _interval(value: IntervalOption, target_period: int | None) -> Interval | No
     return Interval(value) if value else None
 
 
-class ReplayObservations:
-    """ReDo's inputs for DQN/Rainbow: ``samples`` observations drawn from the replay buffer (``buffer()``,
-    looked up at each call) by its own ``sample_indices``, with every generator the buffer samples from
-    swapped for a RandomState of its own (stream ``"redo"``) for the call: training's replay draws are
-    not shifted (a prioritized buffer draws by priority, as for training). The stream's state is in
-    ``state_dict()``."""
-
-    def __init__(
-        self, buffer: Callable[[], object], samples: int, seed: int, device: torch.device | str = "cpu"
-    ) -> None:
-        self.buffer, self.samples, self.device = buffer, int(samples), device
-        self.generator = random_state(seed, "redo")
-
-    def __call__(self) -> torch.Tensor:
-        buffer = self.buffer()
-        holders = [buffer, *getattr(buffer, "buffers", [])]
-        saved = [sampler(holder) for holder in holders]
-        for holder in holders:
-            set_sampler(holder, self.generator)
-        try:
-            indices = buffer.sample_indices(self.samples)
-        finally:
-            for holder, generator in zip(holders, saved):
-                set_sampler(holder, generator)
-        return torch.as_tensor(np.asarray(buffer.get(indices, "obs")), device=self.device)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-
 class RolloutObservations:
     """ReDo's inputs for PPO: ``samples`` of the observations ``observations()`` returns (the current
     rollout's, looked up at each call), picked by a torch generator of their own (stream ``"redo"``)."""
@@ -198,12 +163,10 @@ class RolloutObservations:
 class PlasticityPlugins:
     """The interventions chosen by ``args`` on ``model``; ``target_period`` is the target
     network's period in gradient steps (None for agents without one). ReDo needs
-    ``sample_inputs()``, a batch of the agent's inputs (``replay_inputs`` / ``rollout_inputs``),
+    ``sample_inputs()``, a batch of the agent's inputs (DQN/Rainbow: ``agents.qlearning.replay.ReplayObservations``;
+    PPO: ``rollout_inputs``),
     and ``forward(model, inputs)`` where ``model(inputs)`` is not the whole network."""
 
-    replay_inputs = staticmethod(
-        lambda buffer, args, device: ReplayObservations(buffer, args.redo_samples, args.seed, device)
-    )
     rollout_inputs = staticmethod(
         lambda observations, args: RolloutObservations(observations, args.redo_samples, args.seed)
     )

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from runners.errors import RunInterrupted, UsageError
+from runners.base.errors import RunInterrupted, UsageError
 
 
 def run_and_report(entry: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.clipping import DEFAULT_CLIPPED_NAMES, layer_fan_in, output_layer_names
+from agents.plugins.clipping import DEFAULT_CLIPPED_NAMES, layer_fan_in, output_layer_names
 from agents.diagnostics.units import redo_scores
-from runners.rundir import isolated_rng
+from runners.base.rundir import isolated_rng
 
 REGULARIZERS = ("l2", "l2_init", "singular")
 REGULARIZER_FORMS = ("loss", "decoupled")
