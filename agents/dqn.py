@@ -22,6 +22,7 @@ import torch
 from tianshou.algorithm import DQN
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy, SimpleLossTrainingStats
 
+from agents.plugins.assembly import grown_for_plugins
 from agents.qlearning.lean_update import (
     LeanUpdateMixin,
     Transitions,
@@ -30,11 +31,10 @@ from agents.qlearning.lean_update import (
     read_transitions,
 )
 from agents.qlearning.networks import QNetwork
-from agents.qlearning.streams import OwnExplorationStream, RandomStreams
-from agents.plugins.assembly import grown_for_plugins
 from agents.qlearning.options import DQNArgs as Args
 from agents.qlearning.run import AgentSpec
 from agents.qlearning.run import main as run_qlearning
+from agents.qlearning.streams import OwnExplorationStream, RandomStreams
 
 
 def q_of_actions(network: torch.nn.Module, obs, actions: torch.Tensor) -> torch.Tensor:
@@ -83,25 +83,17 @@ def network(args: Args, obs_shape, actions: int) -> QNetwork:
     return grown_for_plugins(args, QNetwork(obs_shape, actions, layer_norm=args.layer_norm))
 
 
-def build(
-    args: Args,
-    obs_shape,
-    actions: int,
-    optimizer_factory,
-    device,
-    target_period: int,
-    streams: RandomStreams | None = None,
-):
-    streams = streams or RandomStreams(args.seed)
-    with streams.network_init.active():
-        network = SPEC.network(args, obs_shape, actions).to(device)
+def algorithm(
+    args: Args, network: QNetwork, actions: int, optimizer_factory, device, target_period: int, streams: RandomStreams
+) -> DQN:
+    """Tianshou's DQN around ``network`` (``agents.qlearning.run.build_agent`` makes the network)."""
     policy = EpsilonGreedyPolicy(
         model=network,
         action_space=gym.spaces.Discrete(actions),
         eps_training=args.eps_start,
         exploration_stream=streams.exploration,
     )
-    algorithm = (LeanDQN if args.lean_update else DQN)(
+    return (LeanDQN if args.lean_update else DQN)(
         policy=policy,
         optim=optimizer_factory,
         gamma=args.gamma,
@@ -110,7 +102,6 @@ def build(
         is_double=args.double_q,
         huber_loss_delta=args.huber_delta,
     )
-    return algorithm, network
 
 
 class EpsilonGreedyPolicy(OwnExplorationStream, DiscreteQLearningPolicy):
@@ -136,7 +127,7 @@ def per_sample_td_loss(network: QNetwork, batch: dict) -> torch.Tensor:
 SPEC = AgentSpec(
     name="dqn",
     network=network,
-    build=build,
+    algorithm=algorithm,
     td_batch=td_batch,
     per_sample_td_loss=per_sample_td_loss,
     q_values=lambda algorithm, network, obs: network(obs)[0],

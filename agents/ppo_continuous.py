@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
-from agents.plugins.interventions import InjectableHead
+from agents.evaluation import Evaluator, log_evaluation
 from agents.plugins.assembly import (
     PlasticityArgs,
     PlasticityPlugins,
@@ -34,7 +34,7 @@ from agents.plugins.assembly import (
     check_plasticity_args,
     grown_for_plugins,
 )
-from agents.evaluation import Evaluator, log_evaluation
+from agents.plugins.interventions import InjectableHead
 from envs.continuous import (
     finished_episodes,
     freeze_observation_statistics,
@@ -44,8 +44,8 @@ from envs.continuous import (
     normalization_state,
     vector_env_state,
 )
-from runners.base.console import tensorboard_command
 from runners.base.config import parse_args
+from runners.base.console import tensorboard_command
 from runners.base.errors import RunInterrupted, UsageError
 from runners.base.rng import GlobalStream, numpy_generator, stream_seed
 from runners.base.rundir import RunDirectory, StopRequest, duration, execute_run

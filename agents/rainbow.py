@@ -33,6 +33,8 @@ from tianshou.algorithm.modelfree.c51 import C51Policy
 from tianshou.algorithm.modelfree.reinforce import LossSequenceTrainingStats
 from tianshou.utils.net.discrete import NoisyLinear
 
+from agents.plugins.assembly import grown_for_plugins
+from agents.plugins.interventions import idle_modules, share_noise
 from agents.qlearning.lean_update import (
     LeanUpdateMixin,
     Transitions,
@@ -41,13 +43,11 @@ from agents.qlearning.lean_update import (
     nstep_returns,
     read_transitions,
 )
-from agents.plugins.interventions import idle_modules, share_noise
 from agents.qlearning.networks import RainbowNetwork
-from agents.qlearning.streams import OwnExplorationStream, RandomStreams
-from agents.plugins.assembly import grown_for_plugins
 from agents.qlearning.options import RainbowArgs as Args
 from agents.qlearning.run import AgentSpec
 from agents.qlearning.run import main as run_qlearning
+from agents.qlearning.streams import OwnExplorationStream, RandomStreams
 from agents.qlearning.tianshou_internals import target_sync_counter
 
 
@@ -177,18 +177,16 @@ def network(args: Args, obs_shape, actions: int) -> RainbowNetwork:
     return grown_for_plugins(args, network)
 
 
-def build(
+def algorithm(
     args: Args,
-    obs_shape,
+    network: RainbowNetwork,
     actions: int,
     optimizer_factory,
     device,
     target_period: int,
-    streams: RandomStreams | None = None,
-):
-    streams = streams or RandomStreams(args.seed)
-    with streams.network_init.active():
-        network = SPEC.network(args, obs_shape, actions).to(device)
+    streams: RandomStreams,
+) -> RainbowDQN:
+    """Tianshou's Rainbow around ``network`` (``agents.qlearning.run.build_agent`` makes the network)."""
     policy = NoisyBehaviourPolicy(
         model=network,
         action_space=gym.spaces.Discrete(actions),
@@ -207,7 +205,7 @@ def build(
         target_update_freq=target_period,
     )
     algorithm.noise_stream = streams.noise
-    return algorithm, network
+    return algorithm
 
 
 def prioritized(args: Args) -> dict | None:
@@ -243,7 +241,7 @@ def expected_q(algorithm: RainbowDQN, network: RainbowNetwork, obs) -> torch.Ten
 SPEC = AgentSpec(
     name="rainbow",
     network=network,
-    build=build,
+    algorithm=algorithm,
     td_batch=td_batch,
     per_sample_td_loss=per_sample_td_loss,
     q_values=expected_q,

@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tianshou.algorithm.algorithm_base import policy_within_training_step
-from tianshou.data import Batch, Collector, VectorReplayBuffer
+from tianshou.data import Batch, Collector, SegmentTree, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
+from tianshou.utils.net.discrete import NoisyLinear
 
 from agents import dqn, rainbow
 from agents.plugins.clipping import WeightClipping
 from agents.qlearning.networks import QNetwork, RainbowNetwork
 from agents.qlearning.replay import CheckedReplayBuffer
+from agents.qlearning.run import build_agent
 from agents.qlearning.trainer import PluginOptimizerFactory
 from envs.discrete import make_env
-from tianshou.data import SegmentTree
-from tianshou.utils.net.discrete import NoisyLinear
 
 NUM_ENVS = 10
 
@@ -68,7 +68,7 @@ def filled_buffer(buffer_class, transitions: int):
 
 def seconds_per_round(buffer_class, transitions: int, rounds: int) -> float:
     factory = PluginOptimizerFactory(lambda params: torch.optim.Adam(params, lr=1e-4))
-    algorithm, _ = dqn.build(dqn.Args(), (4, 84, 84), 6, factory, torch.device("cpu"), target_period=500)
+    algorithm, _ = build_agent(dqn.SPEC, dqn.Args(), (4, 84, 84), 6, factory, torch.device("cpu"), target_period=500)
     envs = DummyVectorEnv([make_env("ALE/Pong-v5", training=True) for _ in range(NUM_ENVS)])
     envs.seed(0)
     buffer = filled_buffer(buffer_class, transitions)

@@ -34,9 +34,10 @@ from tianshou.data import Batch, Collector
 from tianshou.env import DummyVectorEnv
 
 from agents import dqn, ppo_continuous, rainbow
-from agents.qlearning.trainer import PluginOptimizerFactory
-from agents.qlearning.replay import make_replay_buffer
 from agents.plugins.assembly import agent_optimizer
+from agents.qlearning.replay import make_replay_buffer
+from agents.qlearning.run import build_agent
+from agents.qlearning.trainer import PluginOptimizerFactory
 from benchmarks.bench_dqn import agent_rates
 from benchmarks.bench_ppo import run_agent as ppo_rates
 from benchmarks.common import host_read_audit, synchronize
@@ -104,7 +105,9 @@ def build_algorithm(agent, device: torch.device, extra: dict | None = None):
     """The agent's Tianshou algorithm on Pong-shaped input, as its run builds it (its default options)."""
     args = agent.Args(**(extra or {}))
     factory = PluginOptimizerFactory(lambda params: agent_optimizer(args, params))
-    algorithm, network = agent.build(args, (FRAME_STACK, 84, 84), PONG_ACTIONS, factory, device, target_period=1000)
+    algorithm, network = build_agent(
+        agent.SPEC, args, (FRAME_STACK, 84, 84), PONG_ACTIONS, factory, device, target_period=1000
+    )
     return args, algorithm, network
 
 
@@ -503,8 +506,9 @@ def part_f(device: torch.device, settings: dict) -> None:
 
 def print_diagnostics_audit(device: torch.device) -> None:
     """Host reads of one call of each diagnostic on the Nature CNN (they run every 50k env steps by default)."""
-    from agents.diagnostics import DiagnosticsLogger
     from torch.utils.tensorboard import SummaryWriter
+
+    from agents.diagnostics import DiagnosticsLogger
 
     args, algorithm, network = build_algorithm(dqn, device)
     buffer = atari_buffer(1_000, prioritized=False)

@@ -17,9 +17,9 @@ from torch import nn
 from agents.diagnostics.plasticity import plasticity_probe
 from agents.diagnostics.sharpness import hessian_spectrum
 from agents.plugins.interventions import Interval, LastLayerReset, LayerRegularizer, ShrinkAndPerturb
-from agents.qlearning.networks import QNetwork
 from agents.plugins.optimizers import Madam
 from agents.ppo_continuous import Agent
+from agents.qlearning.networks import QNetwork
 from benchmarks.common import interleaved_medians
 
 

@@ -23,8 +23,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import ppo_continuous
-from agents.plugins.clipping import WeightClipping
 from agents.diagnostics import DiagnosticsLogger
+from agents.plugins.clipping import WeightClipping
 from envs.continuous import make_vector_env
 
 VARIANTS = {

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from runners.registry import AGENTS, agent_module, args_class
 from runners.base.console import run_and_report
 from runners.base.errors import UsageError
+from runners.registry import AGENTS, agent_module, args_class
 
 USAGE = """usage: clipzoo <command> ...
 

@@ -36,7 +36,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.registry import gradient_covariance_module, heatmap_drawing
 from runners.aggregates import (
     BOOTSTRAP_REPS,
     EXACT_PERMUTATION_LIMIT,
@@ -53,6 +52,7 @@ from runners.aggregates import (
 from runners.base.errors import UsageError
 from runners.base.files import atomic_write_bytes, atomic_write_text
 from runners.base.rundir import effective_state, read_attempts, read_status
+from runners.registry import gradient_covariance_module, heatmap_drawing
 
 GRID_POINTS = 100
 

@@ -41,11 +41,11 @@ from typing import Any
 
 import yaml
 
-from runners.registry import AGENTS, args_class, check_env_id, check_run_options
 from runners.base.config import apply_overrides
 from runners.base.errors import UsageError
 from runners.base.files import atomic_write_text
 from runners.base.rundir import duration, effective_state, read_status
+from runners.registry import AGENTS, args_class, check_env_id, check_run_options
 from runners.slurm_queue import sweep_queue
 
 SPEC_KEYS = ("name", "agent", "envs", "seeds", "budget", "common", "variants", "grid", "resources")

@@ -10,14 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from test_env_state import check_exact_continuation
+from test_qlearning import scalars
 
 from agents import dqn
 from envs.classification import ENV_IDS, EPISODE_STEPS, ClassificationMDP, random_labels
 from envs.discrete import check_discrete_env, make_env
 from envs.registry import registered_env_ids
 from envs.state import capture_env_state, restore_env_state
-from test_env_state import check_exact_continuation
-from test_qlearning import scalars
 
 TRUE, RANDOM, SPARSE = ENV_IDS
 DIGITS = load_digits()

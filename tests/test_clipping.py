@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from conftest import NatureCNN, TanhActorCritic
 from tianshou.utils.net.discrete import NoisyLinear
 from torch import nn
 
 import agents.plugins.clipping as clipping_module
 from agents.plugins.clipping import WeightClipping, count_outside_fused, count_outside_per_tensor, layer_fan_in
-from conftest import NatureCNN, TanhActorCritic
 
 
 class ReversedRegistration(nn.Module):

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_qlearning import PONG, images, scalars
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.plugins.clipping import WeightClipping
 from runners.base.rundir import StopRequest, restore_rng_state, rng_state
-from test_qlearning import PONG, images, scalars
 
 cuda_present = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"

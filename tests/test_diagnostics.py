@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import NatureCNN, TanhActorCritic
 from torch import nn
 
 from agents.diagnostics import (
@@ -23,7 +24,6 @@ from agents.diagnostics import (
     tanh_saturation,
     weight_norms,
 )
-from conftest import NatureCNN, TanhActorCritic
 
 
 # ---------------------------------------------------------------- PPO statistics

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import NatureCNN, TanhActorCritic
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, cluster_order, covariance_summary, gradient_covariance, render_heatmap
-from conftest import NatureCNN, TanhActorCritic
 
 
 def naive_covariance(model: nn.Module, loss_fn, batch: dict, k: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from agents.plugins.assembly import PlasticityArgs, PlasticityPlugins, check_plasticity_args
 from agents.plugins.clipping import WeightClipping
 from agents.plugins.interventions import (
     Interval,
@@ -24,11 +25,10 @@ from agents.plugins.interventions import (
     redo_layers,
     with_injectable_heads,
 )
-from agents.qlearning.networks import QNetwork, RainbowNetwork
 from agents.plugins.optimizers import Madam, make_optimizer
-from agents.plugins.assembly import PlasticityArgs, PlasticityPlugins, check_plasticity_args
 from agents.ppo_continuous import Agent, NumpyActor
 from agents.ppo_continuous import Args as PPOArgs
+from agents.qlearning.networks import QNetwork, RainbowNetwork
 from runners.base.errors import UsageError
 from runners.base.rundir import isolated_rng
 

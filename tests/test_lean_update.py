@@ -13,11 +13,12 @@ from tianshou.utils.torch_utils import policy_within_training_step
 
 from agents import dqn, rainbow
 from agents.dqn import LeanDQN
-from agents.qlearning.lean_update import nstep_returns, read_transitions
-from agents.rainbow import LeanRainbowDQN
-from agents.qlearning.trainer import PluginOptimizerFactory
-from agents.qlearning.replay import make_replay_buffer
 from agents.plugins.assembly import agent_optimizer
+from agents.qlearning.lean_update import nstep_returns, read_transitions
+from agents.qlearning.replay import make_replay_buffer
+from agents.qlearning.run import build_agent
+from agents.qlearning.trainer import PluginOptimizerFactory
+from agents.rainbow import LeanRainbowDQN
 
 NUM_ENVS = 3
 
@@ -51,7 +52,7 @@ def build(agent, lean: bool, obs_shape, **options):
     args = agent.Args(lean_update=lean, learning_rate=1e-3, **options)
     factory = PluginOptimizerFactory(lambda params: agent_optimizer(args, params, fused=lean))
     torch.manual_seed(0)
-    algorithm, _ = agent.build(args, obs_shape, 3, factory, torch.device("cpu"), target_period=4)
+    algorithm, _ = build_agent(agent.SPEC, args, obs_shape, 3, factory, torch.device("cpu"), target_period=4)
     assert isinstance(algorithm, LeanDQN | LeanRainbowDQN) == lean
     return algorithm
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_qlearning import assert_saved_weights_within_bounds, images, scalars
 
 from agents import dqn, rainbow
 from agents.plugins.clipping import WeightClipping
 from agents.qlearning.networks import QNetwork, RainbowNetwork
 from envs.discrete import check_discrete_env, make_env
 from envs.minatar import register_minatar_envs
-from test_qlearning import assert_saved_weights_within_bounds, images, scalars
 
 REPO = Path(__file__).resolve().parent.parent
 BREAKOUT = (

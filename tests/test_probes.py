@@ -9,13 +9,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_ppo import TINY, scalar_series
+from test_qlearning import CARTPOLE, scalars
 from torch import nn
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.diagnostics.plasticity import plasticity_probe
 from agents.diagnostics.sharpness import hessian_spectrum
-from test_ppo import TINY, scalar_series
-from test_qlearning import CARTPOLE, scalars
 
 
 # ---------------------------------------------------------------- plasticity probe

@@ -17,8 +17,9 @@ from torch import nn
 
 from agents import dqn, ppo_continuous, rainbow
 from agents.diagnostics.plasticity import plasticity_probe
-from agents.qlearning.trainer import PluginOptimizerFactory
 from agents.qlearning.replay import make_replay_buffer, seed_replay_buffer
+from agents.qlearning.run import build_agent
+from agents.qlearning.trainer import PluginOptimizerFactory
 from envs.discrete import make_env
 
 CARTPOLE = (
@@ -63,8 +64,14 @@ def test_rainbow_behaviour_policy_acts_with_fresh_noise_and_no_epsilon():
     assert rainbow.Args().eps_start == rainbow.Args().eps_end == 0.0
     torch.manual_seed(0)
     args = rainbow.Args(noisy_std=5.0, num_atoms=11, eps_start=0.0, eps_end=0.0)
-    algorithm, _ = rainbow.build(
-        args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), target_period=10
+    algorithm, _ = build_agent(
+        rainbow.SPEC,
+        args,
+        (4,),
+        2,
+        PluginOptimizerFactory(lambda p: torch.optim.Adam(p)),
+        torch.device("cpu"),
+        target_period=10,
     )
     envs = DummyVectorEnv([lambda: gym.make("CartPole-v1")])
     collector = Collector(algorithm, envs, VectorReplayBuffer(100, 1), exploration_noise=True)
@@ -352,7 +359,8 @@ def test_every_stream_differs_between_seeds_and_repeats_for_a_seed():
 def test_exploration_and_network_init_ignore_the_global_generators():
     def build_and_act(global_seed: int):
         np.random.seed(global_seed), torch.manual_seed(global_seed)
-        algorithm, network = dqn.build(
+        algorithm, network = build_agent(
+            dqn.SPEC,
             dqn.Args(seed=3, eps_start=0.5),
             (4,),
             2,
@@ -403,8 +411,14 @@ def test_rainbow_diagnostic_targets_are_the_updates_on_both_paths():
 
 def build_rainbow(args, lean: bool):
     args.lean_update = lean
-    algorithm, _ = rainbow.build(
-        args, (4,), 2, PluginOptimizerFactory(lambda p: torch.optim.Adam(p)), torch.device("cpu"), target_period=10
+    algorithm, _ = build_agent(
+        rainbow.SPEC,
+        args,
+        (4,),
+        2,
+        PluginOptimizerFactory(lambda p: torch.optim.Adam(p)),
+        torch.device("cpu"),
+        target_period=10,
     )
     return algorithm
 

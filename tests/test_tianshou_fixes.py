@@ -10,6 +10,7 @@ from tianshou.data import Batch, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams
 
 from agents.qlearning.replay import CheckedReplayBuffer, make_replay_buffer
+from agents.qlearning.run import build_agent
 from agents.qlearning.trainer import QuietOffPolicyTrainer, collection_plan
 from runners.base.errors import UsageError
 
@@ -86,7 +87,7 @@ def tiny_trainer(trainer_class):
     from agents.qlearning.trainer import PluginOptimizerFactory
 
     factory = PluginOptimizerFactory(lambda params: torch.optim.Adam(params, lr=1e-3))
-    algorithm, _ = dqn.build(dqn.Args(), (4,), 2, factory, torch.device("cpu"), target_period=10)
+    algorithm, _ = build_agent(dqn.SPEC, dqn.Args(), (4,), 2, factory, torch.device("cpu"), target_period=10)
     from tianshou.data import Collector
     from tianshou.env import DummyVectorEnv
 

@@ -15,9 +15,10 @@ from tianshou.trainer import OffPolicyTrainerParams
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from agents import dqn
-from agents.qlearning import tianshou_internals as internals
-from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory
 from agents.plugins.assembly import agent_optimizer
+from agents.qlearning import tianshou_internals as internals
+from agents.qlearning.run import build_agent
+from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory
 
 
 def transitions(count: int, envs: int = 1, start: int = 0) -> list[Batch]:
@@ -72,7 +73,7 @@ def small_dqn():
     args = dqn.Args(learning_rate=1e-3, n_step=1)
     factory = PluginOptimizerFactory(lambda params: agent_optimizer(args, params))
     torch.manual_seed(0)
-    algorithm, network = dqn.build(args, (4,), 2, factory, torch.device("cpu"), target_period=3)
+    algorithm, network = build_agent(dqn.SPEC, args, (4,), 2, factory, torch.device("cpu"), target_period=3)
     return algorithm, network
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.plugins.clipping import WeightClipping, output_layer_names
 from agents.diagnostics.gradcov import PerSampleLoss, covariance_summary, gradient_covariance
 from agents.diagnostics.heatmap import cluster_order, render_heatmap, save_png
 from agents.diagnostics.plasticity import Predict, plasticity_probe
 from agents.diagnostics.sharpness import hessian_spectrum
 from agents.diagnostics.units import representation_metrics
 from agents.diagnostics.weights import distance_from_init, snapshot_parameters, weight_norms
+from agents.plugins.clipping import WeightClipping, output_layer_names
 from runners.base.files import atomic_write_bytes
 
 

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.plugins.clipping import DEFAULT_CLIPPED_NAMES, layer_fan_in, output_layer_names
 from agents.diagnostics.units import redo_scores
+from agents.plugins.clipping import DEFAULT_CLIPPED_NAMES, layer_fan_in, output_layer_names
 from runners.base.rundir import isolated_rng
 
 REGULARIZERS = ("l2", "l2_init", "singular")

@@ -39,7 +39,6 @@ import torch
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
 from tianshou.utils.torch_utils import torch_train_mode
 
-from agents.qlearning.trainer import ExactBudgetTrainer
 from agents.qlearning.tianshou_internals import (
     normalises_weights,
     stores_obs_next,
@@ -47,6 +46,7 @@ from agents.qlearning.tianshou_internals import (
     trainer_logger,
     update_step,
 )
+from agents.qlearning.trainer import ExactBudgetTrainer
 
 
 @dataclass

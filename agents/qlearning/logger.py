@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 from tianshou.utils.logger.logger_base import BaseLogger
 
-from envs.discrete import drain_finished_episodes
 from agents.qlearning.trainer import PluginOptimizerFactory
+from envs.discrete import drain_finished_episodes
 from runners.base.rundir import duration
 
 

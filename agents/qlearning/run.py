@@ -27,13 +27,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, GradientNormMeter
 from agents.evaluation import Evaluator, log_evaluation
-from agents.qlearning.lean_update import LeanOffPolicyTrainer
-from agents.qlearning.options import QLearningArgs
 from agents.plugins.assembly import PlasticityPlugins, agent_optimizer, check_plasticity_args
-from agents.qlearning.trainer import PluginOptimizerFactory, ExactBudgetTrainer, collection_plan
-from agents.qlearning.streams import RandomStreams
+from agents.qlearning.lean_update import LeanOffPolicyTrainer
 from agents.qlearning.logger import RunLogger
+from agents.qlearning.options import QLearningArgs
 from agents.qlearning.replay import ReplayObservations, make_replay_buffer
+from agents.qlearning.streams import RandomStreams
 from agents.qlearning.tianshou_internals import (
     pending_step,
     restore_pending_step,
@@ -42,6 +41,7 @@ from agents.qlearning.tianshou_internals import (
     target_sync_counter,
     update_step,
 )
+from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory, collection_plan
 from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
 from envs.state import capture_env_state, restore_env_state
 from runners.base.console import plural, tensorboard_command
@@ -49,7 +49,6 @@ from runners.base.errors import RunInterrupted, UsageError
 from runners.base.rng import stream_seed
 from runners.base.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 from runners.base.tracking import TRACKING_OPTIONS
-
 
 RESUMABLE_CHANGES = {
     "run_dir",
@@ -77,9 +76,8 @@ class AgentSpec:
 
     name: str
     network: Callable[..., torch.nn.Module]  # (args, obs_shape, actions) -> a freshly initialised network
-    build: Callable[
-        ..., tuple[Any, torch.nn.Module]
-    ]  # (args, obs_shape, actions, optimizer factory, device, target period, streams) -> (algorithm, network)
+    # (args, network, actions, optimizer factory, device, target period, streams) -> the Tianshou algorithm
+    algorithm: Callable[..., Any]
     td_batch: Callable[..., dict]  # (algorithm, buffer, k) -> tensors of k replay samples with their TD targets
     per_sample_td_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # (network, td batch) -> k losses
     q_values: Callable[
@@ -88,6 +86,24 @@ class AgentSpec:
     prioritized: Callable[[Any], dict | None] = lambda args: None  # buffer options, or None for uniform replay
     on_training_step: Callable[[Any, Any, Any, int], None] = lambda args, algorithm, buffer, step: None
     clipping_include: Callable[[Any], list[str]] = lambda args: []  # extra parameter patterns to clip
+
+
+def build_agent(
+    spec: AgentSpec,
+    args: QLearningArgs,
+    obs_shape: tuple[int, ...],
+    actions: int,
+    optimizer_factory,
+    device: torch.device,
+    target_period: int,
+    streams: RandomStreams | None = None,
+) -> tuple[Any, torch.nn.Module]:
+    """The agent's network, initialised on the run's network-init stream, and its Tianshou algorithm
+    around it (the optimizer factory attaches the plug-ins when the algorithm builds its optimizer)."""
+    streams = streams or RandomStreams(args.seed)
+    with streams.network_init.active():
+        network = spec.network(args, obs_shape, actions).to(device)
+    return spec.algorithm(args, network, actions, optimizer_factory, device, target_period, streams), network
 
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
@@ -254,8 +270,8 @@ class QLearningRun:
                 clipping_include=spec.clipping_include(args),
             ),
         )
-        self.algorithm, self.network = spec.build(
-            args, self.obs_shape, actions, self.factory, self.device, self.target_period, self.streams
+        self.algorithm, self.network = build_agent(
+            spec, args, self.obs_shape, actions, self.factory, self.device, self.target_period, self.streams
         )
         self.plugins = self.factory.plugins
         self.gradient_norm = GradientNormMeter().attach(self.factory.optimizer)  # its hook last, as before

@@ -20,13 +20,12 @@ import torch
 from tianshou.algorithm.optim import OptimizerFactory
 from tianshou.trainer import OffPolicyTrainer
 
-from agents.plugins.clipping import WeightClipping
 from agents.plugins.assembly import PlasticityPlugins
+from agents.plugins.clipping import WeightClipping
 from agents.qlearning.tianshou_internals import (
     trainer_env_step,
 )
 from runners.base.errors import UsageError
-
 
 MAX_STEPS_PER_COLLECT = 1000
 MAX_REPLAY_RATIO = 128  # beyond the highest ratios studied; a larger one is almost surely a typo
