@@ -252,12 +252,9 @@ class QLearningRun:
         self.envs = DummyVectorEnv(
             [make_env(args.env_id, training=True, sticky_actions=args.sticky_actions) for _ in range(args.num_envs)]
         )
-        self.envs.seed(
-            [stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)]
-        )  # seeds share no env
-        self.obs_shape = self.envs.workers[
-            0
-        ].env.observation_space.shape  # Tianshou's venv attribute: the innermost env
+        # every env its own stream: no two seeds, and no two envs of a seed, share an env seed
+        self.envs.seed([stream_seed(args.seed, f"envs/{index}") for index in range(args.num_envs)])
+        self.obs_shape = self.envs.workers[0].env.observation_space.shape  # a worker's env: the innermost one
         self.factory = PluginOptimizerFactory(
             lambda params: agent_optimizer(args, params, fused=args.lean_update),
             lambda network: PlasticityPlugins(
