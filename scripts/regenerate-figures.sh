@@ -57,9 +57,11 @@ M=(--metric charts/episodic_return --metric diagnostics/approx_kl_mean --metric 
    --metric diagnostics/saturated_frac_90)
 S=$SWEEPS/repro_ppo_policy_collapse
 zoo repro_ppo_policy_collapse "$S" plot "$S" "${M[@]}" --out "$FIGURES/repro_ppo_policy_collapse.png"
+zoo repro_ppo_policy_collapse "$S" table "$S" "${M[@]}" --windows 10 --csv "$FIGURES/repro_ppo_policy_collapse_runs.csv"
 C=$SWEEPS/repro_ppo_policy_collapse_constant_lr
 zoo repro_ppo_policy_collapse_constant_lr "$C" plot "$C/Hopper-v5" "${M[@]}" --out "$FIGURES/repro_ppo_policy_collapse_constant_lr.png"
 zoo repro_ppo_policy_collapse_constant_lr "$C" plot "$C/Walker2d-v5" "${M[@]}" --out "$FIGURES/repro_ppo_policy_collapse_constant_lr_walker2d.png"
+zoo repro_ppo_policy_collapse_constant_lr "$C" table "$C/Hopper-v5" "${M[@]}" --windows 10 --csv "$FIGURES/repro_ppo_policy_collapse_constant_lr_runs.csv"
 zoo repro_ppo_policy_collapse_constant_lr "$C" table "$C/Walker2d-v5" "${M[@]}" --windows 10 --csv "$FIGURES/repro_ppo_policy_collapse_constant_lr_walker2d_runs.csv"
 
 # Claims 2 and 3: DQN and Rainbow at replay ratios 1 and 8 on MinAtar, and their gradient covariance
@@ -85,8 +87,25 @@ zoo repro_minatar_rr_rainbow "$S" heatmap "$G/rr1_adam/seed_1" "$G/rr1_adam+wc/s
 S=$SWEEPS/repro_successive_reg
 zoo repro_successive_reg "$S" plot "$S" --metric charts/episodic_return --out "$FIGURES/repro_successive_reg_episodic_return.png"
 zoo repro_successive_reg "$S" plot "$S" --metric diagnostics/effective_rank --out "$FIGURES/repro_successive_reg_effective_rank.png"
+zoo repro_successive_reg "$S" table "$S" --metric charts/episodic_return --metric diagnostics/effective_rank \
+    --metric diagnostics/weight_norm --metric diagnostics/dead_units_frac --windows 10 --csv "$FIGURES/repro_successive_reg_runs.csv"
+
+# Claim 4b: successive regularization on LunarLander, evaluation returns.
+S=$SWEEPS/repro_successive_reg_lunarlander
+zoo repro_successive_reg_lunarlander "$S" plot "$S" --metric eval/episodic_return --out "$FIGURES/repro_successive_reg_lunarlander_eval_return.png"
+zoo repro_successive_reg_lunarlander "$S" table "$S" --metric eval/episodic_return --metric charts/episodic_return \
+    --metric diagnostics/effective_rank --metric diagnostics/weight_norm --metric diagnostics/dead_units_frac --windows 10 \
+    --csv "$FIGURES/repro_successive_reg_lunarlander_runs.csv"
 
 # Claim 5: weight clipping's kappa on CartPole.
 S=$SWEEPS/repro_wc_kappa_cartpole
 zoo repro_wc_kappa_cartpole "$S" plot "$S" --metric charts/episodic_return --out "$FIGURES/repro_wc_kappa_episodic_return.png"
 zoo repro_wc_kappa_cartpole "$S" plot "$S" --metric losses/q_values --out "$FIGURES/repro_wc_kappa_q_values.png"
+zoo repro_wc_kappa_cartpole "$S" table "$S" --metric charts/episodic_return --metric losses/q_values \
+    --metric wc/clipped_fraction --windows 10 --csv "$FIGURES/repro_wc_kappa_runs.csv"
+
+# Claim 6: plasticity on Lyle et al.'s classification MDPs.
+S=$SWEEPS/repro_lyle_classification
+zoo repro_lyle_classification "$S" plot "$S" --metric plasticity/plasticity --out "$FIGURES/repro_lyle_classification_plasticity.png"
+zoo repro_lyle_classification "$S" table "$S" --metric plasticity/plasticity --metric charts/episodic_return \
+    --metric diagnostics/weight_norm --metric diagnostics/dead_units_frac --windows 10 --csv "$FIGURES/repro_lyle_classification_runs.csv"

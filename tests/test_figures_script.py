@@ -88,6 +88,21 @@ def test_the_script_is_executable_bash_with_strict_mode():
 # Every other committed file must have its command, and this list may only shrink.
 BUILT_OUTSIDE_THE_TOOL = {"ppo_gap_seeds.csv", "ppo_gap_windows.csv", "ppo_gap_windows.png"}
 
+# Written by the script once their sweeps have run (claims 4b and 6 are new; the per-run CSVs of
+# claims 1, 4 and 5 come with their reruns). This list may only shrink.
+NOT_YET_WRITTEN = {
+    "repro_ppo_policy_collapse_runs.csv",
+    "repro_ppo_policy_collapse_constant_lr_runs.csv",
+    "repro_successive_reg_runs.csv",
+    "repro_wc_kappa_runs.csv",
+    "repro_successive_reg_lunarlander_eval_return.png",
+    "repro_successive_reg_lunarlander_eval_return.csv",
+    "repro_successive_reg_lunarlander_runs.csv",
+    "repro_lyle_classification_plasticity.png",
+    "repro_lyle_classification_plasticity.csv",
+    "repro_lyle_classification_runs.csv",
+}
+
 
 def test_every_committed_figure_and_csv_is_written_by_a_command_of_the_script():
     committed = {p.name for p in FIGURES.iterdir() if p.is_file()}
@@ -97,7 +112,10 @@ def test_every_committed_figure_and_csv_is_written_by_a_command_of_the_script():
         f"committed in docs/figures/ but written by no command of {SCRIPT.name}: {without_command}"
     )
     assert BUILT_OUTSIDE_THE_TOOL <= committed - written, "a file of the exception list is gone or now has a command"
-    assert not written - committed, f"written by the script but not committed: {sorted(written - committed)}"
+    assert not written - committed - NOT_YET_WRITTEN, (
+        f"written by the script but not committed: {sorted(written - committed - NOT_YET_WRITTEN)}"
+    )
+    assert NOT_YET_WRITTEN <= written - committed, "a file of the not-yet list is committed now: strike it"
 
 
 def test_on_an_empty_sweeps_directory_it_skips_every_file_and_writes_nothing(tmp_path):
@@ -137,6 +155,8 @@ def make_kappa_sweep(root: Path) -> None:
                 for step in range(0, 1001, 100):
                     writer.add_scalar("charts/episodic_return", seed + step / 10, step)
                     writer.add_scalar("losses/q_values", seed + step / 100, step)
+                    if variant == "wc_k2":
+                        writer.add_scalar("wc/clipped_fraction", 0.01 * seed, step)
 
 
 @pytest.mark.slow
@@ -152,10 +172,13 @@ def test_a_sweep_that_is_present_is_regenerated_under_the_committed_names(tmp_pa
         "repro_wc_kappa_episodic_return.csv",
         "repro_wc_kappa_q_values.png",
         "repro_wc_kappa_q_values.csv",
+        "repro_wc_kappa_runs.csv",
     }
     assert {p.name for p in figures.iterdir()} == kappa
     assert (figures / "repro_wc_kappa_q_values.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "losses/q_values" in (figures / "repro_wc_kappa_q_values.csv").read_text()
+    runs = (figures / "repro_wc_kappa_runs.csv").read_text()
+    assert all(tag in runs for tag in ("charts/episodic_return", "losses/q_values", "wc/clipped_fraction")), runs[:300]
     skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == len(script_outputs()) - len(kappa)
     assert not any("repro_wc_kappa" in line for line in skipped)
