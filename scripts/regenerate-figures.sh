@@ -109,3 +109,11 @@ S=$SWEEPS/repro_lyle_classification
 zoo repro_lyle_classification "$S" plot "$S" --metric plasticity/plasticity --out "$FIGURES/repro_lyle_classification_plasticity.png"
 zoo repro_lyle_classification "$S" table "$S" --metric plasticity/plasticity --metric charts/episodic_return \
     --metric diagnostics/weight_norm --metric diagnostics/dead_units_frac --windows 10 --csv "$FIGURES/repro_lyle_classification_runs.csv"
+
+# Claim 7: ReDo at replay ratio 8 on MinAtar Breakout.
+S=$SWEEPS/redo_minatar_breakout
+zoo redo_minatar_breakout "$S" plot "$S" --metric charts/episodic_return --metric diagnostics/dormant_frac_0.1 \
+    --out "$FIGURES/redo_minatar_breakout.png"
+zoo redo_minatar_breakout "$S" table "$S" --metric charts/episodic_return --metric diagnostics/dormant_frac_0.1 \
+    --metric diagnostics/dormant_frac_0.025 --metric redo/recycled_frac --metric diagnostics/weight_norm --windows 10 \
+    --csv "$FIGURES/redo_minatar_breakout_runs.csv"

@@ -88,7 +88,7 @@ def test_the_script_is_executable_bash_with_strict_mode():
 # Every other committed file must have its command, and this list may only shrink.
 BUILT_OUTSIDE_THE_TOOL = {"ppo_gap_seeds.csv", "ppo_gap_windows.csv", "ppo_gap_windows.png"}
 
-# Written by the script once their sweeps have run (claims 4b and 6 are new; the per-run CSVs of
+# Written by the script once their sweeps have run (claims 4b, 6 and 7 are new; the per-run CSVs of
 # claims 1, 4 and 5 come with their reruns). This list may only shrink.
 NOT_YET_WRITTEN = {
     "repro_ppo_policy_collapse_runs.csv",
@@ -101,6 +101,9 @@ NOT_YET_WRITTEN = {
     "repro_lyle_classification_plasticity.png",
     "repro_lyle_classification_plasticity.csv",
     "repro_lyle_classification_runs.csv",
+    "redo_minatar_breakout.png",
+    "redo_minatar_breakout.csv",
+    "redo_minatar_breakout_runs.csv",
 }
 
 

@@ -64,8 +64,8 @@ class PlasticityArgs:
     # ReDo (Sokar et al. 2023), plasticity injection (Nikishin et al. 2023)
     redo_every: IntervalOption = 0
     """recycle dormant units (ReDo) every N gradient steps (0: off; 'target': after each target-network update)"""
-    redo_tau: float = 0.025
-    """ReDo: a hidden unit whose score E|h_i| / mean_j E|h_j| is <= tau is recycled (Sokar et al.: 0.025 for DQN; 0.1 is their other value)"""
+    redo_tau: float = 0.1
+    """ReDo: a hidden unit whose score E|h_i| / mean_j E|h_j| is <= tau is recycled (Sokar et al.'s 0.1 for agents with ReDo: better than 0 or 0.025 there)"""
     redo_samples: int = 256
     """ReDo: inputs each score is measured on (DQN/Rainbow: replay observations; PPO: the current rollout's); Sokar et al.'s code: 256"""
     inject_at: int = 0
