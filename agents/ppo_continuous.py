@@ -34,6 +34,7 @@ from agents.plugins.assembly import (
     check_plasticity_args,
     grown_for_plugins,
 )
+from agents.plugins.clipping import output_layer_names
 from agents.plugins.interventions import InjectableHead
 from envs.continuous import (
     finished_episodes,
@@ -418,7 +419,7 @@ def train(args: Args, envs, run: RunDirectory, writer: SummaryWriter, checkpoint
     # Resume from the run directory's checkpoint, if there is one: it holds everything that
     # decides what comes next, so the resumed run is bitwise the run never interrupted.
     iteration_done, global_step = 0, 0
-    diagnostics = DiagnosticsLogger(writer, agent, run_dir=run.path)
+    diagnostics = DiagnosticsLogger(writer, agent, feature_layers=output_layer_names(agent), run_dir=run.path)
     if checkpoint:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise UsageError(

@@ -509,11 +509,12 @@ def print_diagnostics_audit(device: torch.device) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from agents.diagnostics import DiagnosticsLogger
+    from agents.plugins.clipping import output_layer_names
 
     args, algorithm, network = build_algorithm(dqn, device)
     buffer = atari_buffer(1_000, prioritized=False)
     with tempfile.TemporaryDirectory() as run_dir, SummaryWriter(run_dir) as writer:
-        logger = DiagnosticsLogger(writer, network)
+        logger = DiagnosticsLogger(writer, network, feature_layers=output_layer_names(network))
         probe = buffer.sample(64)[0]
         batch = dqn.td_batch(algorithm, buffer, 16)
         calls = {

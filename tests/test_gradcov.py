@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, cluster_order, covariance_summary, gradient_covariance, render_heatmap
+from agents.plugins.clipping import output_layer_names
 
 
 def naive_covariance(model: nn.Module, loss_fn, batch: dict, k: int) -> torch.Tensor:
@@ -151,7 +152,7 @@ def test_heatmap_colours_are_fixed_to_minus_one_plus_one():
 def test_logger_writes_every_tag_the_image_and_the_saved_matrix(tmp_path):
     model = NatureCNN()
     writer = SummaryWriter(tmp_path / "tb")
-    logger = DiagnosticsLogger(writer, model, run_dir=tmp_path)
+    logger = DiagnosticsLogger(writer, model, feature_layers=output_layer_names(model), run_dir=tmp_path)
     frames = torch.rand(16, 4, 84, 84)
     batch = {"obs": frames, "action": torch.randint(0, 6, (16,)), "target": torch.randn(16)}
     logger.log_representation(lambda: model(frames), step=7)

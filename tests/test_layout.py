@@ -157,8 +157,8 @@ NEVER = [
     ("agents/plugins/clipping.py", ("agents", "envs", "runners"), "weight clipping imports nothing of the zoo"),
     (
         "agents/diagnostics",
-        ("agents.qlearning", "agents.plugins.assembly", "agents.plugins.interventions", *ALGORITHMS),
-        "the measurements know no agent and no intervention (they read weight clipping's statistics only)",
+        ("agents.qlearning", "agents.plugins", *ALGORITHMS),
+        "the measurements know no agent or plug-in",
     ),
     ("agents/qlearning", ALGORITHMS, "the shared Q-learning run knows no algorithm (they hand it an AgentSpec)"),
     ("envs", ("agents",), "the envs know no agent"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,8 +17,13 @@ from agents.diagnostics.plasticity import Predict, plasticity_probe
 from agents.diagnostics.sharpness import hessian_spectrum
 from agents.diagnostics.units import representation_metrics
 from agents.diagnostics.weights import distance_from_init, snapshot_parameters, weight_norms
-from agents.plugins.clipping import WeightClipping, output_layer_names
 from runners.base.files import atomic_write_bytes
+
+
+class ClipStatistics(Protocol):
+    """What the logger reads of weight clipping (``agents.plugins.clipping.WeightClipping``)."""
+
+    def pop_clipped_fraction(self) -> float | None: ...
 
 
 class DiagnosticsLogger:
@@ -26,18 +32,19 @@ class DiagnosticsLogger:
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter``.
         model: the trained network (theta_0 is snapshotted now, for distance from init).
+        feature_layers: layers whose inputs are the penultimate features (the agents pass their
+            output layers: ``agents.plugins.clipping.output_layer_names``, the layers weight
+            clipping's ``--wc-skip-last-layer`` leaves free).
         run_dir: where gradient covariance matrices and heatmap PNGs are saved (optional).
-        feature_layers: layers whose inputs are the penultimate features; by default
-            the model's output layers (``output_layers`` attribute or last affine layer).
     """
 
     def __init__(
-        self, writer, model: nn.Module, run_dir: str | Path | None = None, feature_layers: Iterable[str] | None = None
+        self, writer, model: nn.Module, feature_layers: Iterable[str], run_dir: str | Path | None = None
     ) -> None:
         self.writer = writer
         self.model = model
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.feature_layers = list(feature_layers) if feature_layers is not None else output_layer_names(model)
+        self.feature_layers = list(feature_layers)
         self.initial_parameters = snapshot_parameters(model)
 
     def log_scalars(self, metrics: Mapping[str, float | None], step: int) -> None:
@@ -60,7 +67,7 @@ class DiagnosticsLogger:
         self.log_scalars(metrics, step)
         return metrics
 
-    def log_clipping(self, clipping: WeightClipping | None, step: int) -> float | None:
+    def log_clipping(self, clipping: ClipStatistics | None, step: int) -> float | None:
         fraction = clipping.pop_clipped_fraction() if clipping is not None else None
         self.log_scalars({"wc/clipped_fraction": fraction}, step)
         return fraction

@@ -28,6 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.diagnostics import DiagnosticsLogger, GradientNormMeter
 from agents.evaluation import Evaluator, log_evaluation
 from agents.plugins.assembly import PlasticityPlugins, agent_optimizer, check_plasticity_args
+from agents.plugins.clipping import output_layer_names
 from agents.qlearning.lean_update import LeanOffPolicyTrainer
 from agents.qlearning.logger import RunLogger
 from agents.qlearning.options import QLearningArgs
@@ -277,7 +278,9 @@ class QLearningRun:
             args.buffer_size, args.num_envs, frame_stack, spec.prioritized(args), n_step=args.n_step, seed=args.seed
         )
         self.collector = Collector(self.algorithm, self.envs, self.buffer, exploration_noise=True)
-        self.diagnostics = DiagnosticsLogger(writer, self.network, run_dir=run.path)
+        self.diagnostics = DiagnosticsLogger(
+            writer, self.network, feature_layers=output_layer_names(self.network), run_dir=run.path
+        )
         self.diagnostics_seed = stream_seed(args.seed, "diagnostics")
         self.evaluator = (
             Evaluator(make_env(args.env_id, training=False, sticky_actions=args.sticky_actions), args.eval_episodes)
