@@ -35,8 +35,8 @@ def _usage() -> str:
     return USAGE.format(agents=", ".join(AGENTS))
 
 
-def figures(command: str, argv: list[str]) -> None:
-    """``plot``, ``table`` and ``heatmap``: read run directories, write figures and tables."""
+def figures_parser(command: str):
+    """The options of ``plot``, ``table`` or ``heatmap``."""
     import argparse
 
     from runners import plots
@@ -50,9 +50,7 @@ def figures(command: str, argv: list[str]) -> None:
             default=None,
             help="PNG path (default: heatmaps.png in the runs' common directory, or in the first run's)",
         )
-        args = parser.parse_args(argv)
-        print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
-        return
+        return parser
     parser.add_argument("sweep", help="sweep directory: <sweep>/<env>/<variant>/seed_<n>/")
     parser.add_argument(
         "--metric",
@@ -121,7 +119,17 @@ def figures(command: str, argv: list[str]) -> None:
             action="store_true",
             help="also draw performance profiles of the final values (<out>_profile.png, one per metric when several)",
         )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def figures(command: str, argv: list[str]) -> None:
+    """``plot``, ``table`` and ``heatmap``: read run directories, write figures and tables."""
+    from runners import plots
+
+    args = figures_parser(command).parse_args(argv)
+    if command == "heatmap":
+        print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
+        return
     args.metric = list(dict.fromkeys(args.metric))  # a metric named twice is shown once
     plots.check_last_fraction(args.last_fraction)
     if args.bootstrap_reps < 1:
@@ -187,23 +195,16 @@ def default_heatmap_path(runs: list[str]) -> Path:
     return (common if shares_a_folder else runs_resolved[0]) / "heatmaps.png"
 
 
-def sweep_command(argv: list[str]) -> None:
-    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
+def sweep_parser(status: bool = False):
+    """The options of ``clipzoo sweep`` (or, with ``status``, of ``clipzoo sweep status``)."""
     import argparse
 
     from runners import sweep
-    from runners.slurm import submit
-    from runners.slurm_queue import queue_report
 
-    if argv[:1] == ["status"]:
+    if status:
         parser = argparse.ArgumentParser(prog="clipzoo sweep status")
         parser.add_argument("directory")
-        loaded = sweep.load_manifest(parser.parse_args(argv[1:]).directory)
-        print(sweep.status_table(loaded))
-        report = queue_report(loaded)
-        if report:
-            print(report)
-        return
+        return parser
     parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
     parser.add_argument("spec", help="sweep spec (YAML)")
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
@@ -234,7 +235,23 @@ def sweep_command(argv: list[str]) -> None:
         parser.add_argument(
             f"--{key.replace('_', '-')}", dest=key, default=None, help=f"slurm: overrides resources.{key} of the spec"
         )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def sweep_command(argv: list[str]) -> None:
+    """``clipzoo sweep SPEC.yaml [--backend local|slurm] ...`` or ``clipzoo sweep status DIR``."""
+    from runners import sweep
+    from runners.slurm import submit
+    from runners.slurm_queue import queue_report
+
+    if argv[:1] == ["status"]:
+        loaded = sweep.load_manifest(sweep_parser(status=True).parse_args(argv[1:]).directory)
+        print(sweep.status_table(loaded))
+        report = queue_report(loaded)
+        if report:
+            print(report)
+        return
+    args = sweep_parser().parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
