@@ -307,12 +307,16 @@ def check_last_fraction(last_fraction: float) -> None:
 
 
 def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, np.ndarray]]:
-    """Each run's (steps, values) of ``tag`` up to its env x variant group's common last step,
-    so that no group statistic mixes steps some of its seeds lack."""
+    """Each run's (steps, values) of ``tag``; in an env x variant group holding an unfinished run
+    (``--include-partial``), cut at the group's common last step, so that no group statistic mixes
+    steps some of its seeds lack. A group of complete runs is not cut: every run covered the
+    budget, and a run's values must not depend on when another seed's last episode ended."""
     series = {run: read_scalar(run.path, tag) for run in runs}
-    end_of: dict[tuple[str, str], float] = {}
+    end_of: dict[tuple[str, str], float] = defaultdict(lambda: np.inf)
+    partial = {(run.env, run.variant) for run in runs if run.state != "complete"}
     for run, (steps, _) in series.items():
-        end_of[(run.env, run.variant)] = min(end_of.get((run.env, run.variant), np.inf), steps[-1])
+        if (run.env, run.variant) in partial:
+            end_of[(run.env, run.variant)] = min(end_of[(run.env, run.variant)], steps[-1])
     cut = {}
     for run, (steps, values) in series.items():
         kept = steps <= end_of[(run.env, run.variant)]

@@ -243,6 +243,28 @@ def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_dro
     assert "Hopper-v5/adam: charts/episodic_return has points from every seed in 2 of 4 windows" in out
 
 
+def test_a_complete_run_s_values_do_not_depend_on_the_other_seeds_of_its_group(tmp_path, clipzoo):
+    # episodes end at irregular steps: seed 2's last one at 900, seed 1's at 1000; both runs are complete
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", list(zip(range(100, 1001, 100), range(1, 11))), budget=1000)
+    alone = tmp_path / "alone.csv"
+    code, _, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(alone)
+    )
+    assert code == 0, err
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", list(zip(range(150, 901, 150), (1, 1, 1, 1, 1, 1))), budget=1000)
+    both = tmp_path / "both.csv"
+    code, _, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(both)
+    )
+    assert code == 0, err
+    seed_1 = lambda path: next(r for r in csv.DictReader(io.StringIO(path.read_text())) if r["seed"] == "seed_1")
+    # final: the last 10% of its 10 points, the point at 1000 (10); windows (0, 500]: 1-5, (500, 1000]: 6-10
+    assert (seed_1(alone)["final_last_0.1"], seed_1(alone)["window_2_of_2"]) == ("10", "8")
+    assert {k: v for k, v in seed_1(both).items() if k not in ("path",)} == {
+        k: v for k, v in seed_1(alone).items() if k not in ("path",)
+    }
+
+
 def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_path, clipzoo):
     write_run(
         tmp_path, "Hopper-v5", "adam", "seed_1", [(100, 1.0), (600, 3.0), (1200, 5.0)], budget=1000
