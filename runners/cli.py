@@ -67,7 +67,8 @@ def figures_parser(command: str):
         "--last-fraction",
         type=float,
         default=0.1,
-        help="share of each run's last points averaged as its final value, in (0, 1] (plot: for --profile)",
+        help="a run's final value is the mean of the points it logged in this last share of the budget, in (0, 1] "
+        "(plot: for --profile)",
     )
     parser.add_argument(
         "--bootstrap-reps",

@@ -306,11 +306,12 @@ def check_last_fraction(last_fraction: float) -> None:
         raise UsageError(f"--last-fraction must be in (0, 1], got {last_fraction}")
 
 
-def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, np.ndarray]]:
-    """Each run's (steps, values) of ``tag``; in an env x variant group holding an unfinished run
-    (``--include-partial``), cut at the group's common last step, so that no group statistic mixes
-    steps some of its seeds lack. A group of complete runs is not cut: every run covered the
-    budget, and a run's values must not depend on when another seed's last episode ended."""
+def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, np.ndarray, float]]:
+    """Each run's (steps, values) of ``tag`` and the step its group ends at; in an env x variant
+    group holding an unfinished run (``--include-partial``), cut at the group's common last step,
+    so that no group statistic mixes steps some of its seeds lack. A group of complete runs is not
+    cut (its end is inf): every run covered the budget, and a run's values must not depend on when
+    another seed's last episode ended."""
     series = {run: read_scalar(run.path, tag) for run in runs}
     end_of: dict[tuple[str, str], float] = defaultdict(lambda: np.inf)
     partial = {(run.env, run.variant) for run in runs if run.state != "complete"}
@@ -319,18 +320,31 @@ def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, 
             end_of[(run.env, run.variant)] = min(end_of[(run.env, run.variant)], steps[-1])
     cut = {}
     for run, (steps, values) in series.items():
-        kept = steps <= end_of[(run.env, run.variant)]
-        cut[run] = (steps[kept], values[kept])
+        end = end_of[(run.env, run.variant)]
+        kept = steps <= end
+        cut[run] = (steps[kept], values[kept], end)
     return cut
 
 
 def run_finals(runs: list[Run], tag: str, last_fraction: float = 0.1) -> list[tuple[Run, float]]:
-    """Each run's average over its last ``last_fraction`` of logged points (``_cut_at_group_end``)."""
+    """Each run's final value: the mean of the points it logged in the last ``last_fraction`` of
+    the budget, steps after (1 - last_fraction) x its env's budget (``env_budgets``; a step past
+    the budget counts, as in the last window of ``run_windows``, so with 10 windows the final value
+    at 0.1 is the last window's mean). This is the rule's definition: a share of the logged
+    points would weigh a seed's last episodes by how many it ended. In a group cut at its common
+    last step E (``--include-partial``) the budget is taken to end at E."""
     check_last_fraction(last_fraction)
+    budget_of = env_budgets({tag: runs})
     finals = []
-    for run, (_, values) in _cut_at_group_end(runs, tag).items():
-        tail = max(1, int(np.ceil(len(values) * last_fraction)))
-        finals.append((run, float(values[-tail:].mean())))
+    for run, (steps, values, end) in _cut_at_group_end(runs, tag).items():
+        start = (1 - last_fraction) * min(budget_of[run.env], end)
+        in_last = (steps > start) | (start == 0)  # a window from 0 also holds step 0, as the first window does
+        if not in_last.any():
+            raise UsageError(
+                f"{run.path} logged no point of {tag} in the last {last_fraction:g} of its budget (after step "
+                f"{start:,.0f}); a larger --last-fraction averages over more of it"
+            )
+        finals.append((run, float(values[in_last].mean())))
     return finals
 
 
@@ -342,17 +356,23 @@ def final_scores(runs: list[Run], tag: str, last_fraction: float = 0.1) -> dict[
     return dict(finals)
 
 
-def window_edges(runs_of: dict[str, list[Run]], windows: int) -> dict[str, np.ndarray]:
-    """Per env, ``windows`` equal windows of env steps from 0 to its budget: the largest
-    ``total_timesteps`` of its runs' configs (a run without one: the last step it logged a
-    metric). One set of edges per env, shared by every metric, so tables and CSV agree."""
-    if windows < 1:
-        raise UsageError(f"--windows must be a positive number of windows, got {windows}")
+def env_budgets(runs_of: dict[str, list[Run]]) -> dict[str, float]:
+    """Per env, its budget in env steps: the largest ``total_timesteps`` of its runs' configs (a
+    run without one: the last step it logged a metric of ``runs_of``)."""
     budget_of: dict[str, float] = defaultdict(float)
     for tag, runs in runs_of.items():
         for run in runs:
             total = json.loads((run.path / "config.json").read_text()).get("total_timesteps")
             budget_of[run.env] = max(budget_of[run.env], total if total else read_scalar(run.path, tag)[0][-1])
+    return dict(budget_of)
+
+
+def window_edges(runs_of: dict[str, list[Run]], windows: int) -> dict[str, np.ndarray]:
+    """Per env, ``windows`` equal windows of env steps from 0 to its budget (``env_budgets``). One
+    set of edges per env, shared by every metric, so tables and CSV agree."""
+    if windows < 1:
+        raise UsageError(f"--windows must be a positive number of windows, got {windows}")
+    budget_of = env_budgets(runs_of)
     for env, budget in budget_of.items():
         if budget < windows:
             raise UsageError(
@@ -366,7 +386,7 @@ def run_windows(runs: list[Run], tag: str, edges_of: dict[str, np.ndarray]) -> l
     first also holds step 0, the last any step past the budget), nan in a window without one;
     runs cut at their group's common last step (``_cut_at_group_end``)."""
     result = []
-    for run, (steps, values) in _cut_at_group_end(runs, tag).items():
+    for run, (steps, values, _) in _cut_at_group_end(runs, tag).items():
         edges = edges_of[run.env]
         window = np.digitize(steps, edges[1:-1], right=True)
         sums = np.bincount(window, weights=values, minlength=len(edges) - 1)
@@ -671,9 +691,9 @@ def compare_table(
     tested = sum(row.difference is not None for row in rows)
     legend = (
         [
-            f"B − A: final = mean of each run's last {last_fraction:.0%} of points (as above); whole-run mean = mean of its "
-            f"{windows} window means of env steps (the area under its curve); 95% CI: stratified bootstrap, each variant's "
-            f"seeds resampled apart ({reps:,} draws, seed 0); p: two-sided exact permutation test of the "
+            f"B − A: final = mean of the points each run logged in the last {last_fraction:.0%} of the budget (as "
+            f"above); whole-run mean = mean of its {windows} window means of env steps (the area under its curve); "
+            f"95% CI: stratified bootstrap, each variant's seeds resampled apart ({reps:,} draws, seed 0); p: two-sided exact permutation test of the "
             f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
             f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"
         ]

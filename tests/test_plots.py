@@ -153,10 +153,10 @@ def test_table_reports_final_means_with_intervals_and_seed_counts(tmp_path):
     assert len(lines) == 2 + 4
     hopper_wc = next(line for line in lines if "Hopper-v5 | adam_wc" in line)
     cells = [c.strip() for c in hopper_wc.strip("|").split("|")]
-    # last 10% of 11 points = the last 2 points (steps 900 and 1000): offset + 2 * 9.5 on average
+    # the budget is the last logged step, 1000: its last 10% holds the point at 1000, offset + slope * 10
     expected = np.mean(
         [
-            offset + slope * 9.5
+            offset + slope * 10
             for (env, variant, _), (offset, slope) in truth.items()
             if (env, variant) == ("Hopper-v5", "adam_wc")
         ]
@@ -173,7 +173,7 @@ def test_table_adds_the_interquartile_mean_from_five_seeds(tmp_path):
     walker = next(line for line in table.splitlines() if "Walker2d-v5 | adam |" in line)
     cells = [c.strip() for c in walker.strip("|").split("|")]
     finals = sorted(
-        offset + slope * 9.5
+        offset + slope * 10
         for (env, variant, _), (offset, slope) in truth.items()
         if (env, variant) == ("Walker2d-v5", "adam")
     )
@@ -244,14 +244,14 @@ def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_dro
 
 
 def test_a_complete_run_s_values_do_not_depend_on_the_other_seeds_of_its_group(tmp_path, clipzoo):
-    # episodes end at irregular steps: seed 2's last one at 900, seed 1's at 1000; both runs are complete
+    # episodes end at irregular steps: seed 2's last one at 950, seed 1's at 1000; both runs are complete
     write_run(tmp_path, "Hopper-v5", "adam", "seed_1", list(zip(range(100, 1001, 100), range(1, 11))), budget=1000)
     alone = tmp_path / "alone.csv"
     code, _, err = clipzoo(
         "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(alone)
     )
     assert code == 0, err
-    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", list(zip(range(150, 901, 150), (1, 1, 1, 1, 1, 1))), budget=1000)
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", list(zip(range(150, 951, 200), (1, 1, 1, 1, 1))), budget=1000)
     both = tmp_path / "both.csv"
     code, _, err = clipzoo(
         "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "2", "--csv", str(both)
@@ -263,6 +263,38 @@ def test_a_complete_run_s_values_do_not_depend_on_the_other_seeds_of_its_group(t
     assert {k: v for k, v in seed_1(both).items() if k not in ("path",)} == {
         k: v for k, v in seed_1(alone).items() if k not in ("path",)
     }
+
+
+def test_the_final_value_averages_the_points_logged_in_the_last_tenth_of_the_budget(tmp_path, clipzoo):
+    # seed 1 ends many short episodes late in the run, seed 2 few long ones; budget 1000
+    late = [(100, 1.0), (300, 1.0), (500, 1.0), (850, 4.0), (910, 6.0), (930, 8.0), (960, 10.0), (990, 12.0)]
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_1", late, budget=1000)
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_2", [(400, 2.0), (899, 3.0), (1002, 5.0)], budget=1000)
+    out_csv = tmp_path / "runs.csv"
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--windows", "10", "--csv", str(out_csv)
+    )
+    assert code == 0, err
+    rows = {r["seed"]: r for r in csv.DictReader(io.StringIO(out_csv.read_text()))}
+    # seed 1: steps after 900 are 910-990, (6 + 8 + 10 + 12) / 4 = 9 (its last 10% of points would be 990 alone:
+    # 12); seed 2: 1002, past the budget, counts (its last point by count too), 899 does not: 5
+    assert (rows["seed_1"]["final_last_0.1"], rows["seed_2"]["final_last_0.1"]) == ("9", "5")
+    assert all(r["final_last_0.1"] == r["window_10_of_10"] for r in rows.values())  # the last of 10 windows
+    assert "| Hopper-v5 | adam | 7 | [" in out  # the mean over seeds
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--last-fraction", "0.5")
+    assert code == 0, err
+    assert (
+        "| Hopper-v5 | adam | 6 | [" in out
+    )  # steps after 500: 40 / 5 = 8 for seed 1 (850-990), 4 for seed 2 (899, 1002)
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--last-fraction", "1")
+    assert code == 0, err
+    assert "| Hopper-v5 | adam | 4.354 | [" in out  # every point: (43 / 8 + 10 / 3) / 2
+    write_run(tmp_path, "Hopper-v5", "adam", "seed_3", [(100, 1.0), (800, 2.0)], budget=1000)
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return")
+    assert code == 2 and err.strip().endswith(
+        "seed_3 logged no point of charts/episodic_return in the last 0.1 of its budget (after step 900); "
+        "a larger --last-fraction averages over more of it"
+    )
 
 
 def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_path, clipzoo):
@@ -318,7 +350,7 @@ def test_table_csv_holds_each_runs_final_value_and_window_means(tmp_path, clipzo
     ]
     for row in rows:
         offset, slope = truth[(row["env"], row["variant"], int(row["seed"].removeprefix("seed_")))]
-        assert float(row["final_last_0.1"]) == pytest.approx(offset + 9.5 * slope)  # steps 900 and 1000
+        assert float(row["final_last_0.1"]) == pytest.approx(offset + 10 * slope)  # steps after 900: 1000
         assert row["budget"] == "1000"
         assert float(row["window_1_of_2"]) == pytest.approx(offset + 2.5 * slope)  # steps 0-500
         assert float(row["window_2_of_2"]) == pytest.approx(offset + 8 * slope)  # steps 600-1000
@@ -359,7 +391,7 @@ def test_plot_profile_draws_the_fraction_of_runs_above_each_threshold(tmp_path, 
     truth = make_sweep(tmp_path / "sweep")
     finals = plots.final_scores(plots.find_runs(tmp_path / "sweep"), "charts/episodic_return")
     expected = sorted(
-        offset + slope * 9.5
+        offset + slope * 10
         for (env, variant, _), (offset, slope) in truth.items()
         if (env, variant) == ("Hopper-v5", "adam")
     )
