@@ -27,15 +27,10 @@ import torch.nn as nn
 
 from agents.diagnostics import DiagnosticsLogger, approx_kl, clip_fraction
 from agents.evaluation import Evaluator, log_evaluation
-from agents.plugins.assembly import (
-    PlasticityArgs,
-    PlasticityPlugins,
-    agent_optimizer,
-    check_plasticity_args,
-    grown_for_plugins,
-)
+from agents.plugins.assembly import PlasticityPlugins, agent_optimizer, grown_for_plugins
 from agents.plugins.clipping import output_layer_names
 from agents.plugins.interventions import InjectableHead
+from agents.plugins.options import PlasticityArgs, check_plasticity_args
 from envs.continuous import (
     finished_episodes,
     freeze_observation_statistics,

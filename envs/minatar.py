@@ -15,12 +15,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RecordEpisodeStatistics, TransformObservation
 
+MINATAR_NAMESPACE = "MinAtar/"
 STICKY_ACTIONS = 0.1  # MinAtar's default, used in the MinAtar paper's experiments
 GRID = (10, 10)
 
 
 def register_minatar_envs() -> None:
-    """Adds the ``MinAtar/*`` ids to gymnasium's registry (once)."""
+    """Adds the ``MinAtar/*`` ids to gymnasium's registry (once; importing the package takes
+    seconds, so only a MinAtar id asks for it)."""
     if "MinAtar/Breakout-v1" not in gym.registry:
         import minatar.gym
 
@@ -28,6 +30,8 @@ def register_minatar_envs() -> None:
 
 
 def is_minatar(env_id: str) -> bool:
+    if not env_id.startswith(MINATAR_NAMESPACE):
+        return False
     register_minatar_envs()
     return env_id in gym.registry and str(gym.spec(env_id).entry_point).startswith("minatar.")
 

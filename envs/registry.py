@@ -7,27 +7,38 @@ from functools import cache
 
 import gymnasium as gym
 
+from envs.minatar import MINATAR_NAMESPACE, register_minatar_envs
 from runners.base.errors import UsageError
 
 
 @cache
-def registered_env_ids() -> tuple[str, ...]:
+def _register_ale_and_classification_envs() -> None:
     import ale_py  # registers the ALE/* ids
 
     from envs.classification import register_classification_envs
-    from envs.minatar import register_minatar_envs
 
     gym.register_envs(ale_py)
-    register_minatar_envs()
     register_classification_envs()
+
+
+@cache
+def registered_env_ids() -> tuple[str, ...]:
+    """Every id gymnasium knows, MinAtar's included."""
+    _register_ale_and_classification_envs()
+    register_minatar_envs()
     return tuple(sorted(gym.registry))
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The spec of a registered env id, or a UsageError naming the closest ids."""
-    ids = registered_env_ids()
-    if env_id in ids:
+    """The spec of a registered env id, or a UsageError naming the closest ids. The MinAtar
+    package is imported only for a MinAtar id or an unknown one: it imports seaborn and scipy,
+    seconds of every other run's start-up."""
+    _register_ale_and_classification_envs()
+    if env_id.startswith(MINATAR_NAMESPACE):
+        register_minatar_envs()
+    if env_id in gym.registry:
         return gym.spec(env_id)
+    ids = registered_env_ids()
     close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(f"unknown env id {env_id!r}{hint}")

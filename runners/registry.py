@@ -46,7 +46,7 @@ def check_run_options(name: str, args) -> None:
     if name == "ppo":
         from agents.ppo_continuous import check_args
     else:
-        from agents.qlearning.run import check_args
+        from agents.qlearning.options import check_args  # no torch or Tianshou: a sweep's checks start fast
     check_args(args)
 
 

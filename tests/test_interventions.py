@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.plugins.assembly import PlasticityArgs, PlasticityPlugins, check_plasticity_args
+from agents.plugins.assembly import PlasticityPlugins
 from agents.plugins.clipping import WeightClipping
 from agents.plugins.interventions import (
     Interval,
@@ -26,6 +26,7 @@ from agents.plugins.interventions import (
     with_injectable_heads,
 )
 from agents.plugins.optimizers import Madam, make_optimizer
+from agents.plugins.options import PlasticityArgs, check_plasticity_args
 from agents.ppo_continuous import Agent, NumpyActor
 from agents.ppo_continuous import Args as PPOArgs
 from agents.qlearning.networks import QNetwork, RainbowNetwork

@@ -4,6 +4,8 @@ clipping, diagnostics and the plug-ins, and the presets and sweep specs."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -53,6 +55,24 @@ def test_observations_are_the_games_grids_channel_first_with_no_wrappers():
 def test_a_typo_in_a_minatar_id_gets_a_suggestion(clipzoo):
     code, _, err = clipzoo("train", "dqn", "--env-id", "MinAtar/Breakot-v1")
     assert code == 2 and "unknown env id 'MinAtar/Breakot-v1'; did you mean MinAtar/Breakout-v1" in err
+    code, _, err = clipzoo("train", "dqn", "--env-id", "Minatar/Breakout-v1")  # outside the namespace
+    assert code == 2 and "unknown env id 'Minatar/Breakout-v1'; did you mean MinAtar/Breakout-v1" in err
+
+
+def test_only_a_minatar_env_imports_the_minatar_package():
+    # it imports seaborn and scipy.stats: seconds of start-up no CartPole or Atari run should pay
+    probe = (
+        "import sys\n"
+        "from envs.discrete import check_discrete_env, make_env\n"
+        "for env_id in ('CartPole-v1', 'ALE/Pong-v5'):\n"
+        "    check_discrete_env(env_id); make_env(env_id, training=True)().reset(seed=0)\n"
+        "print('minatar' in sys.modules, 'seaborn' in sys.modules)\n"
+        "check_discrete_env('MinAtar/Breakout-v1')\n"
+        "print('minatar' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True"]
 
 
 def test_minatar_networks_are_the_papers():
@@ -151,7 +171,7 @@ PRESETS = ["dqn_minatar_rr1", "dqn_minatar_rr8", "rainbow_minatar_rr1", "rainbow
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_minatar_presets_pass_the_checks(preset):
-    from agents.qlearning.run import check_args
+    from agents.qlearning.options import check_args
     from runners.base.config import load_config_file
 
     args = load_config_file(rainbow.Args if preset.startswith("rainbow") else dqn.Args, preset)

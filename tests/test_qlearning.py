@@ -162,7 +162,7 @@ def test_atari_envs_use_frameskip_1_and_explicit_sticky_actions():
     ],
 )
 def test_every_preset_passes_the_checks_and_builds_its_env(preset):
-    from agents.qlearning.run import check_args
+    from agents.qlearning.options import check_args
     from envs.discrete import check_discrete_env
     from runners.base.config import load_config_file
 

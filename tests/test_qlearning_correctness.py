@@ -288,7 +288,7 @@ def test_run_takes_exactly_the_requested_env_steps(tmp_path):
 
 # ---------------------------------------------------------------- target period
 def test_target_period_is_gradient_steps_whatever_the_replay_ratio():
-    from agents.qlearning.run import check_args
+    from agents.qlearning.options import check_args
 
     args = dqn.Args(env_id="CartPole-v1", replay_ratio=4, target_update_period=7, total_timesteps=100_320)
     assert check_args(args)[2] == 7

@@ -9,9 +9,10 @@ import torch
 from tianshou.data import Batch, VectorReplayBuffer
 from tianshou.trainer import OffPolicyTrainer, OffPolicyTrainerParams
 
+from agents.qlearning.options import collection_plan
 from agents.qlearning.replay import CheckedReplayBuffer, make_replay_buffer
 from agents.qlearning.run import build_agent
-from agents.qlearning.trainer import QuietOffPolicyTrainer, collection_plan
+from agents.qlearning.trainer import QuietOffPolicyTrainer
 from runners.base.errors import UsageError
 
 

@@ -12,7 +12,6 @@ its clamp has the last word on every step.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -30,88 +29,10 @@ from agents.plugins.interventions import (
 )
 from agents.plugins.optimizers import make_optimizer
 from agents.plugins.options import IntervalOption, PlasticityArgs
-from runners.base.errors import UsageError
 from runners.base.rng import torch_generator
 
 # Teo et al. 2023: lambda = 0.01 for L2 and L2 Init, 0.001 for the singular-value penalty.
 PAPER_COEFS = {"l2": 0.01, "l2_init": 0.01, "singular": 0.001}
-
-
-def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, samples_available: tuple[int, str]) -> None:
-    """Refuse settings that cannot mean anything, naming the flag; ``samples_available`` is
-    (count, what it is) of the data the probes draw from."""
-    if args.wc_kappa is not None and not (math.isfinite(args.wc_kappa) and args.wc_kappa > 0):
-        raise UsageError(f"--wc-kappa must be a finite number > 0, got {args.wc_kappa}")
-    for name in ("adam_eps", "madam_p_scale", "madam_g_bound", "sp_sigma"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and (value > 0 or (name == "sp_sigma" and value == 0))):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
-    if not 0 <= args.adam_beta2 < 1:
-        raise UsageError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
-    if not 0 <= args.sp_shrink <= 1:
-        raise UsageError(f"--sp-shrink must be in [0, 1], got {args.sp_shrink}")
-    if args.reg_coef is not None and not (math.isfinite(args.reg_coef) and args.reg_coef > 0):
-        raise UsageError(f"--reg-coef must be a finite number > 0, got {args.reg_coef}")
-    if not (math.isfinite(args.reg_delta) and args.reg_delta > 0):
-        raise UsageError(f"--reg-delta must be a finite number > 0, got {args.reg_delta}")
-    if args.reg == "singular" and args.reg_form == "decoupled":
-        raise UsageError("--reg singular acts on features and exists only as a loss term; use --reg-form loss")
-    for name in ("reg_every", "sp_every", "reset_last_layer_every", "redo_every"):
-        value = getattr(args, name)
-        if value == "target" and not has_target_network:
-            raise UsageError(
-                f"--{name.replace('_', '-')} target: this agent has no target network; give a number of gradient steps"
-            )
-        if value != "target" and (value < 0 or (value == 0 and name == "reg_every")):
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be {'>= 1' if name == 'reg_every' else '>= 0'} or 'target', got {value}"
-            )
-    for name in ("plasticity_probe_every", "sharpness_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not (math.isfinite(args.redo_tau) and 0 <= args.redo_tau < 1):
-        raise UsageError(f"--redo-tau must be in [0, 1) (the mean score is 1), got {args.redo_tau}")
-    if args.redo_every and args.optimizer == "madam":
-        raise UsageError(
-            "--redo-every with --optimizer madam: Madam's multiplicative steps keep ReDo's zeroed outgoing weights at 0; use adam or sgd"
-        )
-    if args.inject_at < 0:
-        raise UsageError(f"--inject-at must be >= 0 (0: off), got {args.inject_at}")
-    if args.inject_at and args.optimizer == "madam":
-        raise UsageError(
-            "--inject-at with --optimizer madam: Madam's multiplicative step on the combined head is not a step on the new head; use adam or sgd"
-        )
-    for name in ("reset_last_layer_every", "sp_every", "redo_every"):
-        if args.inject_at and getattr(args, name):
-            raise UsageError(
-                f"--inject-at with --{name.replace('_', '-')}: it re-initialises weights of the heads that the "
-                "injection freezes or copies; use one of them"
-            )
-    if args.inject_at and args.reg == "singular":
-        raise UsageError(
-            "--inject-at with --reg singular: the penalty acts on the output layers' features, which the "
-            "injection doubles; use l2 or l2_init"
-        )
-    for name in (
-        "plasticity_probe_samples",
-        "plasticity_probe_targets",
-        "sharpness_samples",
-        "sharpness_iterations",
-        "redo_samples",
-    ):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.plasticity_probe_steps < 0:
-        raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
-    available, source = samples_available
-    # ReDo's replay observations (the agents with a target network) are drawn with replacement; PPO's are rollout samples
-    for name, every in (
-        ("plasticity_probe_samples", args.plasticity_probe_every),
-        ("sharpness_samples", args.sharpness_every),
-        ("redo_samples", args.redo_every and not has_target_network),
-    ):
-        if every and getattr(args, name) > available:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} exceeds {source} ({available})")
 
 
 def grown_for_plugins(args: PlasticityArgs, network: nn.Module) -> nn.Module:

@@ -1,15 +1,19 @@
-"""The options of the Tianshou agents (``QLearningArgs``, ``DQNArgs``, ``RainbowArgs``), in a module
-that imports neither torch nor Tianshou: ``clipzoo train dqn --help`` and the registry read them
-without loading either. Each field's docstring is its ``--help``; the code that uses them:
-``agents/qlearning/run.py``, ``agents/dqn.py``, ``agents/rainbow.py``.
+"""The options of the Tianshou agents (``QLearningArgs``, ``DQNArgs``, ``RainbowArgs``) and their
+checks (``check_args``, with the exact replay ratio's ``collection_plan``), in a module that
+imports neither torch nor Tianshou: ``clipzoo train dqn --help``, the registry and a sweep's
+checks of every run read them without loading either. Each field's docstring is its ``--help``;
+the code that uses them: ``agents/qlearning/run.py``, ``agents/dqn.py``, ``agents/rainbow.py``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import ClassVar, Literal
 
-from agents.plugins.options import PlasticityArgs
+from agents.plugins.options import PlasticityArgs, check_plasticity_args
+from runners.base.errors import UsageError
 from runners.base.tracking import TrackingArgs
 
 
@@ -140,3 +144,111 @@ class RainbowArgs(QLearningArgs):
     """epsilon-greedy on top of the noisy layers after the decay (Rainbow paper: 0)"""
     wc_include_noisy_sigma: bool = False
     """also clip the noisy layers' sigma parameters (bound from their layer's fan_in)"""
+
+
+# ---------------------------------------------------------------- replay ratio and the checks
+MAX_STEPS_PER_COLLECT = 1000
+MAX_REPLAY_RATIO = 128  # beyond the highest ratios studied; a larger one is almost surely a typo
+
+
+def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
+    """(env steps per collect, gradient steps per collect) with ratio exactly ``replay_ratio``.
+
+    Collects are whole rounds over the ``num_envs`` envs, so the step count is the
+    smallest multiple of ``num_envs`` whose product with the ratio is whole.
+    """
+    if not 0 < replay_ratio <= MAX_REPLAY_RATIO:
+        raise UsageError(
+            f"--replay-ratio must be > 0 and at most {MAX_REPLAY_RATIO} gradient steps per env step, got {replay_ratio}"
+        )
+    ratio = Fraction(str(replay_ratio))
+    steps = math.lcm(num_envs, ratio.denominator)
+    if steps > MAX_STEPS_PER_COLLECT:
+        raise UsageError(
+            f"--replay-ratio {replay_ratio} cannot be realised with whole gradient steps unless each collect takes "
+            f"{steps} env steps (with {num_envs} envs); use a ratio with a small denominator, e.g. 0.25, 0.5, 1, 2, 4, 8"
+        )
+    return int(steps), int(ratio * steps)
+
+
+def check_args(args: QLearningArgs) -> tuple[int, int, int]:
+    """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
+    for name in (
+        "num_envs",
+        "batch_size",
+        "buffer_size",
+        "n_step",
+        "target_update_period",
+        "log_every",
+        "checkpoint_every",
+        "gradcov_samples",
+        "probe_samples",
+        "torch_threads",
+    ):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if not 0 <= args.eval_epsilon <= 1:
+        raise UsageError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
+    if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
+        raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
+    steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
+    if args.learning_starts < max(args.batch_size, args.gradcov_samples):
+        raise UsageError(
+            f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
+            f"so the first update has data"
+        )
+    if args.learning_starts > args.buffer_size:
+        raise UsageError(f"--learning-starts {args.learning_starts} exceeds --buffer-size {args.buffer_size}")
+    fit_log_interval(args, steps_per_collect)
+    warmup = warmup_length(args)
+    if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
+        below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
+            f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}"
+        )
+    if args.device == "cuda":
+        import torch  # only here: the checks of every other run load no torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was requested but CUDA is not available")
+    check_plasticity_args(
+        args,
+        has_target_network=True,
+        samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"),
+    )
+    return steps_per_collect, gradient_steps, args.target_update_period
+
+
+def warmup_length(args: QLearningArgs) -> int:
+    """Random-action env steps before training: --learning-starts in whole rounds over the envs."""
+    return math.ceil(args.learning_starts / args.num_envs) * args.num_envs
+
+
+def fit_log_interval(args: QLearningArgs, steps_per_collect: int) -> None:
+    """A run shorter than the warm-up plus one log interval logs (and checkpoints) at the
+    largest interval that fits; one with no room for a single collect after the warm-up is refused."""
+    warmup = warmup_length(args)
+    training = args.total_timesteps - warmup
+    if training < steps_per_collect:
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
+            f"({warmup} env steps of --learning-starts); give at least {warmup + steps_per_collect}"
+        )
+    if training < epoch_length(args, steps_per_collect):
+        fitted = training // steps_per_collect * steps_per_collect
+        print(
+            f"--log-every {args.log_every} is longer than the {training:,} env steps after the warm-up; "
+            f"logging every {fitted:,} env steps"
+        )
+        args.log_every = fitted
+
+
+def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
+    """Trainer epoch = one log interval, in whole collects."""
+    return max(1, round(args.log_every / steps_per_collect)) * steps_per_collect

@@ -27,11 +27,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.diagnostics import DiagnosticsLogger, GradientNormMeter
 from agents.evaluation import Evaluator, log_evaluation
-from agents.plugins.assembly import PlasticityPlugins, agent_optimizer, check_plasticity_args
+from agents.plugins.assembly import PlasticityPlugins, agent_optimizer
 from agents.plugins.clipping import output_layer_names
 from agents.qlearning.lean_update import LeanOffPolicyTrainer
 from agents.qlearning.logger import RunLogger
-from agents.qlearning.options import QLearningArgs
+from agents.qlearning.options import QLearningArgs, check_args, epoch_length, warmup_length
 from agents.qlearning.replay import ReplayObservations, make_replay_buffer
 from agents.qlearning.streams import RandomStreams
 from agents.qlearning.tianshou_internals import (
@@ -42,11 +42,11 @@ from agents.qlearning.tianshou_internals import (
     target_sync_counter,
     update_step,
 )
-from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory, collection_plan
+from agents.qlearning.trainer import ExactBudgetTrainer, PluginOptimizerFactory
 from envs.discrete import FRAME_STACK, check_discrete_env, drain_finished_episodes, is_atari, make_env
 from envs.state import capture_env_state, restore_env_state
 from runners.base.console import plural, tensorboard_command
-from runners.base.errors import RunInterrupted, UsageError
+from runners.base.errors import RunInterrupted
 from runners.base.rng import stream_seed
 from runners.base.rundir import RunDirectory, StopRequest, execute_run, isolated_rng, restore_rng_state, rng_state
 from runners.base.tracking import TRACKING_OPTIONS
@@ -105,86 +105,6 @@ def build_agent(
     with streams.network_init.active():
         network = spec.network(args, obs_shape, actions).to(device)
     return spec.algorithm(args, network, actions, optimizer_factory, device, target_period, streams), network
-
-
-def check_args(args: QLearningArgs) -> tuple[int, int, int]:
-    """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    for name in (
-        "num_envs",
-        "batch_size",
-        "buffer_size",
-        "n_step",
-        "target_update_period",
-        "log_every",
-        "checkpoint_every",
-        "gradcov_samples",
-        "probe_samples",
-        "torch_threads",
-    ):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_episodes < 1:
-        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
-    if not 0 <= args.eval_epsilon <= 1:
-        raise UsageError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
-    if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):
-        raise UsageError(f"--sticky-actions must be in [0, 1), got {args.sticky_actions}")
-    steps_per_collect, gradient_steps = collection_plan(args.replay_ratio, args.num_envs)
-    if args.learning_starts < max(args.batch_size, args.gradcov_samples):
-        raise UsageError(
-            f"--learning-starts {args.learning_starts} must be at least the batch size and --gradcov-samples, "
-            f"so the first update has data"
-        )
-    if args.learning_starts > args.buffer_size:
-        raise UsageError(f"--learning-starts {args.learning_starts} exceeds --buffer-size {args.buffer_size}")
-    fit_log_interval(args, steps_per_collect)
-    warmup = warmup_length(args)
-    if (args.total_timesteps - warmup) % steps_per_collect:  # training runs in whole collects
-        below = warmup + (args.total_timesteps - warmup) // steps_per_collect * steps_per_collect
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} would run {below} env steps: the {warmup}-step warm-up, "
-            f"then collects of {steps_per_collect} env steps; use {below} or {below + steps_per_collect}"
-        )
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but CUDA is not available")
-    check_plasticity_args(
-        args,
-        has_target_network=True,
-        samples_available=(args.learning_starts, "--learning-starts, the replay data present at the first probe"),
-    )
-    return steps_per_collect, gradient_steps, args.target_update_period
-
-
-def warmup_length(args: QLearningArgs) -> int:
-    """Random-action env steps before training: --learning-starts in whole rounds over the envs."""
-    return math.ceil(args.learning_starts / args.num_envs) * args.num_envs
-
-
-def fit_log_interval(args: QLearningArgs, steps_per_collect: int) -> None:
-    """A run shorter than the warm-up plus one log interval logs (and checkpoints) at the
-    largest interval that fits; one with no room for a single collect after the warm-up is refused."""
-    warmup = warmup_length(args)
-    training = args.total_timesteps - warmup
-    if training < steps_per_collect:
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} leaves no training after the warm-up "
-            f"({warmup} env steps of --learning-starts); give at least {warmup + steps_per_collect}"
-        )
-    if training < epoch_length(args, steps_per_collect):
-        fitted = training // steps_per_collect * steps_per_collect
-        print(
-            f"--log-every {args.log_every} is longer than the {training:,} env steps after the warm-up; "
-            f"logging every {fitted:,} env steps"
-        )
-        args.log_every = fitted
-
-
-def epoch_length(args: QLearningArgs, steps_per_collect: int) -> int:
-    """Trainer epoch = one log interval, in whole collects."""
-    return max(1, round(args.log_every / steps_per_collect)) * steps_per_collect
 
 
 def main(spec: AgentSpec, args_class: type[QLearningArgs], argv: list[str] | None, prog: str) -> Path:

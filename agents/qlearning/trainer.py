@@ -1,8 +1,6 @@
-"""Tianshou's off-policy trainer at an exact replay ratio, with the plug-ins on its optimizer.
+"""Tianshou's off-policy trainer at an exact replay ratio (``collection_plan`` in ``options.py``
+picks the collect size), with the plug-ins on its optimizer.
 
-* ``collection_plan``: env steps per collect and gradient steps per collect that realise a replay
-  ratio exactly (Tianshou takes ``round(rr * n)`` gradient steps per collect of ``n`` env steps;
-  ``n`` is picked so that ``rr * n`` is whole, and ratios that cannot be realised are refused).
 * ``PluginOptimizerFactory``: the optimizer factory Tianshou calls to build the optimizer; it
   attaches the plasticity plug-ins (weight clipping last) and counts gradient steps.
 * ``QuietOffPolicyTrainer``: Tianshou 2.0.1's gradient-update progress bar overrides
@@ -13,9 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 
-import numpy as np
 import torch
 from tianshou.algorithm.optim import OptimizerFactory
 from tianshou.trainer import OffPolicyTrainer
@@ -25,31 +21,6 @@ from agents.plugins.clipping import WeightClipping
 from agents.qlearning.tianshou_internals import (
     trainer_env_step,
 )
-from runners.base.errors import UsageError
-
-MAX_STEPS_PER_COLLECT = 1000
-MAX_REPLAY_RATIO = 128  # beyond the highest ratios studied; a larger one is almost surely a typo
-
-
-# ---------------------------------------------------------------- replay ratio
-def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
-    """(env steps per collect, gradient steps per collect) with ratio exactly ``replay_ratio``.
-
-    Collects are whole rounds over the ``num_envs`` envs, so the step count is the
-    smallest multiple of ``num_envs`` whose product with the ratio is whole.
-    """
-    if not 0 < replay_ratio <= MAX_REPLAY_RATIO:
-        raise UsageError(
-            f"--replay-ratio must be > 0 and at most {MAX_REPLAY_RATIO} gradient steps per env step, got {replay_ratio}"
-        )
-    ratio = Fraction(str(replay_ratio))
-    steps = np.lcm(num_envs, ratio.denominator)
-    if steps > MAX_STEPS_PER_COLLECT:
-        raise UsageError(
-            f"--replay-ratio {replay_ratio} cannot be realised with whole gradient steps unless each collect takes "
-            f"{steps} env steps (with {num_envs} envs); use a ratio with a small denominator, e.g. 0.25, 0.5, 1, 2, 4, 8"
-        )
-    return int(steps), int(ratio * steps)
 
 
 # ---------------------------------------------------------------- optimizer with the plug-ins
