@@ -57,6 +57,7 @@ def main(repeats: int = 5) -> None:
                     subprocess.run(command, cwd=checkout, check=True, capture_output=True)
                     seconds[(where, name)].append(time.perf_counter() - start)
     base = statistics.median(seconds[("here", BASELINE)])
+    # every ratio is to this checkout's baseline: the same import, so the two columns compare directly
     columns = " | ".join(f"{where}: seconds | {where}: / importing torch and gymnasium" for where in checkouts)
     print(f"| command | {columns} |\n|---|{'---|---|' * len(checkouts)}")
     for name in commands:

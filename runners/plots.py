@@ -29,6 +29,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -326,23 +327,37 @@ def _cut_at_group_end(runs: list[Run], tag: str) -> dict[Run, tuple[np.ndarray, 
     return cut
 
 
+def run_budget(run: Run) -> float | None:
+    """The env steps a run was given (its config's ``total_timesteps``), None when its config lacks one."""
+    return json.loads((run.path / "config.json").read_text()).get("total_timesteps")
+
+
 def run_finals(runs: list[Run], tag: str, last_fraction: float = 0.1) -> list[tuple[Run, float]]:
     """Each run's final value: the mean of the points it logged in the last ``last_fraction`` of
-    the budget, steps after (1 - last_fraction) x its env's budget (``env_budgets``; a step past
-    the budget counts, as in the last window of ``run_windows``, so with 10 windows the final value
-    at 0.1 is the last window's mean). This is the rule's definition: a share of the logged
-    points would weigh a seed's last episodes by how many it ended. In a group cut at its common
-    last step E (``--include-partial``) the budget is taken to end at E."""
+    its budget, the steps after (1 - last_fraction) x budget (``run_budget``; for a run without
+    one, its env's, ``env_budgets``). A step past the budget counts, as in the last window of
+    ``run_windows``, so with 10 windows of one budget the final value at 0.1 is the last window's
+    mean. This is the rule's definition: a share of the logged points would weigh a seed's last
+    episodes by how many it ended. In a group cut at its common last step E (``--include-partial``)
+    the budget is taken to end at E."""
     check_last_fraction(last_fraction)
-    budget_of = env_budgets({tag: runs})
+    env_budget_of = env_budgets({tag: runs})
+    share = Fraction(str(last_fraction))  # exact: (1 - 0.3) x 700000 is 489999.99999999994 in floats
     finals = []
     for run, (steps, values, end) in _cut_at_group_end(runs, tag).items():
-        start = (1 - last_fraction) * min(budget_of[run.env], end)
+        budget = run_budget(run) or env_budget_of[run.env]
+        cut = end < budget
+        start = float((1 - share) * Fraction(end if cut else budget))
         in_last = (steps > start) | (start == 0)  # a window from 0 also holds step 0, as the first window does
         if not in_last.any():
+            span = (
+                f"of its group's common last step {end:,.0f} (its group is cut there: --include-partial)"
+                if cut
+                else "of its budget"
+            )
             raise UsageError(
-                f"{run.path} logged no point of {tag} in the last {last_fraction:g} of its budget (after step "
-                f"{start:,.0f}); a larger --last-fraction averages over more of it"
+                f"{run.path} logged no point of {tag} in the last {last_fraction:g} {span}, after step "
+                f"{start:,.0f}; a larger --last-fraction averages over more of it"
             )
         finals.append((run, float(values[in_last].mean())))
     return finals
@@ -362,7 +377,7 @@ def env_budgets(runs_of: dict[str, list[Run]]) -> dict[str, float]:
     budget_of: dict[str, float] = defaultdict(float)
     for tag, runs in runs_of.items():
         for run in runs:
-            total = json.loads((run.path / "config.json").read_text()).get("total_timesteps")
+            total = run_budget(run)
             budget_of[run.env] = max(budget_of[run.env], total if total else read_scalar(run.path, tag)[0][-1])
     return dict(budget_of)
 

@@ -241,6 +241,15 @@ def test_windows_a_seed_lacks_are_left_out_of_every_seeds_whole_run_mean_and_dro
     # seeds (seed 1: 1 and 1; seed 2: 2 and 2); the last two have none
     assert "| Hopper-v5 | adam | 1.5, 1.5, -, - | 1, 2 | 0, 0 | 2 (seed_1, seed_2) |" in out
     assert "Hopper-v5/adam: charts/episodic_return has points from every seed in 2 of 4 windows" in out
+    # final values over the last 10% of the cut budget, steps 360-400: 1 (seed 1) and 2 (seed 2)
+    assert "| Hopper-v5 | adam | 1.5 | [1, 2] |" in out
+    write_run(tmp_path, "Walker2d-v5", "adam", "seed_1", [(100, 1.0), (1000, 2.0)], budget=1000)
+    write_run(tmp_path, "Walker2d-v5", "adam", "seed_2", [(300, 1.0)], budget=1000, state="interrupted")
+    code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--include-partial")
+    assert code == 2 and err.strip().endswith(
+        "seed_1 logged no point of charts/episodic_return in the last 0.1 of its group's common last step 300 "
+        "(its group is cut there: --include-partial), after step 270; a larger --last-fraction averages over more of it"
+    )
 
 
 def test_a_complete_run_s_values_do_not_depend_on_the_other_seeds_of_its_group(tmp_path, clipzoo):
@@ -292,9 +301,23 @@ def test_the_final_value_averages_the_points_logged_in_the_last_tenth_of_the_bud
     write_run(tmp_path, "Hopper-v5", "adam", "seed_3", [(100, 1.0), (800, 2.0)], budget=1000)
     code, _, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return")
     assert code == 2 and err.strip().endswith(
-        "seed_3 logged no point of charts/episodic_return in the last 0.1 of its budget (after step 900); "
+        "seed_3 logged no point of charts/episodic_return in the last 0.1 of its budget, after step 900; "
         "a larger --last-fraction averages over more of it"
     )
+
+
+def test_a_runs_final_value_covers_the_last_share_of_its_own_budget(tmp_path, clipzoo):
+    # one env, two budgets (a variant may set its own total_timesteps): 500 and 1000 env steps
+    write_run(tmp_path, "Hopper-v5", "short", "seed_1", list(zip(range(50, 501, 50), range(1, 11))), budget=500)
+    write_run(tmp_path, "Hopper-v5", "long", "seed_1", list(zip(range(100, 1001, 100), range(1, 11))), budget=1000)
+    # 0.7 x 700,000 is 489,999.99999999994 in floats: the point at 490,000 is at the window's start, so out
+    points = [(100_000, 0.0), (490_000, 100.0), (600_000, 1.0), (700_000, 3.0)]
+    write_run(tmp_path, "Walker2d-v5", "adam", "seed_1", points, budget=700_000)
+    code, out, err = clipzoo("table", str(tmp_path), "--metric", "charts/episodic_return", "--last-fraction", "0.3")
+    assert code == 0, err
+    # short: steps after 350 (400, 450, 500: 8, 9, 10); long: after 700 (800, 900, 1000: 8, 9, 10)
+    assert "| Hopper-v5 | short | 9 |" in out and "| Hopper-v5 | long | 9 |" in out
+    assert "| Walker2d-v5 | adam | 2 |" in out  # (1 + 3) / 2
 
 
 def test_each_env_has_its_own_budget_and_the_csv_uses_the_tables_windows(tmp_path, clipzoo):
