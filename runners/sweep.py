@@ -23,7 +23,9 @@ is training, or whose SLURM task is queued, is never started or submitted again.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import itertools
 import json
 import os
@@ -42,6 +44,7 @@ from typing import Any
 import yaml
 
 from runners.base.config import apply_overrides
+from runners.base.console import plural
 from runners.base.errors import UsageError
 from runners.base.files import atomic_write_text
 from runners.base.rundir import duration, effective_state, read_status
@@ -184,16 +187,23 @@ def load_spec(path: str | Path, directory: str | Path | None = None) -> Sweep:
 
     directory = Path(directory) if directory else Path("sweeps") / _safe(str(spec["name"]))
     runs = []
+    notes: dict[str, int] = {}  # what the checks print (e.g. a log interval fitted to a short run), once each
     for env, (variant, options), seed in itertools.product(envs, expanded.items(), seeds):
         merged = {**options, "env_id": env, "seed": seed}
         if isinstance(budget, dict):
             merged["total_timesteps"] = budget[env]
         args = apply_overrides(agent_args, merged, f"{path} (variant {variant})")  # refuses unknown keys and bad types
+        printed = io.StringIO()
         try:
-            check_run_options(agent, args)
+            with contextlib.redirect_stdout(printed):
+                check_run_options(agent, args)
         except UsageError as error:
             raise UsageError(f"{path}, variant {variant}, env {env}, seed {seed}: {error}") from None
+        for note in printed.getvalue().splitlines():
+            notes[note] = notes.get(note, 0) + 1
         runs.append(SweepRun(env, variant, seed, directory / _safe(env) / variant / f"seed_{seed}", merged))
+    for note, count in notes.items():
+        print(f"{note} ({plural(count, 'run')} of {len(runs)})")
     return Sweep(str(spec["name"]), agent, directory, runs, dict(resources))
 
 

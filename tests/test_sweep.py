@@ -68,6 +68,15 @@ def test_expansion_and_run_directories(tmp_path):
     )
 
 
+def test_what_the_runs_checks_print_is_printed_once_for_the_sweep(tmp_path, capsys):
+    # 400 steps: 200 after the warm-up, shorter than --log-every 300 in the adam runs only
+    variants = {"adam": {"log_every": 300}, "adam+wc": {"wc_kappa": 2.0}}
+    load_spec(spec(tmp_path, budget=400, variants=variants), tmp_path / "out")
+    assert capsys.readouterr().out.splitlines() == [
+        "--log-every 300 is longer than the 200 env steps after the warm-up; logging every 200 env steps (2 runs of 4)"
+    ]
+
+
 def test_manifest_is_deterministic(tmp_path):
     first = write_manifest(load_spec(spec(tmp_path), tmp_path / "a")).read_text()
     second = write_manifest(load_spec(spec(tmp_path), tmp_path / "a")).read_text()
