@@ -20,6 +20,8 @@ commands:
   table DIR --metric TAG    final value per env x variant (mean and, from 5 seeds, IQM, each with a 95% CI) as Markdown;
                             repeat --metric for a table per metric; --windows N adds the mean per window of env steps,
                             --csv FILE writes each run's values; --compare A B: B - A per env (CI, exact permutation p, Holm)
+  holm CSV [CSV ...]        Holm's correction over the comparisons of several `table --compare --csv` files together
+                            (a claim whose tests span sweeps or commands; --csv FILE writes them with the pooled p)
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
 
@@ -36,12 +38,20 @@ def _usage() -> str:
 
 
 def figures_parser(command: str):
-    """The options of ``plot``, ``table`` or ``heatmap``."""
+    """The options of ``plot``, ``table``, ``holm`` or ``heatmap``."""
     import argparse
 
     from runners import plots
 
     parser = argparse.ArgumentParser(prog=f"clipzoo {command}")
+    if command == "holm":
+        parser.add_argument(
+            "comparisons",
+            nargs="+",
+            help="comparisons CSVs, each written by `table --compare A B --csv FILE` (as FILE_compare.csv)",
+        )
+        parser.add_argument("--csv", default=None, help="also write every comparison with its pooled Holm p here")
+        return parser
     if command == "heatmap":
         parser.add_argument("runs", nargs="+", help="run directories")
         parser.add_argument("--step", type=int, default=None, help="env step (nearest saved matrix); default: the last")
@@ -124,10 +134,16 @@ def figures_parser(command: str):
 
 
 def figures(command: str, argv: list[str]) -> None:
-    """``plot``, ``table`` and ``heatmap``: read run directories, write figures and tables."""
+    """``plot``, ``table``, ``holm`` and ``heatmap``: read run directories (``holm``: comparisons CSVs), write figures and tables."""
     from runners import plots
 
     args = figures_parser(command).parse_args(argv)
+    if command == "holm":
+        rows, tests = plots.pooled_holm(args.comparisons)
+        print(plots.pooled_holm_table(rows, tests), end="")
+        if args.csv:
+            print(f"wrote {plots.write_pooled_holm_csv(rows, args.csv)}")
+        return
     if command == "heatmap":
         print(f"wrote {plots.heatmaps_side_by_side(args.runs, args.step, args.out or default_heatmap_path(args.runs))}")
         return
@@ -282,14 +298,14 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
-    if command in ("plot", "table", "heatmap"):
+    if command in ("plot", "table", "holm", "heatmap"):
         run_and_report(lambda _: figures(command, rest))
         return
     if command == "sweep":
         run_and_report(lambda _: sweep_command(rest))
         return
     if command != "train":
-        close = difflib.get_close_matches(command, ["train", "plot", "table", "heatmap", "sweep"], n=1)
+        close = difflib.get_close_matches(command, ["train", "plot", "table", "holm", "heatmap", "sweep"], n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         print(f"error: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)

@@ -14,7 +14,8 @@ left out with a line too (``groups_logging``).
 
 ``table --compare A B`` (``comparisons``, ``compare_table``) sets two variants side by side per
 env: B - A of the final value and of the whole-run mean, with the statistics of
-``runners.aggregates.compare`` and Holm's correction over every comparison asked.
+``runners.aggregates.compare`` and Holm's correction over every comparison asked; ``holm``
+(``pooled_holm``) corrects the comparisons CSVs of several such commands together.
 """
 
 from __future__ import annotations
@@ -728,30 +729,31 @@ def compare_csv_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}_compare{path.suffix or '.csv'}")
 
 
+COMPARE_COLUMNS = (
+    "metric",
+    "env",
+    "a",
+    "b",
+    "measure",
+    "mean_b_minus_a",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_holm",
+    "p_exact",
+    "relabelings",
+    "probability_of_improvement",
+    "seeds_a",
+    "seeds_b",
+)
+
+
 def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: float, windows: int) -> Path:
     """A row per comparison (``comparisons``); empty cells where one could not be computed."""
     measure_of = {"final": f"final_last_{last_fraction:g}", "whole-run mean": f"whole_run_mean_{windows}_windows"}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(
-        [
-            "metric",
-            "env",
-            "a",
-            "b",
-            "measure",
-            "mean_b_minus_a",
-            "ci_low",
-            "ci_high",
-            "p",
-            "p_holm",
-            "p_exact",
-            "relabelings",
-            "probability_of_improvement",
-            "seeds_a",
-            "seeds_b",
-        ]
-    )
+    writer.writerow(COMPARE_COLUMNS)
     for row in rows:
         d = row.difference
         values = (
@@ -771,6 +773,70 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
             else [""] * 10
         )
         writer.writerow([row.metric, row.env, row.a, row.b, measure_of[row.measure], *values])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def read_compare_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a comparisons CSV (``write_compare_csv``); anything else is refused in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file (table --compare --csv FILE writes FILE_compare.csv)")
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    if not rows or tuple(rows[0]) != COMPARE_COLUMNS:
+        raise UsageError(
+            f"{path} is not a comparisons CSV of table --compare --csv (columns: {', '.join(COMPARE_COLUMNS)})"
+        )
+    return rows
+
+
+def pooled_holm(paths: list[str | Path]) -> tuple[list[dict[str, str]], int]:
+    """Every comparison of the given comparisons CSVs (one per ``table --compare`` command), with
+    ``p_holm_pooled``: Holm's correction over the tests of all of them together (a claim whose
+    tests span several sweeps or commands is one family, rule point 3 of docs/reproductions.md);
+    and the number of tests. A comparison that could not be computed stays blank and does not count."""
+    if len(set(map(str, paths))) != len(paths):
+        raise UsageError("a comparisons CSV is named twice: its tests would be counted twice")
+    rows = [{"file": str(path), **row} for path in paths for row in read_compare_csv(path)]
+    raw = [float(row["p"]) if row["p"] else np.nan for row in rows]
+    adjusted = holm(raw)
+    for row, value in zip(rows, adjusted):
+        row["p_holm_pooled"] = "" if np.isnan(value) else f"{value:.6g}"
+    return rows, int(np.count_nonzero(~np.isnan(raw)))
+
+
+def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
+    """Markdown: a row per comparison, its p, its Holm p within its own command and over all files."""
+    lines = [
+        "| file | metric | env | A | B | measure | mean B − A | 95% CI | p | Holm p (its command) | Holm p (pooled) | seeds A, B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row["p"]:
+            lines.append(
+                f"| {row['file']} | {row['metric']} | {row['env']} | {row['a']} | {row['b']} | {row['measure']} | - | - | - | - | - | - |"
+            )
+            continue
+        lines.append(
+            f"| {row['file']} | {row['metric']} | {row['env']} | {row['a']} | {row['b']} | {row['measure']} | "
+            f"{float(row['mean_b_minus_a']):.4g} | [{float(row['ci_low']):.4g}, {float(row['ci_high']):.4g}] | "
+            f"{'' if row['p_exact'] == 'true' else '~'}{float(row['p']):.4g} | {float(row['p_holm']):.4g} | "
+            f"{float(row['p_holm_pooled']):.4g} | {row['seeds_a']}, {row['seeds_b']} |"
+        )
+    files = len(dict.fromkeys(row["file"] for row in rows))
+    lines += [
+        "",
+        f"Holm p (pooled): Holm's step-down correction over the {tests} tests of the {files} files together; "
+        "Holm p (its command): over its own command's tests only, as that command printed it",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_pooled_holm_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
+    """The rows of ``pooled_holm``: a file column, the comparisons CSV's columns, then p_holm_pooled."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["file", *COMPARE_COLUMNS, "p_holm_pooled"])
+    writer.writeheader()
+    writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())
 
 

@@ -269,3 +269,48 @@ def test_interval_estimates_repeat_whatever_numpys_global_state():
     first = interval_estimates(scores)
     np.random.seed(2)
     assert interval_estimates(scores) == first
+
+
+def test_holm_corrects_the_comparisons_of_several_commands_together(tmp_path, clipzoo):
+    # sweep a: 3 v 3 seeds, every wc seed above every adam seed: exact p 2/C(6,3) = 0.1 for each of its 2 tests;
+    # sweep b: 4 v 4, the same: p 2/C(8,4) = 2/70 for each of its 2 tests
+    for sweep, seeds in (("a", 3), ("b", 4)):
+        for seed in range(seeds):
+            write_constant_run(tmp_path / sweep, "Hopper-v5", "adam", seed, 1 + seed, 1 + seed)
+            write_constant_run(tmp_path / sweep, "Hopper-v5", "wc", seed, 10 + seed, 20 + seed)
+        code, _, err = clipzoo(
+            "table", str(tmp_path / sweep), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
+            "--csv", str(tmp_path / f"{sweep}.csv"),
+        )  # fmt: skip
+        assert code == 0, err
+    pooled = tmp_path / "pooled.csv"
+    code, out, err = clipzoo(
+        "holm", str(tmp_path / "a_compare.csv"), str(tmp_path / "b_compare.csv"), "--csv", str(pooled)
+    )
+    assert code == 0, err
+    # Holm over the 4 p-values (2/70, 2/70, 0.1, 0.1): 4 x 2/70 = 0.1143, then max(0.1143, 3 x 2/70) = 0.1143,
+    # max(0.1143, 2 x 0.1) = 0.2, max(0.2, 0.1) = 0.2; within its own command b's Holm p is 2 x 2/70 = 0.05714
+    rows = {(Path(r["file"]).name, r["measure"]): r for r in csv.DictReader(io.StringIO(pooled.read_text()))}
+    assert {key: float(r["p_holm_pooled"]) for key, r in rows.items()} == pytest.approx(
+        {
+            ("a_compare.csv", "final_last_0.1"): 0.2,
+            ("a_compare.csv", "whole_run_mean_10_windows"): 0.2,
+            ("b_compare.csv", "final_last_0.1"): 8 / 70,
+            ("b_compare.csv", "whole_run_mean_10_windows"): 8 / 70,
+        },
+        rel=1e-5,
+    )
+    assert float(rows[("b_compare.csv", "final_last_0.1")]["p_holm"]) == pytest.approx(4 / 70, rel=1e-5)
+    assert (
+        f"| {tmp_path / 'b_compare.csv'} | charts/episodic_return | Hopper-v5 | adam | wc | final_last_0.1 | 19 | ["
+        in out
+    )
+    assert "| 0.02857 | 0.05714 | 0.1143 | 4, 4 |" in out
+    assert "over the 4 tests of the 2 files together" in out
+    for argv, message in (
+        ([str(tmp_path / "a.csv")], "a.csv is not a comparisons CSV of table --compare --csv"),
+        ([str(tmp_path / "nothing.csv")], "nothing.csv is not a file"),
+        ([str(tmp_path / "a_compare.csv")] * 2, "a comparisons CSV is named twice"),
+    ):
+        code, _, err = clipzoo("holm", *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -12,6 +12,7 @@ import pytest
 
 from runners.base.config import parse_args
 from runners.cli import figures_parser, sweep_parser
+from runners.plots import compare_csv_path
 from runners.registry import args_class, check_env_id, check_run_options
 from runners.sweep import choose_runs, load_spec
 
@@ -100,9 +101,23 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 COMMANDS = documented_commands()
 
 
+def documented_comparisons() -> set[str]:
+    """The comparisons CSVs the documented ``table --compare ... --csv FILE`` commands write (FILE_compare.csv)."""
+    written = set()
+    for _, argv in COMMANDS:
+        if argv[:1] == ["table"]:
+            args = figures_parser("table").parse_args(argv[1:])
+            if args.compare and args.csv:
+                written.add(str(compare_csv_path(args.csv)))
+    return written
+
+
+DOCUMENTED_COMPARISONS = documented_comparisons()
+
+
 def test_the_docs_hold_the_commands_the_readme_promises():
     subcommands = {argv[0] if argv[:2] != ["sweep", "status"] else "sweep status" for _, argv in COMMANDS}
-    assert {"train", "sweep", "sweep status", "plot", "table", "heatmap"} <= subcommands, subcommands
+    assert {"train", "sweep", "sweep status", "plot", "table", "holm", "heatmap"} <= subcommands, subcommands
     assert len(COMMANDS) >= 50
 
 
@@ -131,6 +146,10 @@ def test_every_documented_command_parses_with_known_options_presets_and_specs(ar
             spec = tmp_path / args.spec
             spec.write_text(documented_specs()[args.spec])
         choose_runs(load_spec(spec, tmp_path / "sweep"), args.env, args.variant)
+    elif command == "holm":
+        args = figures_parser(command).parse_args(rest)
+        unwritten = set(args.comparisons) - DOCUMENTED_COMPARISONS
+        assert not unwritten, f"no documented `table --compare ... --csv` command writes {sorted(unwritten)}"
     else:
         args = figures_parser(command).parse_args(rest)
         if command == "table" and args.compare:
