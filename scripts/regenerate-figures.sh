@@ -85,9 +85,9 @@ zoo repro_minatar_rr_rainbow "$S" heatmap "$G/rr1_adam/seed_1" "$G/rr1_adam+wc/s
 
 # Claim 4: successive regularization on CartPole and MountainCar.
 S=$SWEEPS/repro_successive_reg
-zoo repro_successive_reg "$S" plot "$S" --metric charts/episodic_return --out "$FIGURES/repro_successive_reg_episodic_return.png"
+zoo repro_successive_reg "$S" plot "$S" --metric eval/episodic_return --metric charts/episodic_return --out "$FIGURES/repro_successive_reg_episodic_return.png"
 zoo repro_successive_reg "$S" plot "$S" --metric diagnostics/effective_rank --out "$FIGURES/repro_successive_reg_effective_rank.png"
-zoo repro_successive_reg "$S" table "$S" --metric charts/episodic_return --metric diagnostics/effective_rank \
+zoo repro_successive_reg "$S" table "$S" --metric eval/episodic_return --metric charts/episodic_return --metric diagnostics/effective_rank \
     --metric diagnostics/weight_norm --metric diagnostics/dead_units_frac --windows 10 --csv "$FIGURES/repro_successive_reg_runs.csv"
 
 # Claim 4b: successive regularization on LunarLander, evaluation returns.
