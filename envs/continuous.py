@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from envs.registry import check_env_id, require_continuous_actions
-from envs.state import capture_env_state, restore_env_state
+from envs.state import capture_env_state, replayable, require_capturable, restore_env_state
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
@@ -41,7 +41,7 @@ def make_env(env_id: str, gamma: float) -> Callable[[], gym.Env]:
 
     def thunk() -> gym.Env:
         quiet_mujoco_log()
-        env = gym.make(env_id)
+        env = replayable(gym.make(env_id))  # a Box2D env's state is its episode, replayed (envs/state.py)
         env = gym.wrappers.FlattenObservation(env)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = gym.wrappers.ClipAction(env)
@@ -89,9 +89,11 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.Sync
     bare = gym.make(env_id)  # the wrapper stack itself fails on discrete actions, less clearly
     require_continuous_actions(env_id, bare.action_space)
     bare.close()
-    return gym.vector.SyncVectorEnv(
+    envs = gym.vector.SyncVectorEnv(
         [make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
     )
+    require_capturable(envs.envs[0], env_id)
+    return envs
 
 
 def _find_wrapper(env: gym.Env, kind: type) -> gym.Wrapper:

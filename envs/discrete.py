@@ -22,6 +22,7 @@ from tianshou.env.atari.atari_wrapper import ClipRewardEnv, EpisodicLifeEnv, Fir
 
 from envs.minatar import is_minatar, make_minatar_env
 from envs.registry import check_env_id, require_discrete_actions
+from envs.state import replayable, require_capturable
 
 FRAME_STACK = 4
 
@@ -63,7 +64,7 @@ def make_env(env_id: str, *, training: bool, sticky_actions: float | None = None
         if is_minatar(env_id):
             return EpisodeTap(make_minatar_env(env_id, sticky_actions))
         if not is_atari(env_id):
-            return EpisodeTap(RecordEpisodeStatistics(gym.make(env_id)))
+            return EpisodeTap(RecordEpisodeStatistics(replayable(gym.make(env_id))))
         env = gym.make(env_id, frameskip=1, repeat_action_probability=sticky_actions or 0.0)
         env = RecordEpisodeStatistics(env)
         env = AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
@@ -84,6 +85,9 @@ def check_discrete_env(env_id: str) -> gym.spaces.Discrete:
     bare = gym.make(env_id)
     require_discrete_actions(env_id, bare.action_space)
     bare.close()
+    built = make_env(env_id, training=True)()
+    require_capturable(built, env_id)
+    built.close()
     return bare.action_space
 
 

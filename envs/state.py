@@ -38,6 +38,16 @@ Base env, per family, because each keeps its state in its own way:
   wrappers (``state``, ``steps_beyond_terminated``, ``_np_random``, ...), less rendering objects.
 * The classification MDPs (``envs.classification``): the latent state and the shown image's
   index (``mdp_state()``), and ``np_random``; not the image set, which is configuration.
+* Box2D's LunarLander (``gymnasium.envs.box2d.lunar_lander``): the physics world is a SWIG
+  object that neither copies nor pickles, and its solver keeps contact caches no setter
+  reaches, so the episode is replayed instead. LunarLander builds a new world at every reset,
+  so its state is its episode: ``EpisodeReplay`` (``replayable`` puts it around the env in the
+  factories) keeps how the episode began (the reset's seed and options, or the ``np_random``
+  it drew from) and every action since; a restore resets the fresh env's base the same way
+  and steps it through those actions (the simulation is deterministic), at most one episode's
+  steps. BipedalWalker keeps one world across episodes, whose history a replay of the last
+  episode does not rebuild (tested: it drifts within steps), so it is refused like any env not
+  listed here.
 
 Any other base env is refused with a ``TypeError`` naming it, rather than half-captured.
 """
@@ -50,6 +60,8 @@ import zlib
 from typing import Any
 
 import gymnasium as gym
+
+from runners.base.errors import UsageError
 
 STATE_VERSION = 1
 
@@ -76,6 +88,46 @@ _NOT_STATE = {
 }
 
 
+class EpisodeReplay(gym.Wrapper):
+    """Records the current episode of the env it wraps: how it was reset and every action since,
+    which is all ``restore_env_state`` needs to rebuild a Box2D env's state (see the module)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.episode_start: dict | None = None
+        self.episode_actions: list = []
+
+    def reset(self, *, seed=None, options=None):
+        base = self.env.unwrapped
+        # without a seed the reset draws from np_random (made on first use): keep it as it is now
+        drawn_from = None if seed is not None else copy.deepcopy(base.np_random)
+        self.episode_start = {"seed": seed, "options": copy.deepcopy(options), "np_random": drawn_from}
+        self.episode_actions = []
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.episode_actions.append(copy.deepcopy(action))
+        return self.env.step(action)
+
+
+REPLAYED_MODULES = ("gymnasium.envs.box2d.lunar_lander",)  # envs whose whole state is their current episode
+
+
+def replayable(env: gym.Env) -> gym.Env:
+    """``env`` in an ``EpisodeReplay`` when its state is captured by replaying its episode
+    (``REPLAYED_MODULES``); any other env as it is."""
+    return EpisodeReplay(env) if type(env.unwrapped).__module__ in REPLAYED_MODULES else env
+
+
+def require_capturable(env: gym.Env, env_id: str) -> None:
+    """Refuse, in one line before a run starts, an env whose state a checkpoint could not hold
+    (rather than a traceback at the run's first checkpoint)."""
+    try:
+        capture_env_state(env)
+    except TypeError as error:
+        raise UsageError(f"{env_id}: {error}; a run checkpoints its envs to resume exactly") from None
+
+
 def capture_env_state(env: gym.Env) -> dict:
     """Copies of everything that decides what ``env`` (with all its wrappers) returns next."""
     layers = _layers(env)
@@ -97,6 +149,9 @@ def capture_env_state(env: gym.Env) -> dict:
         state["base"] = {"game": copy.deepcopy(base.game), **rng}
     elif family == "classification":
         state["base"] = {"mdp": base.mdp_state(), **rng}
+    elif family == "replayed":
+        _episode_replay(layers, base)  # the episode lives in its wrapper's attributes, captured above
+        state["base"] = rng
     else:  # classic control: plain attributes, np_random among them
         state["base"] = copy.deepcopy(_plain_attributes(base))
     return state
@@ -136,6 +191,15 @@ def restore_env_state(env: gym.Env, state: dict) -> None:
         base.game = saved_base["game"]
     elif family == "classification":
         base.set_mdp_state(saved_base["mdp"])
+    elif family == "replayed":
+        replay = _episode_replay(layers, base)  # its attributes were restored above
+        if replay.episode_start is not None:
+            start = replay.episode_start
+            if start["seed"] is None:
+                base._np_random = copy.deepcopy(start["np_random"])
+            base.reset(seed=start["seed"], options=copy.deepcopy(start["options"]))
+            for action in replay.episode_actions:
+                base.step(copy.deepcopy(action))
     # the private fields: the np_random setter would mark the seed unknown (-1)
     base._np_random, base._np_random_seed = saved_base["np_random"], saved_base["np_random_seed"]
 
@@ -153,6 +217,16 @@ def _layers(env: gym.Env) -> list[gym.Wrapper]:
     return layers
 
 
+def _episode_replay(layers: list[gym.Wrapper], base: gym.Env) -> EpisodeReplay:
+    replays = [layer for layer in layers if isinstance(layer, EpisodeReplay)]
+    if not replays:
+        raise TypeError(
+            f"cannot capture the state of {type(base).__name__} without an EpisodeReplay in its wrapper stack "
+            "(envs.state.replayable): its state is rebuilt by replaying the episode"
+        )
+    return replays[-1]
+
+
 def _family(base: gym.Env) -> str:
     module = type(base).__module__
     if module.startswith("gymnasium.envs.mujoco"):
@@ -165,9 +239,11 @@ def _family(base: gym.Env) -> str:
         return "classic_control"
     if module == "envs.classification":
         return "classification"
+    if module in REPLAYED_MODULES:
+        return "replayed"
     raise TypeError(
         f"cannot capture the state of {type(base).__name__} ({module}): envs/state.py knows MuJoCo, ALE, "
-        "MinAtar, gymnasium's classic control envs and the classification MDPs"
+        "MinAtar, LunarLander, gymnasium's classic control envs and the classification MDPs"
     )
 
 

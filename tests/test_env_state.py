@@ -170,3 +170,26 @@ def test_a_state_does_not_fit_another_env_or_family():
         restore_env_state(gym.make("Hopper-v5"), state)  # same id, another wrapper stack
     with pytest.raises(TypeError, match="cannot capture the state of FrozenLakeEnv"):
         capture_env_state(gym.make("FrozenLake-v1"))
+
+
+@pytest.mark.parametrize("reset_fresh", [True, False])
+def test_lunar_lander_is_replayed_to_where_it_was(reset_fresh):
+    # Box2D: the world cannot be copied, so its episode is replayed; lander crashes end episodes
+    # (terminated), a limit of 80 steps truncates the ones that last longer
+    check_exact_continuation(
+        short_episodes(discrete.make_env("LunarLander-v3", training=True), 80),
+        warmup=61,
+        steps=1200,
+        reset_fresh=reset_fresh,
+        ends_needed=("terminated", "truncated"),
+    )
+
+
+def test_envs_whose_state_cannot_be_captured_are_refused_by_name():
+    with pytest.raises(TypeError, match="without an EpisodeReplay in its wrapper stack"):
+        capture_env_state(gym.make("LunarLander-v3"))  # not built by the factories
+    # BipedalWalker keeps one Box2D world across episodes: replaying the last one would drift
+    walker = continuous.make_env("BipedalWalker-v3", 0.99)()
+    walker.reset(seed=0)
+    with pytest.raises(TypeError, match=r"cannot capture the state of BipedalWalker \(gymnasium.envs.box2d"):
+        capture_env_state(walker)

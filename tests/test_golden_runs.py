@@ -66,6 +66,27 @@ CASES = {
         {"total_timesteps": 2000, **SMALL_Q},
     ),
     "dqn_cartpole_kappa": ("repro_wc_kappa_cartpole", "CartPole-v1", None, "dqn", {"total_timesteps": 1200, **SMALL_Q}),
+    "dqn_successive_reg": (
+        "repro_successive_reg",
+        "CartPole-v1",
+        "singular_successive",
+        "dqn",
+        {"total_timesteps": 1200, **SMALL_Q},
+    ),
+    "dqn_successive_reg_lunarlander": (  # 600 gradient steps: one target update, so one penalty step of its own
+        "repro_successive_reg_lunarlander",
+        "LunarLander-v3",
+        "l2_init_d1.25_target",
+        "dqn",
+        {"total_timesteps": 1600, **SMALL_Q},
+    ),
+    "dqn_redo_minatar": (  # 1,600 gradient steps at RR 8: one recycling
+        "redo_minatar_breakout",
+        "MinAtar/Breakout-v1",
+        "adam+redo",
+        "dqn",
+        {"total_timesteps": 1800, **SMALL_Q, "learning_starts": 1600},
+    ),
     "dqn_lyle_classification": (
         "repro_lyle_classification",
         "Classification/Digits-TrueLabel-v0",

@@ -87,6 +87,10 @@ def test_loss_penalties_give_the_same_numbers_compiled_and_eager(tmp_path, plugi
     [
         (["--env-id", "Hoper-v5"], "unknown env id 'Hoper-v5'; did you mean Hopper-v5"),
         (
+            ["--env-id", "BipedalWalker-v3"],
+            "BipedalWalker-v3: cannot capture the state of BipedalWalker (gymnasium.envs.box2d.bipedal_walker)",
+        ),
+        (
             ["--env-id", "CartPole-v1"],
             "CartPole-v1 has a Discrete action space; this agent needs continuous (Box) actions",
         ),
