@@ -58,7 +58,7 @@ class Args(PlasticityArgs, TrackingArgs):
     core_options: ClassVar[tuple[str, ...]] = ("env_id", "total_timesteps", "seed", "run_dir", "wc_kappa")
 
     env_id: str = "Hopper-v5"
-    """the id of the environment (any gymnasium env with a Box action space)"""
+    """the id of the environment (a gymnasium env with a Box action space whose state a checkpoint can hold: MuJoCo, LunarLanderContinuous, classic control)"""
     seed: int = 1
     """seed of the experiment"""
     total_timesteps: int = 1000000

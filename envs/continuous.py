@@ -1,4 +1,5 @@
-"""Continuous-control envs (MuJoCo v5 and any Box-action env) with CleanRL's PPO wrapper stack.
+"""Continuous-control envs (MuJoCo v5, and any Box-action env whose state ``envs/state.py`` can
+capture) with CleanRL's PPO wrapper stack.
 
 gymnasium 1.x vector envs default to NEXT_STEP autoreset, which breaks CleanRL's
 bookkeeping; these are built with SAME_STEP, so a finished episode's statistics are

@@ -51,6 +51,13 @@ def figures_parser(command: str):
             help="comparisons CSVs, each written by `table --compare A B --csv FILE` (as FILE_compare.csv)",
         )
         parser.add_argument("--csv", default=None, help="also write every comparison with its pooled Holm p here")
+        parser.add_argument(
+            "--tests",
+            type=int,
+            default=None,
+            help="the family's size: refuse files that hold another number of tests (a comparison that could "
+            "not be computed counts in none, which would make the correction milder)",
+        )
         return parser
     if command == "heatmap":
         parser.add_argument("runs", nargs="+", help="run directories")
@@ -139,7 +146,7 @@ def figures(command: str, argv: list[str]) -> None:
 
     args = figures_parser(command).parse_args(argv)
     if command == "holm":
-        rows, tests = plots.pooled_holm(args.comparisons)
+        rows, tests = plots.pooled_holm(args.comparisons, args.tests)
         print(plots.pooled_holm_table(rows, tests), end="")
         if args.csv:
             print(f"wrote {plots.write_pooled_holm_csv(rows, args.csv)}")

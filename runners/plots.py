@@ -51,6 +51,7 @@ from runners.aggregates import (
     relabelings,
     smallest_p,
 )
+from runners.base.console import plural
 from runners.base.errors import UsageError
 from runners.base.files import atomic_write_bytes, atomic_write_text
 from runners.base.rundir import effective_state, read_attempts, read_status
@@ -781,27 +782,48 @@ def read_compare_csv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} is not a file (table --compare --csv FILE writes FILE_compare.csv)")
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    if not rows or tuple(rows[0]) != COMPARE_COLUMNS:
+    reader = csv.DictReader(io.StringIO(path.read_text()))
+    if tuple(reader.fieldnames or ()) != COMPARE_COLUMNS:
         raise UsageError(
             f"{path} is not a comparisons CSV of table --compare --csv (columns: {', '.join(COMPARE_COLUMNS)})"
         )
+    rows = list(reader)
+    if not rows:
+        raise UsageError(f"{path} holds no comparison")
+    for number, row in enumerate(rows, 2):
+        try:
+            if None in row or (row["p"] and not 0 <= float(row["p"]) <= 1):
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{path}, line {number}: not a row of table --compare --csv (p: {row['p']!r})") from None
     return rows
 
 
-def pooled_holm(paths: list[str | Path]) -> tuple[list[dict[str, str]], int]:
+def pooled_holm(paths: list[str | Path], expected_tests: int | None = None) -> tuple[list[dict[str, str]], int]:
     """Every comparison of the given comparisons CSVs (one per ``table --compare`` command), with
     ``p_holm_pooled``: Holm's correction over the tests of all of them together (a claim whose
     tests span several sweeps or commands is one family, rule point 3 of docs/reproductions.md);
-    and the number of tests. A comparison that could not be computed stays blank and does not count."""
-    if len(set(map(str, paths))) != len(paths):
-        raise UsageError("a comparisons CSV is named twice: its tests would be counted twice")
+    and the number of tests. A comparison that could not be computed stays blank and does not
+    count, which makes the correction milder: ``expected_tests`` (the family's size) refuses a
+    count that differs."""
+    seen: dict[Path, str] = {}
+    for path in map(str, paths):
+        if Path(path).resolve() in seen:
+            raise UsageError(f"{seen[Path(path).resolve()]} and {path} are one file: its tests would count twice")
+        seen[Path(path).resolve()] = path
     rows = [{"file": str(path), **row} for path in paths for row in read_compare_csv(path)]
     raw = [float(row["p"]) if row["p"] else np.nan for row in rows]
+    tests = int(np.count_nonzero(~np.isnan(raw)))
+    if expected_tests is not None and tests != expected_tests:
+        blank = [f"{r['file']}: {r['env']} {r['a']} v {r['b']} {r['measure']}" for r in rows if not r["p"]]
+        raise UsageError(
+            f"the files hold {tests} tests, not the {expected_tests} of --tests"
+            + (f" ({len(blank)} could not be computed: {'; '.join(blank)})" if blank else "")
+        )
     adjusted = holm(raw)
     for row, value in zip(rows, adjusted):
         row["p_holm_pooled"] = "" if np.isnan(value) else f"{value:.6g}"
-    return rows, int(np.count_nonzero(~np.isnan(raw)))
+    return rows, tests
 
 
 def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
@@ -828,6 +850,13 @@ def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
         f"Holm p (pooled): Holm's step-down correction over the {tests} tests of the {files} files together; "
         "Holm p (its command): over its own command's tests only, as that command printed it",
     ]
+    if any(row["p"] and row["p_exact"] != "true" for row in rows):
+        lines.append(
+            f"~p: more than {EXACT_PERMUTATION_LIMIT:,} relabelings; estimated from {RANDOM_RELABELINGS:,} random ones"
+        )
+    blank = sum(not row["p"] for row in rows)
+    if blank:
+        lines.append(f"{plural(blank, 'comparison')} could not be computed (-) and count in no correction")
     return "\n".join(lines) + "\n"
 
 

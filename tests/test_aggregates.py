@@ -307,10 +307,24 @@ def test_holm_corrects_the_comparisons_of_several_commands_together(tmp_path, cl
     )
     assert "| 0.02857 | 0.05714 | 0.1143 | 4, 4 |" in out
     assert "over the 4 tests of the 2 files together" in out
+    code, _, err = clipzoo("holm", str(tmp_path / "a_compare.csv"), str(tmp_path / "b_compare.csv"), "--tests", "4")
+    assert code == 0, err
+    header = (tmp_path / "a_compare.csv").read_text().splitlines()[0]
+    (tmp_path / "empty_compare.csv").write_text(header + "\n")
+    first = (tmp_path / "a_compare.csv").read_text().splitlines()[1].split(",")
+    first[8] = "high"  # the p column
+    (tmp_path / "bad_compare.csv").write_text(header + "\n" + ",".join(first) + "\n")
+    a, b = str(tmp_path / "a_compare.csv"), str(tmp_path / "b_compare.csv")
     for argv, message in (
         ([str(tmp_path / "a.csv")], "a.csv is not a comparisons CSV of table --compare --csv"),
         ([str(tmp_path / "nothing.csv")], "nothing.csv is not a file"),
-        ([str(tmp_path / "a_compare.csv")] * 2, "a comparisons CSV is named twice"),
+        ([a, str(tmp_path / "out" / ".." / "a_compare.csv")], "are one file: its tests would count twice"),
+        ([a, b, "--tests", "6"], "the files hold 4 tests, not the 6 of --tests"),
+        ([str(tmp_path / "empty_compare.csv")], "empty_compare.csv holds no comparison"),
+        (
+            [str(tmp_path / "bad_compare.csv")],
+            "bad_compare.csv, line 2: not a row of table --compare --csv (p: 'high')",
+        ),
     ):
         code, _, err = clipzoo("holm", *argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -29,7 +29,7 @@ class QLearningArgs(PlasticityArgs, TrackingArgs):
     )
 
     env_id: str = "ALE/Pong-v5"
-    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or any gymnasium env with discrete actions)"""
+    """the id of the environment (Atari ALE/<Game>-v5, MinAtar/<Game>-v1, or a gymnasium env with discrete actions whose state a checkpoint can hold: classic control, LunarLander, the classification MDPs)"""
     seed: int = 1
     """seed of the experiment"""
     total_timesteps: int = 10_000_000
