@@ -1,7 +1,7 @@
 """Exact resume of DQN and Rainbow: a run killed (kill -9, or SIGTERM inside an update block)
 after a checkpoint and rerun with the same command ends with bitwise the weights and the
 TensorBoard scalars of the same run never interrupted (timing tags excepted), on classic
-control, MinAtar and Atari, with uniform and prioritized replay."""
+control, LunarLander, MinAtar and Atari, with uniform and prioritized replay."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ CASES = {  # (agent, options, budget); uniform replay: the DQN cases, prioritize
         ["--env-id", "MinAtar/Breakout-v1", "--num-envs", "2", "--buffer-size", "2000", *RAINBOW, "--inject-at", "60"]
         + ["--eval-every", "250", "--eval-episodes", "1"],  # MinAtar games under a greedy policy run long
         400,
+    ),
+    "dqn-lunarlander": (  # a Box2D world: restored by replaying each env's episode in flight (envs/state.py)
+        "dqn",
+        "--env-id LunarLander-v3 --num-envs 2 --buffer-size 2000".split(),
+        600,
     ),
     "dqn-atari": (
         "dqn",
