@@ -806,11 +806,12 @@ def pooled_holm(paths: list[str | Path], expected_tests: int | None = None) -> t
     and the number of tests. A comparison that could not be computed stays blank and does not
     count, which makes the correction milder: ``expected_tests`` (the family's size) refuses a
     count that differs."""
-    seen: dict[Path, str] = {}
+    seen: dict[Path, str] = {}  # resolved path -> as given: one file under two spellings is still one
     for path in map(str, paths):
-        if Path(path).resolve() in seen:
-            raise UsageError(f"{seen[Path(path).resolve()]} and {path} are one file: its tests would count twice")
-        seen[Path(path).resolve()] = path
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {path} are one file: its tests would count twice")
+        seen[resolved] = path
     rows = [{"file": str(path), **row} for path in paths for row in read_compare_csv(path)]
     raw = [float(row["p"]) if row["p"] else np.nan for row in rows]
     tests = int(np.count_nonzero(~np.isnan(raw)))
