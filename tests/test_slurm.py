@@ -120,6 +120,16 @@ def wait_for_states(run_dirs: list[Path], wanted: str, seconds: float) -> list[s
     return states
 
 
+def wait_until_left_the_queue(sweep_dir: Path, seconds: float) -> str:
+    """squeue's lines for the sweep's arrays once they are gone, or what is still there at the
+    deadline: a task stays listed (COMPLETING) for a moment after its run wrote "complete"."""
+    ids = ",".join(job["job_id"] for job in json.loads((sweep_dir / "slurm" / "jobs.json").read_text()))
+    deadline = time.time() + seconds
+    while (listed := sh(f"squeue -h --array --jobs {ids}").stdout.strip()) and time.time() < deadline:
+        time.sleep(0.5)
+    return listed
+
+
 def test_dry_run_writes_the_array_script_with_the_requested_resources(tmp_path):
     spec = write_spec(tmp_path, "dry", 800, 2, {"adam": {}, "adam+wc": {"wc_kappa": 2.0}})
     result = clipzoo(
@@ -175,13 +185,15 @@ def test_sweep_completes_through_sbatch_and_failed_runs_can_be_resubmitted(tmp_p
     assert wait_for_states(runs, "complete", 300) == ["complete"] * 2
     status = clipzoo("sweep", "status", str(tmp_path / "sweep"), cwd=tmp_path)
     assert "2 complete" in status.stdout and "squeue:" in status.stdout
+    # a run whose task is still listed counts as busy and is left out, so wait for the array to go
+    assert wait_until_left_the_queue(tmp_path / "sweep", 60) == ""
 
     record = json.loads((runs[1] / "status.json").read_text())
     (runs[1] / "status.json").write_text(json.dumps({**record, "state": "failed", "error": "node lost"}))
     again = clipzoo(
         "sweep", str(spec), "--backend", "slurm", "--resubmit-failed", "--dir", str(tmp_path / "sweep"), cwd=tmp_path
     )
-    assert "1 runs" in again.stdout, again.stdout + again.stderr
+    assert "submitted job array" in again.stdout and ": 1 runs" in again.stdout, again.stdout + again.stderr
     assert (tmp_path / "sweep" / "slurm" / "tasks_1.txt").read_text().split() == [str(runs[1].resolve())]
     assert wait_for_states(runs, "complete", 300) == ["complete"] * 2
 
