@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,7 +113,9 @@ def performance_profiles(
 # Generator, so a rerun prints the same numbers; the p-value enumerates every relabeling of
 # the pooled seeds (Fisher's exact permutation test of the difference of means); Holm's step-down
 # correction adjusts p over every comparison a command asks; the probability of improvement
-# is rliable's (Mann-Whitney U / (n_A n_B), ties counting 1/2).
+# is rliable's (Mann-Whitney U / (n_A n_B), ties counting 1/2). For a test left inconclusive,
+# ``seeds_for_power`` says how many seeds the observed difference would need (rule point 4 of
+# docs/reproductions.md).
 
 EXACT_PERMUTATION_LIMIT = 3_000_000  # relabelings enumerated exactly: 12 v 12 seeds is 2,704,156
 RANDOM_RELABELINGS = 200_000  # beyond the limit: this many random relabelings, seeded
@@ -134,6 +137,7 @@ class Difference:
     improvement: float
     seeds_a: int
     seeds_b: int
+    pooled_sd: float
 
 
 def _seeds(values, name: str) -> np.ndarray:
@@ -219,11 +223,60 @@ def probability_of_improvement(a, b) -> float:
     return float(metrics.probability_of_improvement(b[:, None], a[:, None]))
 
 
+def pooled_sd(a, b) -> float:
+    """The pooled standard deviation over seeds, sqrt(((n_A - 1) s_A^2 + (n_B - 1) s_B^2) / (n_A + n_B - 2));
+    NaN with one seed per variant."""
+    a, b = _seeds(a, "A"), _seeds(b, "B")
+    dof = len(a) + len(b) - 2
+    if dof == 0:
+        return float("nan")
+    return math.sqrt((((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()) / dof)
+
+
+POWER = 0.8  # rule point 4: the seeds an effect needs are those that detect it 4 times in 5
+SIGNIFICANCE = 0.05
+
+
+def fewest_deciding_seeds(tests: int, level: float = SIGNIFICANCE) -> int:
+    """The fewest seeds per variant whose smallest exact p, times Holm's largest factor ``tests``,
+    is below ``level`` (rule point 5): 5 for up to 6 tests, 6 for up to 23."""
+    return next(n for n in itertools.count(2) if tests * smallest_p(n, n) < level)
+
+
+def seeds_for_power(
+    difference: float, sd: float, tests: int, level: float = SIGNIFICANCE, power: float = POWER
+) -> float:
+    """Seeds per variant for a true difference ``difference`` between variants whose seeds spread
+    by ``sd`` to be detected with probability ``power`` by a two-sided test at the strictest Holm
+    level ``level / tests`` (normal approximation), and never fewer than ``fewest_deciding_seeds``:
+
+        n = 2 (z_{1 - level / (2 tests)} + z_power)^2 sd^2 / difference^2
+
+    Infinite for no difference, NaN where the spread is unknown (one seed a variant)."""
+    if math.isnan(sd):
+        return float("nan")
+    if difference == 0:
+        return math.inf
+    z = statistics.NormalDist().inv_cdf
+    n = 2 * (z(1 - level / (2 * tests)) + z(power)) ** 2 * sd**2 / difference**2
+    return float(max(math.ceil(n), fewest_deciding_seeds(tests, level)))
+
+
 def compare(a, b, level: float = 0.95, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> Difference:
-    """B - A over seeds: ``bootstrap_difference``, ``permutation_p_value``, ``probability_of_improvement``."""
+    """B - A over seeds: ``bootstrap_difference``, ``permutation_p_value``, ``probability_of_improvement``
+    and the ``pooled_sd`` that ``seeds_for_power`` takes."""
     a, b = _seeds(a, "A"), _seeds(b, "B")
     estimate = bootstrap_difference(a, b, level, reps, seed)
     p, count, exact = permutation_p_value(a, b, seed=seed)
     return Difference(
-        estimate.point, estimate.low, estimate.high, p, count, exact, probability_of_improvement(a, b), len(a), len(b)
+        estimate.point,
+        estimate.low,
+        estimate.high,
+        p,
+        count,
+        exact,
+        probability_of_improvement(a, b),
+        len(a),
+        len(b),
+        pooled_sd(a, b),
     )

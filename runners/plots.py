@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -42,6 +43,7 @@ from runners.aggregates import (
     BOOTSTRAP_REPS,
     EXACT_PERMUTATION_LIMIT,
     IQM_MIN_SEEDS,
+    POWER,
     RANDOM_RELABELINGS,
     Difference,
     compare,
@@ -49,6 +51,7 @@ from runners.aggregates import (
     interval_estimates,
     performance_profiles,
     relabelings,
+    seeds_for_power,
     smallest_p,
 )
 from runners.base.console import plural
@@ -689,30 +692,31 @@ def compare_table(
     mean, with the stratified-bootstrap 95% interval, the exact permutation p, Holm's p, P(B > A)
     and the seed counts; then a legend and the notes (few seeds, windows left out, pairs not compared)."""
     lines = []
+    tested = sum(row.difference is not None for row in rows)
     for tag in dict.fromkeys(row.metric for row in rows):
         lines += [
-            f"| env | A | B | {tag} | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| env | A | B | {tag} | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B | seeds for {POWER:.0%} power |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in (row for row in rows if row.metric == tag):
             d = row.difference
             if d is None:
-                lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | - | - | - | - | - | - |")
+                lines.append(f"| {row.env} | {row.a} | {row.b} | {row.measure} | - | - | - | - | - | - | - |")
                 continue
             p = f"{'' if d.exact else '~'}{d.p:.4g}"
             lines.append(
                 f"| {row.env} | {row.a} | {row.b} | {row.measure} | {d.point:.4g} | [{d.low:.4g}, {d.high:.4g}] | "
-                f"{p} | {row.p_holm:.4g} | {d.improvement:.3g} | {d.seeds_a}, {d.seeds_b} |"
+                f"{p} | {row.p_holm:.4g} | {d.improvement:.3g} | {d.seeds_a}, {d.seeds_b} | "
+                f"{_seeds_text(seeds_for_power(d.point, d.pooled_sd, tested))} |"
             )
         lines.append("")
-    tested = sum(row.difference is not None for row in rows)
     legend = (
         [
             f"B − A: final = mean of the points each run logged in the last {last_fraction:.0%} of the budget (as "
             f"above); whole-run mean = mean of its {windows} window means of env steps (the area under its curve); "
             f"95% CI: stratified bootstrap, each variant's seeds resampled apart ({reps:,} draws, seed 0); p: two-sided exact permutation test of the "
             f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
-            f"asked; P(B > A): probability of improvement (rliable; ties count 1/2)"
+            f"asked; P(B > A): probability of improvement (rliable; ties count 1/2); {_POWER_LEGEND} {tested} tests"
         ]
         if rows
         else []
@@ -722,6 +726,17 @@ def compare_table(
             f"~p: more than {EXACT_PERMUTATION_LIMIT:,} relabelings; estimated from {RANDOM_RELABELINGS:,} random ones"
         )
     return "\n".join(lines + legend + _few_seeds_notes(rows) + notes) + "\n"
+
+
+_POWER_LEGEND = (
+    f"seeds for {POWER:.0%} power: the seeds per variant at which a difference of this size, with this "
+    "pooled spread over seeds, would reach Holm p < 0.05 in 4 of 5 reruns (rule point 4 of docs/reproductions.md; "
+    "∞: no difference), over the"
+)
+
+
+def _seeds_text(n: float) -> str:
+    return "-" if math.isnan(n) else "∞" if math.isinf(n) else f"{int(n):,}"
 
 
 def compare_csv_path(path: str | Path) -> Path:
@@ -746,12 +761,15 @@ COMPARE_COLUMNS = (
     "probability_of_improvement",
     "seeds_a",
     "seeds_b",
+    "pooled_sd",
+    "seeds_for_power",
 )
 
 
 def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: float, windows: int) -> Path:
     """A row per comparison (``comparisons``); empty cells where one could not be computed."""
     measure_of = {"final": f"final_last_{last_fraction:g}", "whole-run mean": f"whole_run_mean_{windows}_windows"}
+    tested = sum(row.difference is not None for row in rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COMPARE_COLUMNS)
@@ -769,9 +787,11 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
                 f"{d.improvement:.6g}",
                 d.seeds_a,
                 d.seeds_b,
+                f"{d.pooled_sd:.6g}",
+                f"{seeds_for_power(d.point, d.pooled_sd, tested):g}",
             ]
             if d
-            else [""] * 10
+            else [""] * 12
         )
         writer.writerow([row.metric, row.env, row.a, row.b, measure_of[row.measure], *values])
     return atomic_write_text(path, buffer.getvalue())
@@ -824,32 +844,38 @@ def pooled_holm(paths: list[str | Path], expected_tests: int | None = None) -> t
     adjusted = holm(raw)
     for row, value in zip(rows, adjusted):
         row["p_holm_pooled"] = "" if np.isnan(value) else f"{value:.6g}"
+        row["seeds_for_power_pooled"] = (
+            f"{seeds_for_power(float(row['mean_b_minus_a']), float(row['pooled_sd']), tests):g}" if row["p"] else ""
+        )
     return rows, tests
 
 
 def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
     """Markdown: a row per comparison, its p, its Holm p within its own command and over all files."""
     lines = [
-        "| file | metric | env | A | B | measure | mean B − A | 95% CI | p | Holm p (its command) | Holm p (pooled) | seeds A, B |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| file | metric | env | A | B | measure | mean B − A | 95% CI | p | Holm p (its command) | Holm p (pooled) | seeds A, B "
+        f"| seeds for {POWER:.0%} power (pooled) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if not row["p"]:
             lines.append(
-                f"| {row['file']} | {row['metric']} | {row['env']} | {row['a']} | {row['b']} | {row['measure']} | - | - | - | - | - | - |"
+                f"| {row['file']} | {row['metric']} | {row['env']} | {row['a']} | {row['b']} | {row['measure']} | - | - | - | - | - | - | - |"
             )
             continue
         lines.append(
             f"| {row['file']} | {row['metric']} | {row['env']} | {row['a']} | {row['b']} | {row['measure']} | "
             f"{float(row['mean_b_minus_a']):.4g} | [{float(row['ci_low']):.4g}, {float(row['ci_high']):.4g}] | "
             f"{'' if row['p_exact'] == 'true' else '~'}{float(row['p']):.4g} | {float(row['p_holm']):.4g} | "
-            f"{float(row['p_holm_pooled']):.4g} | {row['seeds_a']}, {row['seeds_b']} |"
+            f"{float(row['p_holm_pooled']):.4g} | {row['seeds_a']}, {row['seeds_b']} | "
+            f"{_seeds_text(float(row['seeds_for_power_pooled']))} |"
         )
     files = len(dict.fromkeys(row["file"] for row in rows))
     lines += [
         "",
         f"Holm p (pooled): Holm's step-down correction over the {tests} tests of the {files} files together; "
-        "Holm p (its command): over its own command's tests only, as that command printed it",
+        "Holm p (its command): over its own command's tests only, as that command printed it; "
+        f"{_POWER_LEGEND} {tests} tests together",
     ]
     if any(row["p"] and row["p_exact"] != "true" for row in rows):
         lines.append(
@@ -864,7 +890,7 @@ def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
 def write_pooled_holm_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
     """The rows of ``pooled_holm``: a file column, the comparisons CSV's columns, then p_holm_pooled."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["file", *COMPARE_COLUMNS, "p_holm_pooled"])
+    writer = csv.DictWriter(buffer, fieldnames=["file", *COMPARE_COLUMNS, "p_holm_pooled", "seeds_for_power_pooled"])
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())

@@ -5,6 +5,7 @@ import csv
 import io
 import itertools
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from runners import plots
 from runners.aggregates import (
     bootstrap_difference,
     compare,
+    fewest_deciding_seeds,
     holm,
     interval_estimates,
     performance_profiles,
     permutation_p_value,
+    pooled_sd,
     probability_of_improvement,
+    seeds_for_power,
     smallest_p,
 )
 
@@ -174,6 +178,22 @@ def test_compare_gathers_the_statistics_with_seed_counts():
     )
 
 
+def test_pooled_sd_and_the_seeds_a_difference_needs_match_the_hand_computed_ones():
+    # A: mean 2, squares 1 + 0 + 1; B: mean 5, squares 9 + 1 + 1 + 9; 3 + 4 - 2 = 5 degrees of freedom
+    assert pooled_sd([1, 2, 3], [2, 4, 6, 8]) == pytest.approx(math.sqrt(22 / 5))
+    assert math.isnan(pooled_sd([1], [2]))
+    # the fewest seeds whose 2 / C(2n, n), times the tests, is below 0.05: 2/70 at 4, 2/252 at 5, 2/924 at 6, 2/3432
+    assert [fewest_deciding_seeds(m) for m in (1, 2, 6, 7, 23, 24)] == [4, 5, 5, 6, 6, 7]
+    # claim 4's evaluation return (4 tests): z_{1 - 0.05/8} = 2.497705, z_0.8 = 0.841621 from a normal table
+    factor = 2 * (2.497705 + 0.841621) ** 2
+    assert factor == pytest.approx(22.30, abs=0.01)
+    assert seeds_for_power(-22.8, 167.0, 4) == math.ceil(factor * 167.0**2 / 22.8**2) == 1197
+    assert seeds_for_power(-12.25, 43.2, 4) == math.ceil(factor * 43.2**2 / 12.25**2) == 278
+    assert seeds_for_power(9.0, 1.0, 4) == 5  # the formula's 0.3 seeds: the floor of rule point 5
+    assert seeds_for_power(0.0, 1.0, 4) == math.inf and math.isnan(seeds_for_power(1.0, float("nan"), 4))
+    assert compare([1, 2, 3], [2, 4, 6, 8]).pooled_sd == pytest.approx(math.sqrt(22 / 5))
+
+
 def write_constant_run(
     root: Path, env: str, variant: str, seed: int, first_half: float, second_half: float, last_step: int = 1000
 ) -> None:
@@ -201,12 +221,17 @@ def test_table_compare_prints_b_minus_a_with_exact_p_holm_and_a_few_seeds_note(t
     assert code == 0, err
     # final: 10, 11, 12 against 1, 2, 3 -> 9; whole run (10 windows, a point each): 7, 8, 9 against 1, 2, 3 -> 6;
     # exact p 2/20 for each, Holm over the 2 comparisons 0.2; every wc seed beats every adam seed
-    assert "| env | A | B | charts/episodic_return | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B |" in out
+    assert (
+        "| env | A | B | charts/episodic_return | mean B − A | 95% CI | p | Holm p | P(B > A) | seeds A, B "
+        "| seeds for 80% power |" in out
+    )
     assert (
         "| Hopper-v5 | adam | wc | final | 9 | [" in out and "| Hopper-v5 | adam | wc | whole-run mean | 6 | [" in out
     )
     rows = [line for line in out.splitlines() if line.startswith("| Hopper-v5 | adam | wc |")]
-    assert len(rows) == 2 and all(line.endswith("| 0.1 | 0.2 | 1 | 3, 3 |") for line in rows)
+    # pooled sd 1 for both: n = 2 (z_0.9875 + z_0.8)^2 / 9^2 = 0.23 and / 6^2 = 0.53, so the floor of 5 seeds
+    # (at 2 tests 4 v 4 gives at best 2 x 2/70 = 0.057, 5 v 5 2 x 2/252 = 0.016)
+    assert len(rows) == 2 and all(line.endswith("| 0.1 | 0.2 | 1 | 3, 3 | 5 |") for line in rows)
     assert "3 v 3 seeds, under 5 per variant" in out and "2/C(6,3) = 2/20 = 0.1" in out
     assert "Walker2d-v5: no runs of wc with charts/episodic_return; adam v wc not compared there" in out
     written = list(csv.DictReader(io.StringIO(plots.compare_csv_path(out_csv).read_text())))
@@ -214,6 +239,7 @@ def test_table_compare_prints_b_minus_a_with_exact_p_holm_and_a_few_seeds_note(t
     assert [
         (r["measure"], float(r["mean_b_minus_a"]), float(r["p"]), float(r["p_holm"]), r["seeds_a"]) for r in written
     ] == [("final_last_0.1", 9.0, 0.1, 0.2, "3"), ("whole_run_mean_10_windows", 6.0, 0.1, 0.2, "3")]
+    assert [(float(r["pooled_sd"]), r["seeds_for_power"]) for r in written] == [(1.0, "5"), (1.0, "5")]
     for r in written:
         assert float(r["ci_low"]) <= float(r["mean_b_minus_a"]) <= float(r["ci_high"])
     code, again, _ = clipzoo(
@@ -305,7 +331,8 @@ def test_holm_corrects_the_comparisons_of_several_commands_together(tmp_path, cl
         f"| {tmp_path / 'b_compare.csv'} | charts/episodic_return | Hopper-v5 | adam | wc | final_last_0.1 | 19 | ["
         in out
     )
-    assert "| 0.02857 | 0.05714 | 0.1143 | 4, 4 |" in out
+    assert "| 0.02857 | 0.05714 | 0.1143 | 4, 4 | 5 |" in out  # d 19, sd 1.29: the floor of 5 seeds at 4 tests
+    assert {r["seeds_for_power_pooled"] for r in rows.values()} == {"5"}
     assert "over the 4 tests of the 2 files together" in out
     code, _, err = clipzoo("holm", str(tmp_path / "a_compare.csv"), str(tmp_path / "b_compare.csv"), "--tests", "4")
     assert code == 0, err
