@@ -42,7 +42,7 @@ from envs.continuous import (
 )
 from runners.base.config import parse_args
 from runners.base.console import tensorboard_command
-from runners.base.errors import RunInterrupted, UsageError
+from runners.base.errors import RunInterrupted, UsageError, require_at_least
 from runners.base.rng import GlobalStream, numpy_generator, stream_seed
 from runners.base.rundir import RunDirectory, StopRequest, duration, execute_run
 from runners.base.tracking import TRACKING_OPTIONS, TrackingArgs
@@ -331,15 +331,8 @@ def check_args(args: Args) -> None:
         raise UsageError(
             f"--gradcov-samples must be between 2 and the batch size {batch_size}, got {args.gradcov_samples}"
         )
-    for name in ("diagnostics_every", "heatmap_every", "eval_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.eval_episodes < 1:
-        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
-    if args.checkpoint_every < 1:
-        raise UsageError("--checkpoint-every must be >= 1")
-    if args.torch_threads < 1:
-        raise UsageError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    require_at_least(args, 0, "diagnostics_every", "heatmap_every", "eval_every")
+    require_at_least(args, 1, "eval_episodes", "checkpoint_every", "torch_threads")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but CUDA is not available")
     check_plasticity_args(args, has_target_network=False, samples_available=(batch_size, "the batch size"))

@@ -374,6 +374,9 @@ def test_bad_inputs_end_in_one_line(tmp_path, capsys, monkeypatch):
         ([*train, "--gamma", "inf"], "--gamma must be a finite number, got inf"),
         ([*train, "--replay-ratio", "1000000"], "--replay-ratio must be > 0 and at most 128"),
         ([*train, "--torch-threads", "0"], "--torch-threads must be >= 1, got 0"),
+        (["train", "ppo", "--heatmap-every", "-1"], "--heatmap-every must be >= 0, got -1"),
+        (["train", "ppo", "--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
+        ([*train, "--plasticity-probe-steps", "-2"], "--plasticity-probe-steps must be >= 0, got -2"),
         ([*train, "--run-dir", str(garbage)], f"checkpoint {garbage / 'checkpoint.pt'} cannot be read"),
         ([*train, "--run-dir", str(foreign)], "belongs to another run or agent (options that differ:"),
         (

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from runners.base.errors import UsageError
+from runners.base.errors import UsageError, require_at_least
 
 IntervalOption = int | Literal["target"]
 
@@ -123,9 +123,7 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
             raise UsageError(
                 f"--{name.replace('_', '-')} must be {'>= 1' if name == 'reg_every' else '>= 0'} or 'target', got {value}"
             )
-    for name in ("plasticity_probe_every", "sharpness_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    require_at_least(args, 0, "plasticity_probe_every", "sharpness_every")
     if not (math.isfinite(args.redo_tau) and 0 <= args.redo_tau < 1):
         raise UsageError(f"--redo-tau must be in [0, 1) (the mean score is 1), got {args.redo_tau}")
     if args.redo_every and args.optimizer == "madam":
@@ -149,17 +147,16 @@ def check_plasticity_args(args: PlasticityArgs, has_target_network: bool, sample
             "--inject-at with --reg singular: the penalty acts on the output layers' features, which the "
             "injection doubles; use l2 or l2_init"
         )
-    for name in (
+    require_at_least(
+        args,
+        1,
         "plasticity_probe_samples",
         "plasticity_probe_targets",
         "sharpness_samples",
         "sharpness_iterations",
         "redo_samples",
-    ):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.plasticity_probe_steps < 0:
-        raise UsageError(f"--plasticity-probe-steps must be >= 0, got {args.plasticity_probe_steps}")
+    )
+    require_at_least(args, 0, "plasticity_probe_steps")
     available, source = samples_available
     # ReDo's replay observations (the agents with a target network) are drawn with replacement; PPO's are rollout samples
     for name, every in (

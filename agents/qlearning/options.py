@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import ClassVar, Literal
 
 from agents.plugins.options import PlasticityArgs, check_plasticity_args
-from runners.base.errors import UsageError
+from runners.base.errors import UsageError, require_at_least
 from runners.base.tracking import TrackingArgs
 
 
@@ -173,7 +173,9 @@ def collection_plan(replay_ratio: float, num_envs: int) -> tuple[int, int]:
 
 def check_args(args: QLearningArgs) -> tuple[int, int, int]:
     """Refuse impossible settings; returns (steps per collect, gradient steps per collect, target period)."""
-    for name in (
+    require_at_least(
+        args,
+        1,
         "num_envs",
         "batch_size",
         "buffer_size",
@@ -184,14 +186,9 @@ def check_args(args: QLearningArgs) -> tuple[int, int, int]:
         "gradcov_samples",
         "probe_samples",
         "torch_threads",
-    ):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_episodes < 1:
-        raise UsageError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    )
+    require_at_least(args, 0, "diagnostics_every", "heatmap_every", "learning_starts", "eps_decay_steps", "eval_every")
+    require_at_least(args, 1, "eval_episodes")
     if not 0 <= args.eval_epsilon <= 1:
         raise UsageError(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     if args.sticky_actions is not None and not (0 <= args.sticky_actions < 1):

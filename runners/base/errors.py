@@ -8,6 +8,14 @@ class UsageError(ValueError):
     """Bad input from the user (unknown env id, bad option value, mismatched run directory)."""
 
 
+def require_at_least(args, minimum: int, *names: str) -> None:
+    """Refuse in one line the first of the options ``names`` (fields of ``args``) below ``minimum``."""
+    for name in names:
+        value = getattr(args, name)
+        if value < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
 class RunInterrupted(Exception):
     """A run stopped by a signal after checkpointing; the command exits with 128 + the signal number."""
 
