@@ -93,7 +93,11 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float) -> gym.vector.Sync
     envs = gym.vector.SyncVectorEnv(
         [make_env(env_id, gamma) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
     )
-    require_capturable(envs.envs[0], env_id)
+    try:
+        require_capturable(envs.envs[0], env_id)
+    except Exception:  # refused: close what was built before saying so
+        envs.close()
+        raise
     return envs
 
 

@@ -86,8 +86,10 @@ def check_discrete_env(env_id: str) -> gym.spaces.Discrete:
     require_discrete_actions(env_id, bare.action_space)
     bare.close()
     built = make_env(env_id, training=True)()
-    require_capturable(built, env_id)
-    built.close()
+    try:
+        require_capturable(built, env_id)
+    finally:
+        built.close()
     return bare.action_space
 
 

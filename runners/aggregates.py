@@ -239,7 +239,7 @@ SIGNIFICANCE = 0.05
 
 def fewest_deciding_seeds(tests: int, level: float = SIGNIFICANCE) -> int:
     """The fewest seeds per variant whose smallest exact p, times Holm's largest factor ``tests``,
-    is below ``level`` (rule point 5): 5 for up to 6 tests, 6 for up to 23."""
+    is below ``level`` (rule point 5): 4 for one test, 5 for up to 6, 6 for up to 23."""
     return next(n for n in itertools.count(2) if tests * smallest_p(n, n) < level)
 
 

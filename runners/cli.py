@@ -117,8 +117,9 @@ def figures_parser(command: str):
             help="also compare two variants (named as in the table), per env and metric: B - A of the final "
             "value and of the whole-run mean (the mean of the --windows window means, "
             f"{plots.DEFAULT_COMPARE_WINDOWS} without it), each with a stratified bootstrap 95%% CI, the "
-            "exact two-sided permutation p, Holm's p over every comparison asked, P(B > A) and the seed "
-            "counts; repeat it for several pairs",
+            "exact two-sided permutation p, Holm's p over every comparison asked, P(B > A), the seed "
+            "counts and the seeds per variant the observed difference would need for 80%% power; repeat it "
+            "for several pairs",
         )
     if command == "plot":
         parser.add_argument(

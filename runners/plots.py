@@ -712,7 +712,7 @@ def compare_table(
         lines.append("")
     legend = (
         [
-            f"B − A: final = mean of the points each run logged in the last {last_fraction:.0%} of the budget (as "
+            f"B − A: final = mean of the points each run logged in the last {last_fraction * 100:g}% of the budget (as "
             f"above); whole-run mean = mean of its {windows} window means of env steps (the area under its curve); "
             f"95% CI: stratified bootstrap, each variant's seeds resampled apart ({reps:,} draws, seed 0); p: two-sided exact permutation test of the "
             f"difference of means over every relabeling of the seeds; Holm p: adjusted over the {tested} comparisons "
@@ -737,6 +737,11 @@ _POWER_LEGEND = (
 
 def _seeds_text(n: float) -> str:
     return "-" if math.isnan(n) else "∞" if math.isinf(n) else f"{int(n):,}"
+
+
+def _seeds_cell(n: float) -> str:
+    """A seed count in a CSV cell: every digit, or inf / nan."""
+    return str(n) if math.isnan(n) or math.isinf(n) else str(int(n))
 
 
 def compare_csv_path(path: str | Path) -> Path:
@@ -777,7 +782,7 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
         d = row.difference
         values = (
             [
-                f"{d.point:.6g}",
+                repr(d.point),  # with pooled_sd in full: holm recomputes the seeds for power from them
                 f"{d.low:.6g}",
                 f"{d.high:.6g}",
                 f"{d.p:.6g}",
@@ -787,8 +792,8 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
                 f"{d.improvement:.6g}",
                 d.seeds_a,
                 d.seeds_b,
-                f"{d.pooled_sd:.6g}",
-                f"{seeds_for_power(d.point, d.pooled_sd, tested):g}",
+                repr(d.pooled_sd),
+                _seeds_cell(seeds_for_power(d.point, d.pooled_sd, tested)),
             ]
             if d
             else [""] * 12
@@ -797,13 +802,47 @@ def write_compare_csv(rows: list[Comparison], path: str | Path, last_fraction: f
     return atomic_write_text(path, buffer.getvalue())
 
 
+def _bad_cell(row: dict[str, str | None]) -> str | None:
+    """What ``write_compare_csv`` cannot have written in a comparisons row (``column: value``, or
+    the cell count); None for a good row."""
+    if None in row or None in row.values():  # DictReader: extra cells under the key None, missing ones None
+        cells = sum(value is not None for key, value in row.items() if key is not None) + len(row.get(None) or [])
+        return f"{cells} cells, not {len(COMPARE_COLUMNS)}"
+    figures = COMPARE_COLUMNS[COMPARE_COLUMNS.index("measure") + 1 :]
+    if not row["p"]:  # a comparison that could not be computed: every figure blank
+        filled = next((column for column in figures if row[column]), None)
+        return None if filled is None else f"{filled}: {row[filled]!r} where p is blank"
+    for column in figures:
+        value = row[column]
+        if column == "p_exact":
+            good = value in ("true", "false")
+        elif column in ("relabelings", "seeds_a", "seeds_b"):
+            good = value.isdigit()
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                good = False
+            else:
+                good = column not in ("p", "p_holm", "probability_of_improvement") or 0 <= number <= 1
+        if not good:
+            return f"{column}: {value!r}"
+    return None
+
+
 def read_compare_csv(path: str | Path) -> list[dict[str, str]]:
     """The rows of a comparisons CSV (``write_compare_csv``); anything else is refused in one line."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} is not a file (table --compare --csv FILE writes FILE_compare.csv)")
     reader = csv.DictReader(io.StringIO(path.read_text()))
-    if tuple(reader.fieldnames or ()) != COMPARE_COLUMNS:
+    columns = tuple(reader.fieldnames or ())
+    if columns == COMPARE_COLUMNS[:-2]:
+        raise UsageError(
+            f"{path} was written before comparisons CSVs had pooled_sd and seeds_for_power: "
+            "rerun the table --compare --csv command that wrote it"
+        )
+    if columns != COMPARE_COLUMNS:
         raise UsageError(
             f"{path} is not a comparisons CSV of table --compare --csv (columns: {', '.join(COMPARE_COLUMNS)})"
         )
@@ -811,11 +850,8 @@ def read_compare_csv(path: str | Path) -> list[dict[str, str]]:
     if not rows:
         raise UsageError(f"{path} holds no comparison")
     for number, row in enumerate(rows, 2):
-        try:
-            if None in row or (row["p"] and not 0 <= float(row["p"]) <= 1):
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"{path}, line {number}: not a row of table --compare --csv (p: {row['p']!r})") from None
+        if (bad := _bad_cell(row)) is not None:
+            raise UsageError(f"{path}, line {number}: not a row of table --compare --csv ({bad})")
     return rows
 
 
@@ -845,7 +881,9 @@ def pooled_holm(paths: list[str | Path], expected_tests: int | None = None) -> t
     for row, value in zip(rows, adjusted):
         row["p_holm_pooled"] = "" if np.isnan(value) else f"{value:.6g}"
         row["seeds_for_power_pooled"] = (
-            f"{seeds_for_power(float(row['mean_b_minus_a']), float(row['pooled_sd']), tests):g}" if row["p"] else ""
+            _seeds_cell(seeds_for_power(float(row["mean_b_minus_a"]), float(row["pooled_sd"]), tests))
+            if row["p"]
+            else ""
         )
     return rows, tests
 
@@ -888,7 +926,8 @@ def pooled_holm_table(rows: list[dict[str, str]], tests: int) -> str:
 
 
 def write_pooled_holm_csv(rows: list[dict[str, str]], path: str | Path) -> Path:
-    """The rows of ``pooled_holm``: a file column, the comparisons CSV's columns, then p_holm_pooled."""
+    """The rows of ``pooled_holm``: a file column, the comparisons CSV's columns, then p_holm_pooled and
+    seeds_for_power_pooled."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["file", *COMPARE_COLUMNS, "p_holm_pooled", "seeds_for_power_pooled"])
     writer.writeheader()

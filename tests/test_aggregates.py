@@ -194,6 +194,29 @@ def test_pooled_sd_and_the_seeds_a_difference_needs_match_the_hand_computed_ones
     assert compare([1, 2, 3], [2, 4, 6, 8]).pooled_sd == pytest.approx(math.sqrt(22 / 5))
 
 
+def test_a_seed_count_of_millions_keeps_every_digit_in_the_csvs_and_the_holm_table(tmp_path, clipzoo):
+    # wc's seeds 1.0, 2.0, 3.003 against adam's 1, 2, 3: d = 0.001; squares about the means: A's 1 + 0 + 1,
+    # B's 1.001^2 + 0.001^2 + 1.002^2 = 2.006006 (TensorBoard keeps float32, hence rel 1e-5)
+    for seed, wc in enumerate([1.0, 2.0, 3.003]):
+        write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 1 + seed)
+        write_constant_run(tmp_path, "Hopper-v5", "wc", seed, wc, wc)
+    code, out, err = clipzoo(
+        "table", str(tmp_path), "--metric", "charts/episodic_return", "--compare", "adam", "wc",
+        "--csv", str(tmp_path / "runs.csv"),
+    )  # fmt: skip
+    assert code == 0, err
+    written = list(csv.DictReader(io.StringIO((tmp_path / "runs_compare.csv").read_text())))
+    d, sd = float(written[0]["mean_b_minus_a"]), float(written[0]["pooled_sd"])
+    assert d == pytest.approx(0.001, rel=1e-5) and sd == pytest.approx(math.sqrt((2 + 2.006006) / 4), rel=1e-5)
+    expected = seeds_for_power(d, sd, 2)
+    assert expected > 10**7 and written[0]["seeds_for_power"] == str(int(expected))
+    assert f"| 3, 3 | {int(expected):,} |" in out
+    code, out, err = clipzoo("holm", str(tmp_path / "runs_compare.csv"), "--csv", str(tmp_path / "pooled.csv"))
+    assert code == 0, err
+    pooled = list(csv.DictReader(io.StringIO((tmp_path / "pooled.csv").read_text())))
+    assert pooled[0]["seeds_for_power_pooled"] == str(int(expected)) and f"| 3, 3 | {int(expected):,} |" in out
+
+
 def write_constant_run(
     root: Path, env: str, variant: str, seed: int, first_half: float, second_half: float, last_step: int = 1000
 ) -> None:
@@ -341,6 +364,16 @@ def test_holm_corrects_the_comparisons_of_several_commands_together(tmp_path, cl
     first = (tmp_path / "a_compare.csv").read_text().splitlines()[1].split(",")
     first[8] = "high"  # the p column
     (tmp_path / "bad_compare.csv").write_text(header + "\n" + ",".join(first) + "\n")
+    good = (tmp_path / "a_compare.csv").read_text().splitlines()[1].split(",")
+    columns = header.split(",")
+    for name, cells in (
+        ("cut_after_measure", good[: columns.index("measure") + 1]),  # p missing, not blank: no test silently lost
+        ("cut_after_seeds", good[: columns.index("seeds_b") + 1]),
+        ("blank_sd", [*good[: columns.index("pooled_sd")], "", good[-1]]),
+    ):
+        (tmp_path / f"{name}_compare.csv").write_text(header + "\n" + ",".join(cells) + "\n")
+    old_header = ",".join(columns[: columns.index("pooled_sd")])
+    (tmp_path / "older_compare.csv").write_text(old_header + "\n" + ",".join(good[: columns.index("pooled_sd")]) + "\n")
     a, b = str(tmp_path / "a_compare.csv"), str(tmp_path / "b_compare.csv")
     for argv, message in (
         ([str(tmp_path / "a.csv")], "a.csv is not a comparisons CSV of table --compare --csv"),
@@ -351,6 +384,19 @@ def test_holm_corrects_the_comparisons_of_several_commands_together(tmp_path, cl
         (
             [str(tmp_path / "bad_compare.csv")],
             "bad_compare.csv, line 2: not a row of table --compare --csv (p: 'high')",
+        ),
+        (
+            [str(tmp_path / "cut_after_measure_compare.csv")],
+            "line 2: not a row of table --compare --csv (5 cells, not 17)",
+        ),
+        (
+            [str(tmp_path / "cut_after_seeds_compare.csv")],
+            "line 2: not a row of table --compare --csv (15 cells, not 17)",
+        ),
+        ([str(tmp_path / "blank_sd_compare.csv")], "line 2: not a row of table --compare --csv (pooled_sd: '')"),
+        (
+            [str(tmp_path / "older_compare.csv")],
+            "was written before comparisons CSVs had pooled_sd and seeds_for_power",
         ),
     ):
         code, _, err = clipzoo("holm", *argv)
