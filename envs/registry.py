@@ -8,6 +8,7 @@ from functools import cache
 import gymnasium as gym
 
 from envs.minatar import MINATAR_NAMESPACE, register_minatar_envs
+from envs.state import state_family
 from runners.base.errors import UsageError
 
 
@@ -30,14 +31,22 @@ def registered_env_ids() -> tuple[str, ...]:
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The spec of a registered env id, or a UsageError naming the closest ids. The MinAtar
-    package is imported only for a MinAtar id or an unknown one: it imports seaborn and scipy,
-    seconds of every other run's start-up."""
+    """The spec of a registered env id whose state a checkpoint can hold (by its class, before it
+    is built: a sweep refuses it before its runs start), or a UsageError naming the closest ids.
+    The MinAtar package is imported only for a MinAtar id or an unknown one: it imports seaborn
+    and scipy, seconds of every other run's start-up."""
     _register_ale_and_classification_envs()
     if env_id.startswith(MINATAR_NAMESPACE):
         register_minatar_envs()
     if env_id in gym.registry:
-        return gym.spec(env_id)
+        spec = gym.spec(env_id)
+        entry = spec.entry_point
+        module, _, name = entry.partition(":") if isinstance(entry, str) else (entry.__module__, "", entry.__name__)
+        try:
+            state_family(module, name)
+        except TypeError as error:
+            raise UsageError(f"{env_id}: {error}; a run checkpoints its envs to resume exactly") from None
+        return spec
     ids = registered_env_ids()
     close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -228,7 +228,11 @@ def _episode_replay(layers: list[gym.Wrapper], base: gym.Env) -> EpisodeReplay:
 
 
 def _family(base: gym.Env) -> str:
-    module = type(base).__module__
+    return state_family(type(base).__module__, type(base).__name__)
+
+
+def state_family(module: str, name: str) -> str:
+    """How the state of an env class (of ``module``) is captured; a TypeError for one it cannot be."""
     if module.startswith("gymnasium.envs.mujoco"):
         return "mujoco"
     if module.startswith("ale_py"):
@@ -242,7 +246,7 @@ def _family(base: gym.Env) -> str:
     if module in REPLAYED_MODULES:
         return "replayed"
     raise TypeError(
-        f"cannot capture the state of {type(base).__name__} ({module}): envs/state.py knows MuJoCo, ALE, "
+        f"cannot capture the state of {name} ({module}): envs/state.py knows MuJoCo, ALE, "
         "MinAtar, LunarLander, gymnasium's classic control envs and the classification MDPs"
     )
 

@@ -95,6 +95,10 @@ def test_manifest_is_deterministic(tmp_path):
         ({"seed": 3}, "unknown sweep key 'seed'.*did you mean seeds"),
         ({"agent": "dqnn"}, "unknown agent 'dqnn'.*did you mean dqn"),
         ({"envs": ["CartPol-v1"]}, "unknown env id 'CartPol-v1'; did you mean CartPole-v1"),
+        (  # refused before any run starts, by its class: each run would fail at its start
+            {"agent": "ppo", "envs": ["Hopper-v5", "BipedalWalker-v3"]},
+            r"BipedalWalker-v3: cannot capture the state of BipedalWalker \(gymnasium.envs.box2d.bipedal_walker\)",
+        ),
         ({"envs": []}, "'envs' .* must be a non-empty list"),
         ({"seeds": []}, "'seeds' .* must be a positive count or a non-empty list"),
         ({"variants": {}}, "'variants' .*at least one"),
