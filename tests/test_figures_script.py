@@ -93,7 +93,6 @@ BUILT_OUTSIDE_THE_TOOL = {"ppo_gap_seeds.csv", "ppo_gap_windows.csv", "ppo_gap_w
 NOT_YET_WRITTEN = {
     "repro_ppo_policy_collapse_runs.csv",
     "repro_ppo_policy_collapse_constant_lr_runs.csv",
-    "repro_successive_reg_runs.csv",
     "repro_wc_kappa_runs.csv",
     "repro_successive_reg_lunarlander_eval_return.png",
     "repro_successive_reg_lunarlander_eval_return.csv",
