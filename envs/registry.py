@@ -8,7 +8,7 @@ from functools import cache
 import gymnasium as gym
 
 from envs.minatar import MINATAR_NAMESPACE, register_minatar_envs
-from envs.state import state_family
+from envs.state import require_capturable_class
 from runners.base.errors import UsageError
 
 
@@ -40,12 +40,7 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         register_minatar_envs()
     if env_id in gym.registry:
         spec = gym.spec(env_id)
-        entry = spec.entry_point
-        module, _, name = entry.partition(":") if isinstance(entry, str) else (entry.__module__, "", entry.__name__)
-        try:
-            state_family(module, name)
-        except TypeError as error:
-            raise UsageError(f"{env_id}: {error}; a run checkpoints its envs to resume exactly") from None
+        require_capturable_class(env_id, spec.entry_point)
         return spec
     ids = registered_env_ids()
     close = difflib.get_close_matches(env_id, ids, n=5, cutoff=0.6)

@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import pickle
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -122,8 +123,22 @@ def replayable(env: gym.Env) -> gym.Env:
 def require_capturable(env: gym.Env, env_id: str) -> None:
     """Refuse, in one line before a run starts, an env whose state a checkpoint could not hold
     (rather than a traceback at the run's first checkpoint)."""
+    _refuse_uncapturable(env_id, lambda: capture_env_state(env))
+
+
+def require_capturable_class(env_id: str, entry_point) -> None:
+    """``require_capturable`` by the registered class alone (``module:Class`` or the class), before
+    the env is built: what a sweep checks before its runs start."""
+    if isinstance(entry_point, str):
+        module, _, name = entry_point.partition(":")
+    else:
+        module, name = entry_point.__module__, entry_point.__name__
+    _refuse_uncapturable(env_id, lambda: state_family(module, name))
+
+
+def _refuse_uncapturable(env_id: str, capture: Callable[[], object]) -> None:
     try:
-        capture_env_state(env)
+        capture()
     except TypeError as error:
         raise UsageError(f"{env_id}: {error}; a run checkpoints its envs to resume exactly") from None
 
