@@ -16,8 +16,9 @@
 # progress would give a figure of the seeds finished so far.
 #
 # Not written here: claim 0's ppo_gap_seeds.csv, ppo_gap_windows.csv and ppo_gap_windows.png,
-# made outside ClipZoo from the authors' script's runs and ClipZoo's (no clipzoo command
-# writes them).
+# the record made outside ClipZoo from the authors' script's runs and ClipZoo's; its rerun writes
+# repro_ppo_authors_check*, from a sweep directory that also holds the authors' script's runs
+# (scripts/authors_ppo.py; docs/reproductions.md, claim 0).
 set -euo pipefail
 
 absolute() { if [[ $1 == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD" "$1"; fi; }
@@ -51,6 +52,12 @@ zoo() {
         echo "skipped $arg: $dir not found (run its spec first: clipzoo sweep configs/sweeps/$spec.yaml)"
     done
 }
+
+# Claim 0: ClipZoo's PPO + weight clipping and the authors' script, side by side.
+S=$SWEEPS/repro_ppo_authors_check
+zoo repro_ppo_authors_check "$S" plot "$S" --metric charts/episodic_return --out "$FIGURES/repro_ppo_authors_check.png"
+zoo repro_ppo_authors_check "$S" table "$S" --metric charts/episodic_return --windows 6 \
+    --csv "$FIGURES/repro_ppo_authors_check_runs.csv"
 
 # Claim 1: policy collapse, learning rate annealed and constant.
 M=(--metric charts/episodic_return --metric diagnostics/approx_kl_mean --metric diagnostics/weight_norm

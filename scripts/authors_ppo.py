@@ -1,0 +1,194 @@
+"""Run the weight-clipping authors' PPO script under gymnasium 1.x, as a run directory that
+``clipzoo table`` and ``clipzoo plot`` read like any ClipZoo run (claim 0 of docs/reproductions.md).
+
+The script is ``rl_experiments/ppo_continuous_action_clipped.py`` of
+github.com/mohmdelsayed/weight-clipping (with its ``weight_clipping.py``). It was written for
+gymnasium 0.29, and two of its calls fail under 1.x. It runs here as it is, file untouched,
+with two adapters installed in gymnasium before it starts:
+
+- ``TransformObservation(env, func)``: 1.x requires the observation space as a third argument;
+  the adapter passes None, which 1.x reads as "the wrapped env's space" (the script's clip to
+  [-10, 10] keeps observations inside it).
+- The script reads finished episodes from ``infos["final_info"]`` as a list with one dict or
+  None per env, 0.29's form. The adapter's ``SyncVectorEnv`` writes that list from 1.x's
+  episode statistics (``episode`` under the ``_episode`` mask), so every episode is logged at
+  the step it ends, with its return and length.
+
+``--autoreset same-step`` (the default) resets an env within the step its episode ends, as
+0.29's vector envs did, so the script runs as its authors ran it. ``next-step`` is 1.x's
+default: the step after an episode's end returns the first observation of the next with reward
+0, one extra transition per episode that the script trains on.
+
+    git clone https://github.com/mohmdelsayed/weight-clipping && git -C weight-clipping checkout 7834795
+    python scripts/authors_ppo.py weight-clipping RUN_DIR [--autoreset next-step] -- \\
+        --env-id Hopper-v5 --total-timesteps 300000 --seed 1 --no-cuda
+
+RUN_DIR receives the script's TensorBoard file, ``config.json`` (the script's parsed arguments,
+the autoreset mode), ``attempts.json`` (the command, the checkout's commit and whether its tree
+is clean, the two files' sha256, this launcher's commit) and ``status.json``. The script cannot
+resume, so a run that did not complete is started again from scratch (the script is
+deterministic on one thread: the same seed gives the same run); a complete one is left as it is.
+Torch runs on one thread (OMP_NUM_THREADS=1) unless the environment sets another count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the script imports torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runners, from a checkout without an install
+from runners.base.console import run_and_report  # noqa: E402
+from runners.base.errors import UsageError  # noqa: E402
+from runners.base.files import atomic_write_text  # noqa: E402
+from runners.base.rundir import ATTEMPTS_FILE, STATUS_FILE, code_version, read_status  # noqa: E402
+
+SCRIPT = Path("rl_experiments") / "ppo_continuous_action_clipped.py"
+HELPER = Path("rl_experiments") / "weight_clipping.py"
+WORK = ".authors_script"  # the script's working directory inside RUN_DIR: its runs/ folder lands here
+
+
+def install_gymnasium_adapters(autoreset: str) -> None:
+    """Give gymnasium 1.x the two 0.29 forms the script uses (module docstring)."""
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    same_step = autoreset == "same-step"
+
+    class TransformObservation(gym.wrappers.TransformObservation):
+        def __init__(self, env, func, observation_space=None):
+            super().__init__(env, func, observation_space)
+
+    class SyncVectorEnv(gym.vector.SyncVectorEnv):
+        def __init__(self, env_fns, **kwargs):
+            mode = AutoresetMode.SAME_STEP if same_step else AutoresetMode.NEXT_STEP
+            super().__init__(env_fns, autoreset_mode=mode, **kwargs)
+
+        def step(self, actions):
+            observations, rewards, terminations, truncations, infos = super().step(actions)
+            # where 1.x puts the statistics of the episodes that ended: with the final observation
+            # (same step) or in this step's own infos (next step)
+            ended = infos.get("final_info", {}) if same_step else infos
+            infos = {key: value for key, value in infos.items() if key not in ("final_info", "_final_info")}
+            if "_episode" in ended and ended["_episode"].any():
+                episode = ended["episode"]
+                infos["final_info"] = [
+                    {"episode": {"r": episode["r"][i], "l": episode["l"][i]}} if done else None
+                    for i, done in enumerate(ended["_episode"])
+                ]
+            return observations, rewards, terminations, truncations, infos
+
+    gym.wrappers.TransformObservation = TransformObservation
+    gym.vector.SyncVectorEnv = SyncVectorEnv
+
+
+def checkout_version(checkout: Path) -> dict:
+    """The checkout's commit and clean state (None outside git) and the two files' sha256."""
+
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(checkout), *command], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "commit": commit,
+        "clean": None if changes is None else not changes,
+        "sha256": {str(name): hashlib.sha256((checkout / name).read_bytes()).hexdigest() for name in (SCRIPT, HELPER)},
+    }
+
+
+def write_json(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def run(argv: list[str] | None) -> None:
+    parser = argparse.ArgumentParser(prog="scripts/authors_ppo.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path, help="a checkout of github.com/mohmdelsayed/weight-clipping")
+    parser.add_argument("run_dir", type=Path, help="where the run's files go (e.g. SWEEP/Hopper-v5/authors/seed_1)")
+    parser.add_argument("--autoreset", choices=["same-step", "next-step"], default="same-step")
+    parser.epilog = "after --: the script's own arguments (e.g. -- --env-id Hopper-v5 --seed 1 --no-cuda)"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, script_args = parser.parse_args(argv[:split]), argv[split + 1 :]
+    checkout, run_dir = args.checkout.resolve(), args.run_dir.resolve()
+    missing = [str(name) for name in (SCRIPT, HELPER) if not (checkout / name).is_file()]
+    if missing:
+        raise UsageError(f"{args.checkout} is not a checkout of mohmdelsayed/weight-clipping: no {', '.join(missing)}")
+    if (read_status(run_dir) or {}).get("state") == "complete":
+        print(f"{run_dir} is complete; nothing to do")
+        return
+    if run_dir.exists():  # a run that did not finish: the script cannot resume, so start it again
+        shutil.rmtree(run_dir / WORK, ignore_errors=True)
+        for leftover in [run_dir / "config.json", run_dir / STATUS_FILE, run_dir / ATTEMPTS_FILE]:
+            leftover.unlink(missing_ok=True)
+        for leftover in run_dir.glob("events.out.tfevents.*"):
+            leftover.unlink()
+    work = run_dir / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    write_json(
+        run_dir / ATTEMPTS_FILE,
+        [
+            {
+                "started": started,
+                "host": socket.gethostname(),
+                "command": [sys.executable, *sys.argv],
+                **checkout_version(checkout),
+                "launcher": code_version(),
+                "autoreset": args.autoreset,
+                "resumed_from_step": None,
+                "exact": True,
+            }
+        ],
+    )
+    write_json(run_dir / STATUS_FILE, {"state": "running", "pid": os.getpid(), "host": socket.gethostname()})
+
+    install_gymnasium_adapters(args.autoreset)
+    sys.path.insert(0, str(checkout / SCRIPT.parent))  # the script imports weight_clipping from its folder
+    sys.argv = [str(checkout / SCRIPT), *script_args]
+    os.chdir(work)
+    try:
+        script = runpy.run_path(str(checkout / SCRIPT), run_name="__main__")
+    except SystemExit as stop:  # the script's argument parser (--help, an unknown option): no run was made
+        write_json(run_dir / STATUS_FILE, {"state": "failed", "error": f"the script exited with code {stop.code}"})
+        raise
+    except Exception as error:  # the script's own failure (an env it cannot make, say), in one line
+        write_json(run_dir / STATUS_FILE, {"state": "failed", "error": f"{type(error).__name__}: {error}"})
+        raise UsageError(f"the authors' script failed: {type(error).__name__}: {error}") from None
+
+    events = sorted(work.glob("runs/*/events.out.tfevents.*"))
+    if len(events) != 1:
+        raise UsageError(f"expected the script to write one TensorBoard file below {work}/runs, found {len(events)}")
+    events[0].rename(run_dir / events[0].name)
+    shutil.rmtree(work)
+    parsed = vars(script["args"])
+    write_json(run_dir / "config.json", {**parsed, "program": str(SCRIPT), "autoreset": args.autoreset})
+    write_json(
+        run_dir / STATUS_FILE,
+        {
+            "state": "complete",
+            "global_step": script["global_step"],
+            "total_timesteps": parsed["total_timesteps"],
+            "time": time.time(),
+            "started": started,
+        },
+    )
+    print(f"done: {run_dir} ({script['global_step']:,} env steps in {time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    run_and_report(run, sys.argv[1:])
