@@ -23,7 +23,8 @@ commands:
   holm CSV [CSV ...]        Holm's correction over the comparisons of several `table --compare --csv` files together
                             (a claim whose tests span sweeps or commands; --csv FILE writes them with the pooled p)
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
-  sweep SPEC.yaml           run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); `sweep status DIR`
+  sweep SPEC.yaml [...]     run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); several specs
+                            form a queue run in order by one pool of workers; `sweep status DIR`
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
@@ -231,7 +232,9 @@ def sweep_parser(status: bool = False):
         parser.add_argument("directory")
         return parser
     parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
-    parser.add_argument("spec", help="sweep spec (YAML)")
+    parser.add_argument(
+        "specs", nargs="+", metavar="spec", help="sweep spec (YAML); several form a queue, run in order by one pool"
+    )
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="local: runs at a time (default: number of cores)"
@@ -279,24 +282,34 @@ def sweep_command(argv: list[str]) -> None:
     args = sweep_parser().parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if len(args.specs) > 1:
+        for flag, given in (("--dir", args.dir), ("--env", args.env), ("--variant", args.variant)):
+            if given:
+                raise UsageError(f"{flag} applies to one spec; with {len(args.specs)} specs give each its own command")
     if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
         raise UsageError(f"--dir {args.dir} exists and is not a directory")
-    loaded = sweep.load_spec(args.spec, args.dir)
-    chosen = sweep.choose_runs(loaded, args.env, args.variant)
+    queue = []
+    for spec in args.specs:
+        loaded = sweep.load_spec(spec, args.dir)
+        same = [earlier for earlier, _ in queue if earlier.directory.resolve() == loaded.directory.resolve()]
+        if same:
+            raise UsageError(f"{spec} and an earlier spec of the queue both write to {loaded.directory}")
+        queue.append((loaded, sweep.choose_runs(loaded, args.env, args.variant)))
     if args.backend == "slurm":
         flags = sweep.check_resources(
             {k: getattr(args, k) for k in sweep.RESOURCE_KEYS if getattr(args, k) is not None},
             lambda key: f"--{key.replace('_', '-')}",
         )
-        resources = {**loaded.resources, **flags}
-        submit(loaded, resources, args.activate, args.dry_run, args.resubmit_failed, chosen)
+        for loaded, chosen in queue:  # an array job per spec; the scheduler keeps the cores busy
+            submit(loaded, {**loaded.resources, **flags}, args.activate, args.dry_run, args.resubmit_failed, chosen)
         return
     if args.dry_run:
-        sweep.write_manifest(loaded)
-        for run in chosen:
-            print(" ".join(sweep.run_command(loaded.agent, run)))
+        for loaded, chosen in queue:
+            sweep.write_manifest(loaded)
+            for run in chosen:
+                print(" ".join(sweep.run_command(loaded.agent, run)))
         return
-    if sweep.run_local(loaded, args.workers, chosen=chosen):
+    if sweep.run_queue(queue, args.workers):
         raise SystemExit(1)
 
 

@@ -15,6 +15,9 @@ Spec (``clipzoo sweep SPEC.yaml``)::
     grid: {wc_kappa: [1, 2, 3]}    # optional: every variant x every combination
     resources: {cpus: 1, mem: 4G, time: "08:00:00"}   # for cluster backends
 
+Several specs (``clipzoo sweep A.yaml B.yaml``) form a queue: one pool of workers runs them
+in order, each in its own directory, so no core idles while one sweep's last runs finish.
+
 Runs live in ``<sweep>/<env>/<variant>/seed_<n>/`` (``/`` in env ids becomes ``_``);
 ``manifest.json`` lists them with their options. Every run's options go through the
 agent's own checks before anything is written or started. A run that a live process
@@ -279,17 +282,19 @@ def run_local(
     sweep: Sweep, workers: int, poll_seconds: float = 2.0, chosen: list[SweepRun] | None = None
 ) -> list[SweepRun]:
     """Run every incomplete run (of ``chosen`` where given), ``workers`` at a time, one thread
-    each; returns the runs (of ``chosen``) not complete.
+    each; returns the runs (of ``chosen``) not complete (``run_queue`` of this sweep alone)."""
+    return run_queue([(sweep, sweep.runs if chosen is None else chosen)], workers, poll_seconds)
+
+
+def run_queue(queue: list[tuple[Sweep, list[SweepRun]]], workers: int, poll_seconds: float = 2.0) -> list[SweepRun]:
+    """Run the incomplete runs of several sweeps (each with the runs chosen of it) in one pool of
+    ``workers``, in the queue's order: a sweep's runs start as workers free up, after every run of
+    the sweeps before it has started, so no core idles between two sweeps. Returns the runs not
+    complete.
 
     The first Ctrl-C (SIGINT) or SIGTERM stops launching runs and passes the signal to the
     runs in flight, which checkpoint and mark themselves interrupted.
     """
-    write_manifest(sweep)
-    chosen_runs = sweep.runs if chosen is None else chosen
-    states = run_states(sweep, chosen_runs)
-    busy = [run for run, state in states.items() if state["state"] in BUSY]
-    todo = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
-    skipped = sum(state["state"] == "complete" for state in states.values())
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     repo = Path(__file__).resolve().parent.parent
     stopping = threading.Event()
@@ -297,7 +302,7 @@ def run_local(
     children: dict[SweepRun, subprocess.Popen] = {}
     guard = threading.Lock()
 
-    def execute(run: SweepRun) -> int | None:
+    def execute(sweep: Sweep, run: SweepRun) -> int | None:
         with guard:
             if stopping.is_set():
                 return None
@@ -330,36 +335,56 @@ def run_local(
                 if child.poll() is None:
                     child.send_signal(number)
 
-    for run in busy:
-        print(f"not started: {run.path} is {states[run]['state']} elsewhere ({_who(states[run])})")
-    part = "" if len(chosen_runs) == len(sweep.runs) else f" ({len(chosen_runs)} of its {len(sweep.runs)} chosen)"
-    print(
-        f"sweep {sweep.name}: {len(states)} runs{part}, {skipped} already complete, {len(todo)} to run on {workers} workers"
-    )
+    todo: list[tuple[Sweep, SweepRun]] = []
+    for sweep, chosen_runs in queue:
+        write_manifest(sweep)
+        states = run_states(sweep, chosen_runs)
+        for run, state in states.items():
+            if state["state"] in BUSY:
+                print(f"not started: {run.path} is {state['state']} elsewhere ({_who(state)})")
+        waiting = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
+        todo += [(sweep, run) for run in waiting]
+        skipped = sum(state["state"] == "complete" for state in states.values())
+        print(
+            f"sweep {sweep.name}: {len(states)} runs{_part(sweep, chosen_runs)}, {skipped} already complete, "
+            f"{len(waiting)} to run on {workers} workers"
+        )
+    if len(queue) > 1:
+        print(f"queue of {len(queue)} sweeps: {len(todo)} runs to run on {workers} workers, in this order")
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    in_queue = len(queue) > 1
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(execute, run) for run in todo]
-            progress = Progress(sweep, chosen_runs, workers)
+            futures = [pool.submit(execute, sweep, run) for sweep, run in todo]
+            progress = [Progress(sweep, chosen_runs, workers, in_queue=in_queue) for sweep, chosen_runs in queue]
             while not all(f.done() for f in futures):
-                progress.show()
+                for line in progress:
+                    line.show()
                 time.sleep(poll_seconds)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    Progress(sweep, chosen_runs, workers).show()
-    states = run_states(sweep, chosen_runs)
-    elsewhere = [run for run, state in states.items() if state["state"] in BUSY]  # another sweep's or job's to finish
-    unfinished = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
-    for run in elsewhere:
-        print(f"left to another process: {run.path} is {states[run]['state']} there ({_who(states[run])})")
-    for run in unfinished:
-        print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
-    others = f", {len(elsewhere)} running elsewhere" if elsewhere else ""
-    print(f"sweep {sweep.name}: {len(states) - len(unfinished) - len(elsewhere)}/{len(states)}{part} complete{others}")
+    unfinished_runs = []
+    for sweep, chosen_runs in queue:
+        Progress(sweep, chosen_runs, workers, in_queue=in_queue).show()
+        states = run_states(sweep, chosen_runs)
+        elsewhere = [run for run, state in states.items() if state["state"] in BUSY]  # another sweep's or job's
+        unfinished = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
+        for run in elsewhere:
+            print(f"left to another process: {run.path} is {states[run]['state']} there ({_who(states[run])})")
+        for run in unfinished:
+            print(f"{states[run]['state']}: {run.path} (log: {run.path / 'stdout.log'})")
+        others = f", {len(elsewhere)} running elsewhere" if elsewhere else ""
+        complete = len(states) - len(unfinished) - len(elsewhere)
+        print(f"sweep {sweep.name}: {complete}/{len(states)}{_part(sweep, chosen_runs)} complete{others}")
+        unfinished_runs += unfinished
     if stopping.is_set():
         raise SystemExit(128 + received[0])
-    return unfinished
+    return unfinished_runs
+
+
+def _part(sweep: Sweep, chosen_runs: list[SweepRun]) -> str:
+    return "" if len(chosen_runs) == len(sweep.runs) else f" ({len(chosen_runs)} of its {len(sweep.runs)} chosen)"
 
 
 def _who(state: dict) -> str:
@@ -374,8 +399,18 @@ class Progress:
     itself reports them (status.json), with the sweep's ETA at the running runs' rates. A line
     is printed when a run starts or ends, and otherwise at most every ``every_seconds``."""
 
-    def __init__(self, sweep: Sweep, chosen_runs: list[SweepRun], workers: int, every_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        sweep: Sweep,
+        chosen_runs: list[SweepRun],
+        workers: int,
+        every_seconds: float = 60.0,
+        in_queue: bool = False,
+    ) -> None:
         self.sweep, self.chosen_runs, self.workers, self.every_seconds = sweep, chosen_runs, workers, every_seconds
+        # one of several sweeps: lines name the sweep, and one with no run in flight (waiting its
+        # turn, or done) prints only when a run of it ends
+        self.in_queue = in_queue
         self.shown_runs: tuple | None = None
         self.shown_at = 0.0
 
@@ -384,8 +419,12 @@ class Progress:
         done = sum(s["state"] == "complete" for s in states.values())
         running = {run: s for run, s in states.items() if s["state"] == "running"}
         which = (done, tuple(sorted(str(run.path) for run in running)))
-        if which == self.shown_runs and time.time() - self.shown_at < self.every_seconds:
+        if which == self.shown_runs and (
+            time.time() - self.shown_at < self.every_seconds or (self.in_queue and not running)
+        ):
             return
+        if self.in_queue and self.shown_runs is None and not running and done < len(states):
+            return  # not started yet: its first line comes with its first run
         self.shown_runs, self.shown_at = which, time.time()
         parts = []
         for run, s in running.items():
@@ -395,7 +434,7 @@ class Progress:
                 f"{s.get('total_timesteps', 0):,}{eta}"
             )
         line = f"{done}/{len(states)} runs done" + (f"; running: {', '.join(parts)}" if parts else "")
-        print(line + self.sweep_eta(states), flush=True)
+        print((f"{self.sweep.name}: " if self.in_queue else "") + line + self.sweep_eta(states), flush=True)
 
     def sweep_eta(self, states: dict) -> str:
         """The env steps left in every unfinished run over the running runs' summed rate (``workers`` of them at most)."""

@@ -140,12 +140,13 @@ def test_every_documented_command_parses_with_known_options_presets_and_specs(ar
         sweep_parser(status=True).parse_args(rest[1:])
     elif command == "sweep":
         args = sweep_parser().parse_args(rest)
-        spec = REPO / args.spec
-        if not spec.exists():  # a spec the page writes out for the reader to save
-            assert args.spec in documented_specs(), f"{args.spec} is neither in the repository nor on a page"
-            spec = tmp_path / args.spec
-            spec.write_text(documented_specs()[args.spec])
-        choose_runs(load_spec(spec, tmp_path / "sweep"), args.env, args.variant)
+        for name in args.specs:
+            spec = REPO / name
+            if not spec.exists():  # a spec the page writes out for the reader to save
+                assert name in documented_specs(), f"{name} is neither in the repository nor on a page"
+                spec = tmp_path / name
+                spec.write_text(documented_specs()[name])
+            choose_runs(load_spec(spec, tmp_path / "sweep" / spec.stem), args.env, args.variant)
     elif command == "holm":
         args = figures_parser(command).parse_args(rest)
         unwritten = set(args.comparisons) - DOCUMENTED_COMPARISONS

@@ -15,6 +15,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runners.base.errors import UsageError
+from runners.base.rundir import read_status
 from runners.sweep import load_spec, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,6 +200,53 @@ def test_env_and_variant_flags_run_only_those_runs_and_keep_the_full_manifest(tm
     assert code == 2 and "--env Acrobot-v2: sweep tiny has no such env; did you mean Acrobot-v1" in err
     code, _, err = clipzoo("sweep", str(path), "--dir", str(directory), "--variant", "sgd")
     assert code == 2 and "--variant sgd: sweep tiny has no such variant; known: adam, adam+wc" in err
+
+
+def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkeypatch, clipzoo):
+    from runners import sweep as sweeps
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = spec(tmp_path / "a", name="first", budget=300, seeds=3, variants={"adam": {}})
+    second = spec(tmp_path / "b", name="second", budget=300, seeds=1, variants={"adam": {}})
+    monkeypatch.chdir(tmp_path)  # each spec's runs go to sweeps/<its name> here
+    first_runs = [(tmp_path / "sweeps" / "first" / "CartPole-v1" / "adam" / f"seed_{s}").resolve() for s in (1, 2, 3)]
+    second_run = (tmp_path / "sweeps" / "second" / "CartPole-v1" / "adam" / "seed_1").resolve()
+    launched = []  # (run directory, the first sweep's runs that were complete at its launch)
+
+    def stand_in(agent, run):  # the queue, not training, is under test: a run that completes after a pause
+        path = run.path.resolve()
+        launched.append((path, {p for p in first_runs if (read_status(p) or {}).get("state") == "complete"}))
+        pause = 1.0 if path == first_runs[2] else 0.3
+        marker = str(path / "status.json")
+        return [
+            sys.executable,
+            "-c",
+            f"import time; time.sleep({pause}); open({marker!r}, 'w').write('{{\"state\": \"complete\"}}')",
+        ]
+
+    monkeypatch.setattr(sweeps, "run_command", stand_in)
+    code, out, err = clipzoo("sweep", str(first), str(second), "--workers", "2")
+    assert code == 0, out + err
+    assert [path for path, _ in launched] == [*first_runs, second_run]  # in the queue's order
+    # the second sweep's run took a worker freed by the first sweep's runs 1-2 while its run 3 was
+    # still running: no core waited for the first sweep to end
+    assert first_runs[2] not in launched[3][1] and launched[3][1]
+    assert "queue of 2 sweeps: 4 runs to run on 2 workers, in this order" in out
+    assert "sweep first: 3/3 complete" in out and "sweep second: 1/1 complete" in out
+    progress = [line for line in out.splitlines() if "runs done" in line]
+    assert progress and all(line.startswith(("first: ", "second: ")) for line in progress)
+    assert "second: 0/1 runs done\n" not in out  # a sweep waiting its turn prints nothing
+
+    code, out, _ = clipzoo("sweep", str(first), str(second), "--workers", "2")  # all done: nothing to run
+    assert code == 0 and "sweep first: 3 runs, 3 already complete, 0 to run" in out and len(launched) == 4
+    for argv, message in [
+        ((str(first), str(second), "--dir", "elsewhere"), "--dir applies to one spec; with 2 specs"),
+        ((str(first), str(second), "--variant", "adam"), "--variant applies to one spec"),
+        ((str(first), str(first)), "and an earlier spec of the queue both write to"),
+    ]:
+        code, _, err = clipzoo("sweep", *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 SHIPPED = sorted(path.stem for path in (REPO / "configs" / "sweeps").glob("*.yaml"))
