@@ -24,7 +24,7 @@ commands:
                             (a claim whose tests span sweeps or commands; --csv FILE writes them with the pooled p)
   heatmap RUN [RUN ...]     saved gradient covariance matrices side by side (--step N, --out FILE)
   sweep SPEC.yaml [...]     run envs x variants x seeds here (--workers N) or on SLURM (--backend slurm); several specs
-                            form a queue run in order by one pool of workers; `sweep status DIR`
+                            form a queue (here: one pool of workers, in order; SLURM: an array job each); `sweep status DIR`
 
 examples:
   clipzoo train ppo --env-id Hopper-v5 --wc-kappa 2 --total-timesteps 100000
@@ -233,7 +233,10 @@ def sweep_parser(status: bool = False):
         return parser
     parser = argparse.ArgumentParser(prog="clipzoo sweep", description="run a sweep spec (see runners/sweep.py)")
     parser.add_argument(
-        "specs", nargs="+", metavar="spec", help="sweep spec (YAML); several form a queue, run in order by one pool"
+        "specs",
+        nargs="+",
+        metavar="spec",
+        help="sweep spec (YAML); several form a queue (local: one pool, in order; slurm: an array job each)",
     )
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
     parser.add_argument(

@@ -366,7 +366,7 @@ def run_queue(queue: list[tuple[Sweep, list[SweepRun]]], workers: int, poll_seco
             signal.signal(number, handler)
     unfinished_runs = []
     for sweep, chosen_runs in queue:
-        Progress(sweep, chosen_runs, workers, in_queue=in_queue).show()
+        Progress(sweep, chosen_runs, workers, in_queue=in_queue).show(final=True)
         states = run_states(sweep, chosen_runs)
         elsewhere = [run for run, state in states.items() if state["state"] in BUSY]  # another sweep's or job's
         unfinished = [run for run, state in states.items() if state["state"] not in ("complete", *BUSY)]
@@ -414,16 +414,19 @@ class Progress:
         self.shown_runs: tuple | None = None
         self.shown_at = 0.0
 
-    def show(self) -> None:
+    def show(self, final: bool = False) -> None:
+        """A line if something changed (``final``: the last line, always)."""
         states = run_states(self.sweep, self.chosen_runs)
         done = sum(s["state"] == "complete" for s in states.values())
         running = {run: s for run, s in states.items() if s["state"] == "running"}
         which = (done, tuple(sorted(str(run.path) for run in running)))
-        if which == self.shown_runs and (
-            time.time() - self.shown_at < self.every_seconds or (self.in_queue and not running)
+        if (
+            not final
+            and which == self.shown_runs
+            and (time.time() - self.shown_at < self.every_seconds or (self.in_queue and not running))
         ):
             return
-        if self.in_queue and self.shown_runs is None and not running and done < len(states):
+        if not final and self.in_queue and self.shown_runs is None and not running and done < len(states):
             return  # not started yet: its first line comes with its first run
         self.shown_runs, self.shown_at = which, time.time()
         parts = []

@@ -3,8 +3,10 @@
 
 The script is ``rl_experiments/ppo_continuous_action_clipped.py`` of
 github.com/mohmdelsayed/weight-clipping (with its ``weight_clipping.py``). It was written for
-gymnasium 0.29, and two of its calls fail under 1.x. It runs here as it is, file untouched,
-with two adapters installed in gymnasium before it starts:
+gymnasium 0.29, and two of its calls need 0.29's forms: under 1.x its observation wrapper
+raises, and its episode bookkeeping raises (same-step autoreset) or finds no episode at all
+(next-step). It runs here as it is, file untouched, with two adapters installed in gymnasium
+before it starts:
 
 - ``TransformObservation(env, func)``: 1.x requires the observation space as a third argument;
   the adapter passes None, which 1.x reads as "the wrapped env's space" (the script's clip to
@@ -19,16 +21,21 @@ with two adapters installed in gymnasium before it starts:
 default: the step after an episode's end returns the first observation of the next with reward
 0, one extra transition per episode that the script trains on.
 
-    git clone https://github.com/mohmdelsayed/weight-clipping && git -C weight-clipping checkout 7834795
-    python scripts/authors_ppo.py weight-clipping RUN_DIR [--autoreset next-step] -- \\
+    git clone https://github.com/mohmdelsayed/weight-clipping ../weight-clipping
+    git -C ../weight-clipping checkout 7834795
+    python scripts/authors_ppo.py ../weight-clipping RUN_DIR [--autoreset next-step] -- \\
         --env-id Hopper-v5 --total-timesteps 300000 --seed 1 --no-cuda
 
 RUN_DIR receives the script's TensorBoard file, ``config.json`` (the script's parsed arguments,
-the autoreset mode), ``attempts.json`` (the command, the checkout's commit and whether its tree
-is clean, the two files' sha256, this launcher's commit) and ``status.json``. The script cannot
-resume, so a run that did not complete is started again from scratch (the script is
-deterministic on one thread: the same seed gives the same run); a complete one is left as it is.
-Torch runs on one thread (OMP_NUM_THREADS=1) unless the environment sets another count.
+the autoreset mode and the arguments given), ``attempts.json`` (the command, the checkout's
+commit and whether its tree is clean, the two files' sha256, this launcher's commit) and
+``status.json``; ``config.json`` and a ``running`` status are written first, so a run that
+dies is listed as interrupted. The directory's lock is held while the script runs. The script
+cannot resume, so a run that did not complete is started again from scratch (the script is
+deterministic on one thread: the same seed gives the same run); a complete run of the same
+arguments is left as it is, and a directory holding anything else (a ClipZoo run, a complete
+run of other arguments) is refused. Torch runs on one thread (OMP_NUM_THREADS=1) unless the
+environment sets another count.
 """
 
 from __future__ import annotations
@@ -51,11 +58,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runners, from a 
 from runners.base.console import run_and_report  # noqa: E402
 from runners.base.errors import UsageError  # noqa: E402
 from runners.base.files import atomic_write_text  # noqa: E402
-from runners.base.rundir import ATTEMPTS_FILE, STATUS_FILE, code_version, read_status  # noqa: E402
+from runners.base.rundir import (  # noqa: E402
+    ATTEMPTS_FILE,
+    CONFIG_FILE,
+    LOCK_FILE,
+    STATUS_FILE,
+    RunDirectory,
+    code_version,
+    read_status,
+)
 
 SCRIPT = Path("rl_experiments") / "ppo_continuous_action_clipped.py"
 HELPER = Path("rl_experiments") / "weight_clipping.py"
 WORK = ".authors_script"  # the script's working directory inside RUN_DIR: its runs/ folder lands here
+EVENTS = "events.out.tfevents."
 
 
 def install_gymnasium_adapters(autoreset: str) -> None:
@@ -115,6 +131,32 @@ def write_json(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
+OWN_FILES = {CONFIG_FILE, STATUS_FILE, ATTEMPTS_FILE, LOCK_FILE, WORK, "videos"}  # and the events file
+
+
+def refuse_foreign(run_dir: Path) -> None:
+    """Refuse, in one line, a directory holding files this launcher does not write (a ClipZoo run, say)."""
+    if not run_dir.exists():
+        return
+    config = json.loads((run_dir / CONFIG_FILE).read_text()) if (run_dir / CONFIG_FILE).is_file() else {}
+    own = OWN_FILES | set(config.get("outputs", []))  # what the script wrote into its runs/<name>/
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in own and not p.name.startswith(EVENTS))
+    if foreign or (config and config.get("program") != str(SCRIPT)):
+        what = ", ".join(foreign) if foreign else f"a {CONFIG_FILE} of another program"
+        raise UsageError(f"{run_dir} is not a run directory of the authors' script ({what}); give another one")
+
+
+def complete_with(run_dir: Path, launch: dict) -> bool:
+    """True if ``run_dir`` holds a complete run of this launch; a complete run of other arguments is refused."""
+    if (read_status(run_dir) or {}).get("state") != "complete":
+        return False
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    made = {key: config.get(key) for key in launch}
+    if made != launch:
+        raise UsageError(f"{run_dir} holds a complete run of other arguments ({made}); give another directory")
+    return True
+
+
 def run(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="scripts/authors_ppo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path, help="a checkout of github.com/mohmdelsayed/weight-clipping")
@@ -128,66 +170,79 @@ def run(argv: list[str] | None) -> None:
     missing = [str(name) for name in (SCRIPT, HELPER) if not (checkout / name).is_file()]
     if missing:
         raise UsageError(f"{args.checkout} is not a checkout of mohmdelsayed/weight-clipping: no {', '.join(missing)}")
-    if (read_status(run_dir) or {}).get("state") == "complete":
-        print(f"{run_dir} is complete; nothing to do")
-        return
-    if run_dir.exists():  # a run that did not finish: the script cannot resume, so start it again
-        shutil.rmtree(run_dir / WORK, ignore_errors=True)
-        for leftover in [run_dir / "config.json", run_dir / STATUS_FILE, run_dir / ATTEMPTS_FILE]:
-            leftover.unlink(missing_ok=True)
-        for leftover in run_dir.glob("events.out.tfevents.*"):
-            leftover.unlink()
-    work = run_dir / WORK
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    write_json(
-        run_dir / ATTEMPTS_FILE,
-        [
-            {
-                "started": started,
-                "host": socket.gethostname(),
-                "command": [sys.executable, *sys.argv],
-                **checkout_version(checkout),
-                "launcher": code_version(),
-                "autoreset": args.autoreset,
-                "resumed_from_step": None,
-                "exact": True,
-            }
-        ],
-    )
-    write_json(run_dir / STATUS_FILE, {"state": "running", "pid": os.getpid(), "host": socket.gethostname()})
-
     install_gymnasium_adapters(args.autoreset)
     sys.path.insert(0, str(checkout / SCRIPT.parent))  # the script imports weight_clipping from its folder
     sys.argv = [str(checkout / SCRIPT), *script_args]
-    os.chdir(work)
-    try:
-        script = runpy.run_path(str(checkout / SCRIPT), run_name="__main__")
-    except SystemExit as stop:  # the script's argument parser (--help, an unknown option): no run was made
-        write_json(run_dir / STATUS_FILE, {"state": "failed", "error": f"the script exited with code {stop.code}"})
-        raise
-    except Exception as error:  # the script's own failure (an env it cannot make, say), in one line
-        write_json(run_dir / STATUS_FILE, {"state": "failed", "error": f"{type(error).__name__}: {error}"})
-        raise UsageError(f"the authors' script failed: {type(error).__name__}: {error}") from None
+    if {"-h", "--help"} & set(script_args):  # the script's own help; no run
+        runpy.run_path(str(checkout / SCRIPT), run_name="__main__")
+        return
 
-    events = sorted(work.glob("runs/*/events.out.tfevents.*"))
-    if len(events) != 1:
-        raise UsageError(f"expected the script to write one TensorBoard file below {work}/runs, found {len(events)}")
-    events[0].rename(run_dir / events[0].name)
-    shutil.rmtree(work)
-    parsed = vars(script["args"])
-    write_json(run_dir / "config.json", {**parsed, "program": str(SCRIPT), "autoreset": args.autoreset})
-    write_json(
-        run_dir / STATUS_FILE,
-        {
-            "state": "complete",
-            "global_step": script["global_step"],
-            "total_timesteps": parsed["total_timesteps"],
-            "time": time.time(),
-            "started": started,
-        },
-    )
-    print(f"done: {run_dir} ({script['global_step']:,} env steps in {time.time() - started:.0f} s)")
+    launch = {"program": str(SCRIPT), "autoreset": args.autoreset, "script_args": script_args}
+    refuse_foreign(run_dir)
+    directory = RunDirectory(run_dir)
+    with directory.claim():  # the lock: a second launch on this directory is refused while this one runs
+        if complete_with(run_dir, launch):
+            print(f"{run_dir} is complete; nothing to do")
+            return
+        refuse_foreign(run_dir)  # as checked before the lock, now that no other launch can write here
+        # a run that did not finish: the script cannot resume, so it starts again from scratch
+        config = json.loads((run_dir / CONFIG_FILE).read_text()) if (run_dir / CONFIG_FILE).is_file() else {}
+        shutil.rmtree(run_dir / WORK, ignore_errors=True)
+        shutil.rmtree(run_dir / "videos", ignore_errors=True)
+        for leftover in [
+            *(run_dir / name for name in config.get("outputs", [])),
+            *run_dir.glob(EVENTS + "*"),
+            run_dir / CONFIG_FILE,
+            run_dir / STATUS_FILE,
+            run_dir / ATTEMPTS_FILE,
+        ]:
+            leftover.unlink(missing_ok=True)
+        work = run_dir / WORK
+        work.mkdir()
+        # written now, so that `clipzoo table` lists a run that dies as interrupted, not as nothing
+        write_json(run_dir / CONFIG_FILE, launch)
+        write_json(
+            run_dir / ATTEMPTS_FILE,
+            [
+                {
+                    "started": directory.started,
+                    "host": socket.gethostname(),
+                    "command": [sys.executable, str(Path(__file__).resolve()), *argv],
+                    **checkout_version(checkout),
+                    "launcher": code_version(),
+                    "resumed_from_step": None,
+                    "exact": True,
+                }
+            ],
+        )
+        directory.set_status("running", global_step=0)
+        try:
+            os.chdir(work)
+            script = runpy.run_path(str(checkout / SCRIPT), run_name="__main__")
+            outputs = [p for p in work.glob("runs/*/*") if p.is_file()]
+            events = [p for p in outputs if p.name.startswith(EVENTS)]
+            if len(events) != 1:
+                raise RuntimeError(f"expected one TensorBoard file below {work}/runs, found {len(events)}")
+            for output in outputs:  # the events file, and a saved model with --save-model
+                output.rename(run_dir / output.name)
+            if (work / "videos").is_dir():  # --capture-video
+                (work / "videos").rename(run_dir / "videos")
+            os.chdir(run_dir)
+            shutil.rmtree(work)
+        except KeyboardInterrupt:
+            directory.set_status("interrupted", global_step=0)
+            raise
+        except SystemExit as stop:  # the script's argument parser refused an option: no run was made
+            directory.set_status("failed", error=f"the script exited with code {stop.code}")
+            raise
+        except Exception as error:  # the script's own failure (an env it cannot make, say), in one line
+            directory.set_status("failed", error=f"{type(error).__name__}: {error}")
+            raise UsageError(f"the authors' script failed: {type(error).__name__}: {error}") from None
+        parsed = vars(script["args"])
+        written = sorted(p.name for p in outputs if p not in events)
+        write_json(run_dir / CONFIG_FILE, {**parsed, **launch, "outputs": written})
+        directory.set_status("complete", global_step=script["global_step"], total_timesteps=parsed["total_timesteps"])
+    print(f"done: {run_dir} ({script['global_step']:,} env steps in {time.time() - directory.started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,28 @@ def test_env_and_variant_flags_run_only_those_runs_and_keep_the_full_manifest(tm
     assert code == 2 and "--variant sgd: sweep tiny has no such variant; known: adam, adam+wc" in err
 
 
-def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkeypatch, clipzoo):
+def stand_in_run(path: Path, pause: float) -> list[str]:
+    """A run's command for tests of the queue, not of training: it marks itself running (with a
+    step and an ETA, as a trainer does), pauses, and completes; SIGTERM marks it interrupted."""
+    status = str(path / "status.json")
+    program = f"""
+import json, os, signal, socket, sys, time
+def mark(state, **details):
+    with open({status!r}, "w") as file:
+        json.dump({{"state": state, "pid": os.getpid(), "host": socket.gethostname(), **details}}, file)
+signal.signal(signal.SIGTERM, lambda number, frame: (mark("interrupted"), sys.exit(143)))
+mark("running", global_step=0, step=100, total_timesteps=300, steps_per_second=100.0, eta_seconds=2.0)
+time.sleep({pause})
+mark("complete", global_step=300)
+"""
+    return [sys.executable, "-c", program]
+
+
+def queue_of_two(tmp_path: Path, monkeypatch, pauses: dict[str, float]):
+    """Specs "first" (3 seeds) and "second" (1 seed) whose runs are stand-ins pausing ``pauses[seed dir]``
+    (default 0.3 s); returns (first spec, second spec, first's run dirs, second's run dir, launches)."""
+    from functools import partial
+
     from runners import sweep as sweeps
 
     (tmp_path / "a").mkdir()
@@ -214,18 +235,18 @@ def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkey
     second_run = (tmp_path / "sweeps" / "second" / "CartPole-v1" / "adam" / "seed_1").resolve()
     launched = []  # (run directory, the first sweep's runs that were complete at its launch)
 
-    def stand_in(agent, run):  # the queue, not training, is under test: a run that completes after a pause
+    def command(agent, run):
         path = run.path.resolve()
         launched.append((path, {p for p in first_runs if (read_status(p) or {}).get("state") == "complete"}))
-        pause = 1.0 if path == first_runs[2] else 0.3
-        marker = str(path / "status.json")
-        return [
-            sys.executable,
-            "-c",
-            f"import time; time.sleep({pause}); open({marker!r}, 'w').write('{{\"state\": \"complete\"}}')",
-        ]
+        return stand_in_run(path, pauses.get(f"{path.parent.parent.parent.name}/{path.name}", 0.3))
 
-    monkeypatch.setattr(sweeps, "run_command", stand_in)
+    monkeypatch.setattr(sweeps, "run_command", command)
+    monkeypatch.setattr(sweeps, "run_queue", partial(sweeps.run_queue, poll_seconds=0.05))
+    return first, second, first_runs, second_run, launched
+
+
+def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkeypatch, clipzoo):
+    first, second, first_runs, second_run, launched = queue_of_two(tmp_path, monkeypatch, {"first/seed_3": 1.0})
     code, out, err = clipzoo("sweep", str(first), str(second), "--workers", "2")
     assert code == 0, out + err
     assert [path for path, _ in launched] == [*first_runs, second_run]  # in the queue's order
@@ -233,10 +254,13 @@ def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkey
     # still running: no core waited for the first sweep to end
     assert first_runs[2] not in launched[3][1] and launched[3][1]
     assert "queue of 2 sweeps: 4 runs to run on 2 workers, in this order" in out
-    assert "sweep first: 3/3 complete" in out and "sweep second: 1/1 complete" in out
     progress = [line for line in out.splitlines() if "runs done" in line]
-    assert progress and all(line.startswith(("first: ", "second: ")) for line in progress)
-    assert "second: 0/1 runs done\n" not in out  # a sweep waiting its turn prints nothing
+    assert all(line.startswith(("first: ", "second: ")) for line in progress), progress
+    assert any(line.startswith("first: 0/3 runs done; running: CartPole-v1/adam/seed_1 100/300") for line in progress)
+    second_lines = [line for line in progress if line.startswith("second: ")]
+    assert second_lines[0].startswith("second: 0/1 runs done; running: CartPole-v1/adam/seed_1 100/300, ETA")
+    assert progress[-2:] == ["first: 3/3 runs done", "second: 1/1 runs done"]  # each sweep's last line
+    assert "sweep first: 3/3 complete" in out and "sweep second: 1/1 complete" in out
 
     code, out, _ = clipzoo("sweep", str(first), str(second), "--workers", "2")  # all done: nothing to run
     assert code == 0 and "sweep first: 3 runs, 3 already complete, 0 to run" in out and len(launched) == 4
@@ -247,6 +271,31 @@ def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkey
     ]:
         code, _, err = clipzoo("sweep", *argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sigterm_to_a_queue_stops_it_before_the_next_sweep_and_the_runs_in_flight_stop(tmp_path, monkeypatch, clipzoo):
+    import threading
+
+    long = {f"first/seed_{s}": 60.0 for s in (1, 2, 3)}
+    first, second, first_runs, second_run, launched = queue_of_two(tmp_path, monkeypatch, long)
+
+    def terminate_once_two_run():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if sum((read_status(p) or {}).get("state") == "running" for p in first_runs) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # the sweep's own handler takes it
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=terminate_once_two_run, daemon=True).start()
+    code, out, _ = clipzoo("sweep", str(first), str(second), "--workers", "2")
+    assert code == 128 + signal.SIGTERM
+    assert "SIGTERM: starting no more runs" in out
+    assert [path for path, _ in launched] == first_runs[:2]  # neither the third run nor the next sweep started
+    assert [read_status(p)["state"] for p in first_runs[:2]] == ["interrupted", "interrupted"]
+    assert read_status(first_runs[2]) is None and read_status(second_run) is None
+    assert "pending: " in out and "sweep second: 0/1 complete" in out
+    assert "\nsecond: 0/1 runs done\n" in out  # the last progress line of a sweep that never started
 
 
 SHIPPED = sorted(path.stem for path in (REPO / "configs" / "sweeps").glob("*.yaml"))
