@@ -45,8 +45,8 @@ start() {
 ClusterName=clipzoo-test
 SlurmctldHost=$host
 AuthType=auth/munge
-# cred_expire: a requeued job waits this long (default 120 s) before it starts again
-AuthInfo=socket=$STATE/munge/munge.socket,cred_expire=10
+# cred_expire: a requeued job waits this long (default 120 s) before it starts again; 5 s suffices here
+AuthInfo=socket=$STATE/munge/munge.socket,cred_expire=5
 CredType=cred/munge
 # schedule (and start requeued tasks) within a second or two, not the default 30-60 s
 SchedulerParameters=bf_interval=1,sched_interval=2

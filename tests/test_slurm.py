@@ -116,7 +116,7 @@ def wait_for_states(run_dirs: list[Path], wanted: str, seconds: float) -> list[s
         ]
         if all(s == wanted for s in states):
             break
-        time.sleep(1)
+        time.sleep(0.2)
     return states
 
 

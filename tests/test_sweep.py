@@ -264,6 +264,13 @@ def test_several_specs_form_a_queue_that_one_pool_runs_in_order(tmp_path, monkey
 
     code, out, _ = clipzoo("sweep", str(first), str(second), "--workers", "2")  # all done: nothing to run
     assert code == 0 and "sweep first: 3 runs, 3 already complete, 0 to run" in out and len(launched) == 4
+    for name in ("first", "second"):  # on SLURM, an array job per spec
+        (tmp_path / "sweeps" / name / "CartPole-v1" / "adam" / "seed_1" / "status.json").unlink()
+    code, _, err = clipzoo("sweep", str(first), str(second), "--backend", "slurm", "--dry-run")
+    assert code == 0, err
+    for name in ("first", "second"):
+        tasks = (tmp_path / "sweeps" / name / "slurm" / "tasks_0.txt").read_text().split()
+        assert tasks == [str((tmp_path / "sweeps" / name / "CartPole-v1" / "adam" / "seed_1").resolve())]
     for argv, message in [
         ((str(first), str(second), "--dir", "elsewhere"), "--dir applies to one spec; with 2 specs"),
         ((str(first), str(second), "--variant", "adam"), "--variant applies to one spec"),
