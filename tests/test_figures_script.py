@@ -90,14 +90,13 @@ def test_the_script_is_executable_bash_with_strict_mode():
 BUILT_OUTSIDE_THE_TOOL = {"ppo_gap_seeds.csv", "ppo_gap_windows.csv", "ppo_gap_windows.png"}
 
 # Written by the script once their sweeps have run (claims 0's rerun, 4b, 6 and 7 are new; the per-run
-# CSVs of claims 1 and 5 come with their reruns). This list may only shrink.
+# CSVs of claim 1 come with its rerun). This list may only shrink.
 NOT_YET_WRITTEN = {
     "repro_ppo_authors_check.png",
     "repro_ppo_authors_check.csv",
     "repro_ppo_authors_check_runs.csv",
     "repro_ppo_policy_collapse_runs.csv",
     "repro_ppo_policy_collapse_constant_lr_runs.csv",
-    "repro_wc_kappa_runs.csv",
     "repro_successive_reg_lunarlander_eval_return.png",
     "repro_successive_reg_lunarlander_eval_return.csv",
     "repro_successive_reg_lunarlander_runs.csv",
