@@ -2,7 +2,7 @@
 small budget (plug-ins, diagnostics and probes on), must give bitwise the final weights and
 TensorBoard scalars recorded in ``tests/golden_runs.json``.
 
-Bitwise equality holds on one kind of CPU, not across kinds: MKL picks its matrix kernels by CPU
+Bitwise equality holds on one kind of CPU, not across kinds: MKL picks its kernels by CPU
 vendor and model, and PPO's fingerprint differs between the machine the fingerprints were first
 written on and an AMD EPYC one running the same code and packages (the Q-learning families' do not;
 on the AMD machine, ``MKL_CBWR`` moves PPO's fingerprint and torch's ``ATEN_CPU_CAPABILITY`` does not). So each case keeps a list of fingerprints, each with the machines it was seen on, and a
