@@ -15,10 +15,8 @@
 # (`clipzoo sweep status DIR`): plot and table aggregate the complete runs only, so a sweep in
 # progress would give a figure of the seeds finished so far.
 #
-# Not written here: claim 0's ppo_gap_seeds.csv, ppo_gap_windows.csv and ppo_gap_windows.png,
-# the record made outside ClipZoo from the authors' script's runs and ClipZoo's; its rerun writes
-# repro_ppo_authors_check*, from a sweep directory that also holds the authors' script's runs
-# (scripts/authors_ppo.py; docs/reproductions.md, claim 0).
+# Claim 0's sweep directory also holds the authors' script's runs (scripts/authors_ppo.py;
+# docs/reproductions.md, claim 0), which plot and table read like any run.
 set -euo pipefail
 
 absolute() { if [[ $1 == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD" "$1"; fi; }
