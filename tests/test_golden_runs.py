@@ -5,8 +5,9 @@ TensorBoard scalars recorded in ``tests/golden_runs.json``.
 Bitwise equality holds on one kind of CPU, not across kinds: MKL picks its kernels by CPU
 vendor and model, and PPO's fingerprint differs between the machine the fingerprints were first
 written on and an AMD EPYC one running the same code and packages (the Q-learning families' do not;
-on the AMD machine, ``MKL_CBWR`` moves PPO's fingerprint and torch's ``ATEN_CPU_CAPABILITY`` does not). So each case keeps a list of fingerprints, each with the machines it was seen on, and a
-run must reproduce one of them.
+on the AMD machine, ``MKL_CBWR`` moves PPO's fingerprint and torch's ``ATEN_CPU_CAPABILITY`` does
+not). So each case keeps a list of fingerprints, each with the machines it was seen on, and a run
+must reproduce one of them.
 
 The fingerprints change only with a commit that changes what is learned on purpose (a
 correctness fix), which regenerates them (for this machine; the others' entries go) and says why:
@@ -195,9 +196,9 @@ def record(replace: bool) -> None:
                 entries.append({"machines": [machine], **seen})
             elif machine not in match["machines"]:
                 match["machines"].append(machine)
-    temporary = GOLDEN.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
-    temporary.replace(GOLDEN)
+    from runners.base.files import atomic_write_text
+
+    atomic_write_text(GOLDEN, json.dumps(golden, indent=2, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN} ({machine})")
 
 
