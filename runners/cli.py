@@ -77,6 +77,12 @@ def figures_parser(command: str):
         help="scalar tag, e.g. charts/episodic_return; repeat it for several metrics",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="only this variant, named as its run directory (repeatable; default: every variant of the sweep)",
+    )
+    parser.add_argument(
         "--include-partial",
         action="store_true",
         help="include unfinished runs, each group cut at its common last step (default: complete runs only)",
@@ -160,7 +166,11 @@ def figures(command: str, argv: list[str]) -> None:
     plots.check_last_fraction(args.last_fraction)
     if args.bootstrap_reps < 1:
         raise UsageError(f"--bootstrap-reps must be at least 1, got {args.bootstrap_reps}")
-    found = plots.find_runs(args.sweep)
+    compared = [name for pair in getattr(args, "compare", None) or [] for name in pair]
+    left_out = [name for name in compared if args.variant and name not in args.variant]
+    if left_out:
+        raise UsageError(f"--compare: variant {left_out[0]!r} is left out by --variant; name it there too")
+    found = plots.only_variants(plots.find_runs(args.sweep), args.variant)
     runs, notes = plots.select_runs(found, args.include_partial)
     pairs = plots.check_compare_pairs(args.compare, found, runs) if command == "table" else []
     runs_of = {}

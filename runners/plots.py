@@ -586,20 +586,37 @@ class Comparison:
     p_holm: float = float("nan")
 
 
+def unknown_variant(option: str, name: str, known: list[str]) -> UsageError:
+    """The one-line refusal of a variant name no run directory has, with the closest known name."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UsageError(f"{option}: no variant {name!r} in the sweep; {hint}variants: {', '.join(known)}")
+
+
+def only_variants(runs: list[Run], names: list[str] | None) -> list[Run]:
+    """The runs of the variants ``--variant`` names (every run when it names none); a name no run
+    directory has is refused in one line with the closest variant name."""
+    if not names:
+        return runs
+    known = sorted({run.variant for run in runs})
+    for name in names:
+        if name not in known:
+            raise unknown_variant("--variant", name, known)
+    return [run for run in runs if run.variant in names]
+
+
 def check_compare_pairs(pairs: list[list[str]] | None, found: list[Run], kept: list[Run]) -> list[tuple[str, str]]:
     """The ``--compare A B`` pairs, each once; a name no run directory has is refused in one line
     with the closest variant name, as is a variant left with no runs by ``select_runs``."""
-    import difflib
-
     known = sorted({run.variant for run in found})
     selected = {run.variant for run in kept}
     chosen = []
     for a, b in pairs or []:
         for name in (a, b):
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise UsageError(f"--compare: no variant {name!r} in the sweep; {hint}variants: {', '.join(known)}")
+                raise unknown_variant("--compare", name, known)
             if name not in selected:
                 raise UsageError(
                     f"--compare: variant {name!r} has no complete runs; --include-partial includes unfinished ones"

@@ -295,6 +295,38 @@ def test_table_compare_refuses_an_unknown_variant_in_one_line_with_the_closest_n
     assert code == 2 and "name two different variants" in err
 
 
+def test_variant_keeps_only_the_named_variants_in_table_plot_and_compare(tmp_path, clipzoo):
+    for seed in range(3):
+        write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 1 + seed)
+        write_constant_run(tmp_path, "Hopper-v5", "wc", seed, 4 + seed, 10 + seed)
+        write_constant_run(tmp_path, "Hopper-v5", "redo", seed, 100, 100)
+    metric = ("--metric", "charts/episodic_return")
+    code, out, err = clipzoo("table", str(tmp_path), *metric, "--variant", "wc", "--variant", "adam")
+    assert code == 0, err
+    rows = [line.split(" | ")[1] for line in out.splitlines() if line.startswith("| Hopper-v5 |")]
+    assert rows == ["adam", "wc"]  # redo left out, the table's own order kept
+    # the comparison over the kept variants is the one computed over the whole sweep
+    _, selected, _ = clipzoo(
+        "table", str(tmp_path), *metric, "--variant", "adam", "--variant", "wc", "--compare", "adam", "wc"
+    )
+    _, everything, _ = clipzoo("table", str(tmp_path), *metric, "--compare", "adam", "wc")
+    compared = [line for line in selected.splitlines() if line.startswith("| Hopper-v5 | adam | wc |")]
+    assert len(compared) == 2 and compared == [line for line in everything.splitlines() if line in compared]
+    out_png = tmp_path / "figure" / "adam_only.png"
+    code, out, err = clipzoo("plot", str(tmp_path), *metric, "--variant", "adam", "--out", str(out_png))
+    assert code == 0, err
+    plotted = out_png.with_suffix(".csv").read_text()
+    assert "adam" in plotted and "wc" not in plotted and "redo" not in plotted
+    code, out, err = clipzoo("table", str(tmp_path), *metric, "--variant", "wcc")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: --variant: no variant 'wcc' in the sweep; did you mean 'wc'? variants: adam, redo, wc"
+    ]
+    code, out, err = clipzoo("table", str(tmp_path), *metric, "--variant", "adam", "--compare", "adam", "wc")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["error: --compare: variant 'wc' is left out by --variant; name it there too"]
+
+
 def test_compared_whole_run_means_cover_only_the_windows_every_seed_of_both_logged(tmp_path, clipzoo):
     for seed in range(3):
         write_constant_run(tmp_path, "Hopper-v5", "adam", seed, 1 + seed, 100)  # 1, 2, 3 up to 500, then 100
